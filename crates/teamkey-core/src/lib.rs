@@ -1,0 +1,78 @@
+//! The core of [teamkey]: team-scoped API keys for Rust services.
+//!
+//! This crate knows no web framework and no database. It makes keys, hashes
+//! and verifies them, and runs their lifecycle over any [`KeyStore`]:
+//!
+//! ```
+//! use teamkey_core::{CreateOptions, KeyManager, MemoryStore, Scopes, TeamId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyManager::new(MemoryStore::new());
+//! let team = TeamId::new("acme")?;
+//!
+//! // Create: the full key is shown once.
+//! let options = CreateOptions { scopes: Scopes::new(["scans:read"])?, ..Default::default() };
+//! let created = keys.create(&team, "CI/CD Pipeline", options).await?;
+//! let presented = created.key.expose_secret().to_owned();
+//!
+//! // Verify what a client sends in `X-API-Key`.
+//! let caller = keys.verify(&presented).await?;
+//! assert_eq!(caller.team_id, team);
+//! assert!(caller.has_scope("scans:read"));
+//!
+//! // The key table shows only a masked preview.
+//! let table = keys.list(&team).await?;
+//! assert_eq!(table[0].name.as_str(), "CI/CD Pipeline");
+//! assert!(!table[0].preview.contains(&presented[20..60]));
+//!
+//! // Revoking takes effect on the very next verification.
+//! keys.revoke(&team, &created.info.id).await?;
+//! assert!(keys.verify(&presented).await.is_err());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Data flow: an adapter reads the header and calls [`KeyManager::verify`];
+//! [`KeyFormat::parse`] refuses malformed input without I/O; one
+//! [`KeyStore::get`] by the public [`KeyId`]; a SHA-256 (or peppered
+//! HMAC-SHA-256) of the secret compared in constant time; revoked and
+//! expiry checks; the use is recorded in memory and flushed in batches.
+//!
+//! [teamkey]: https://docs.rs/teamkey
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clock;
+mod error;
+mod format;
+mod hash;
+mod ident;
+mod last_used;
+mod manager;
+#[cfg(feature = "memory")]
+mod memory;
+mod record;
+mod store;
+#[cfg(feature = "test-kit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-kit")))]
+pub mod test_kit;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError};
+pub use format::{
+    ApiKey, CHECKSUM_LEN, DEFAULT_PREFIX, DEFAULT_SECRET_LEN, KeyFormat, MAX_KEY_LEN, MAX_PREFIX_LEN,
+    MAX_SECRET_LEN, MIN_SECRET_LEN, ParsedKey,
+};
+pub use hash::{HashVersion, Pepper, SecretDigest};
+pub use ident::{
+    KEY_ID_LEN, KeyId, KeyName, MAX_NAME_CHARS, MAX_SCOPE_CHARS, MAX_SCOPES, MAX_TEAM_ID_CHARS, Scope,
+    Scopes, TeamId,
+};
+pub use manager::{CreateOptions, DEFAULT_LAST_USED_INTERVAL, KeyManager, KeyManagerBuilder, NewKey};
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use memory::MemoryStore;
+pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RotateOutcome, Rotation};
+pub use store::KeyStore;

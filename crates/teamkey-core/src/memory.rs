@@ -1,0 +1,135 @@
+//! `MemoryStore`: a concurrent in-process store, for single-process
+//! services and for tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{PoisonError, RwLock};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::StoreError;
+use crate::ident::{KeyId, TeamId};
+use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
+use crate::store::KeyStore;
+
+/// Keeps records in memory, behind one read-write lock: verification only
+/// reads, so concurrent requests do not wait on each other. Nothing
+/// survives a restart.
+///
+/// ```
+/// use teamkey_core::{KeyManager, MemoryStore};
+/// let manager = KeyManager::new(MemoryStore::new());
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    keys: HashMap<KeyId, KeyRecord>,
+    by_team: HashMap<TeamId, HashSet<KeyId>>,
+}
+
+impl Tables {
+    fn insert(&mut self, record: &KeyRecord) -> Result<(), StoreError> {
+        if self.keys.contains_key(&record.id) {
+            return Err(StoreError::Conflict);
+        }
+        self.keys.insert(record.id, record.clone());
+        self.by_team
+            .entry(record.team_id.clone())
+            .or_default()
+            .insert(record.id);
+        Ok(())
+    }
+
+    /// The team's unrevoked record with this id.
+    fn owned_mut(&mut self, team_id: &TeamId, key_id: &KeyId) -> Option<&mut KeyRecord> {
+        self.keys
+            .get_mut(key_id)
+            .filter(|r| &r.team_id == team_id && r.revoked_at.is_none())
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        // Every write below completes before it could panic, so a poisoned
+        // lock still guards consistent data.
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.write().insert(record)
+    }
+
+    async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.read().keys.get(key_id).cloned())
+    }
+
+    async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
+        let tables = self.read();
+        let Some(ids) = tables.by_team.get(team_id) else {
+            return Ok(Vec::new());
+        };
+        Ok(ids
+            .iter()
+            .filter_map(|id| tables.keys.get(id))
+            .filter(|r| r.revoked_at.is_none())
+            .cloned()
+            .collect())
+    }
+
+    async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut tables = self.write();
+        match tables.owned_mut(team_id, key_id) {
+            Some(record) => {
+                record.revoked_at = Some(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let mut tables = self.write();
+        if tables.keys.contains_key(&rotation.successor.id) {
+            return Err(StoreError::Conflict);
+        }
+        let Some(old) = tables.owned_mut(&rotation.team_id, &rotation.old) else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        if old.replaced_by.is_some() {
+            return Ok(RotateOutcome::AlreadyRotated);
+        }
+        old.replaced_by = Some(rotation.successor.id);
+        old.expires_at = Some(
+            old.expires_at
+                .map_or(rotation.retire_at, |at| at.min(rotation.retire_at)),
+        );
+        tables.insert(&rotation.successor)?;
+        Ok(RotateOutcome::Rotated)
+    }
+
+    async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
+        let mut tables = self.write();
+        for u in uses {
+            if let Some(record) = tables.keys.get_mut(&u.key_id) {
+                record.last_used_at = Some(record.last_used_at.map_or(u.at, |t| t.max(u.at)));
+            }
+        }
+        Ok(())
+    }
+}

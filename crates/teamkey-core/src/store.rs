@@ -1,0 +1,81 @@
+//! The storage contract every backend implements.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::StoreError;
+use crate::ident::{KeyId, TeamId};
+use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
+
+/// Where key records live. Implement it for your own database; the
+/// [`test_kit`](crate::test_kit) (feature `test-kit`) checks that an
+/// implementation keeps this contract.
+///
+/// Stores keep no clock and make no decisions: times come from the
+/// [`KeyManager`](crate::KeyManager), which also checks expiry.
+/// Object-safe: `Arc<dyn KeyStore>` works.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Inserts a new record. A record with the same id already present is
+    /// [`StoreError::Conflict`], and nothing is written.
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError>;
+
+    /// The record with this id, revoked or not, or `None`. On the request
+    /// path: one point lookup, no write.
+    async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// The team's unrevoked records, in any order. Expired ones may be
+    /// included; the manager filters them out.
+    async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Sets `revoked_at` on the record if it belongs to `team_id` and is not
+    /// yet revoked. `true` if it did; `false` (and no change) otherwise.
+    async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Atomically: if `rotation.old` belongs to `rotation.team_id`, is not
+    /// revoked and has no successor, set its `replaced_by` to the
+    /// successor's id, lower its `expires_at` to `retire_at` (keep it if
+    /// already earlier) and insert the successor. Otherwise change nothing.
+    /// Of concurrent rotations of one key, exactly one may succeed.
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+
+    /// Raises `last_used_at` of each listed key to the given time (never
+    /// lowers it). Unknown ids are ignored. Called with batches, off the
+    /// request path; one statement per batch where the backend allows.
+    async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError>;
+}
+
+macro_rules! forward_store {
+    ($($ptr:ty),*) => {$(
+        #[async_trait]
+        impl<S: KeyStore + ?Sized> KeyStore for $ptr {
+            async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+                (**self).insert(record).await
+            }
+            async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+                (**self).get(key_id).await
+            }
+            async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
+                (**self).list(team_id).await
+            }
+            async fn revoke(
+                &self,
+                team_id: &TeamId,
+                key_id: &KeyId,
+                at: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
+                (**self).revoke(team_id, key_id, at).await
+            }
+            async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+                (**self).rotate(rotation).await
+            }
+            async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
+                (**self).record_last_used(uses).await
+            }
+        }
+    )*};
+}
+
+forward_store!(Arc<S>, Box<S>);

@@ -1,0 +1,656 @@
+//! The store conformance kit: proves a [`KeyStore`] keeps the contract.
+//!
+//! Call [`check_store`] from a test of your own; it panics, naming the
+//! check, on the first broken rule. Every check works under fresh random
+//! team ids, so it may run against a database that other tests share.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! teamkey_core::test_kit::check_store(teamkey_core::MemoryStore::new()).await;
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use rand::SeedableRng;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::rngs::{StdRng, SysRng};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManageError,
+    ManualClock, RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
+};
+
+/// Runs every check of the [`KeyStore`] contract against `store`.
+///
+/// # Panics
+/// On the first rule the store breaks, with a message naming it.
+pub async fn check_store(store: impl KeyStore) {
+    let store: Arc<dyn KeyStore> = Arc::new(store);
+    record_round_trip(&store).await;
+    duplicate_id_is_a_conflict(&store).await;
+    list_is_team_scoped(&store).await;
+    revoke_is_team_scoped_and_immediate(&store).await;
+    rotation_follows_the_contract(&store).await;
+    concurrent_rotations_yield_one_successor(&store).await;
+    expiry_and_grace_are_enforced(&store).await;
+    last_used_only_moves_forward(&store).await;
+    last_used_is_batched(&store).await;
+}
+
+/// Counts the calls made to a store, to prove what was (not) asked of it.
+#[derive(Debug, Default)]
+pub struct CountingStore<S> {
+    inner: S,
+    counts: Counts,
+}
+
+/// Calls counted by a [`CountingStore`].
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// `insert` calls.
+    pub insert: AtomicUsize,
+    /// `get` calls.
+    pub get: AtomicUsize,
+    /// `list` calls.
+    pub list: AtomicUsize,
+    /// `revoke` calls.
+    pub revoke: AtomicUsize,
+    /// `rotate` calls.
+    pub rotate: AtomicUsize,
+    /// `record_last_used` calls.
+    pub record_last_used: AtomicUsize,
+}
+
+impl Counts {
+    /// All calls of any kind.
+    pub fn total(&self) -> usize {
+        [
+            &self.insert,
+            &self.get,
+            &self.list,
+            &self.revoke,
+            &self.rotate,
+            &self.record_last_used,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .sum()
+    }
+}
+
+impl<S: KeyStore> CountingStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            counts: Counts::default(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+}
+
+fn bump(counter: &AtomicUsize) {
+    counter.fetch_add(1, Ordering::SeqCst);
+}
+
+#[async_trait]
+impl<S: KeyStore> KeyStore for CountingStore<S> {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        bump(&self.counts.insert);
+        self.inner.insert(record).await
+    }
+    async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        bump(&self.counts.get);
+        self.inner.get(key_id).await
+    }
+    async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
+        bump(&self.counts.list);
+        self.inner.list(team_id).await
+    }
+    async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        bump(&self.counts.revoke);
+        self.inner.revoke(team_id, key_id, at).await
+    }
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        bump(&self.counts.rotate);
+        self.inner.rotate(rotation).await
+    }
+    async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
+        bump(&self.counts.record_last_used);
+        self.inner.record_last_used(uses).await
+    }
+}
+
+const T0: OffsetDateTime = datetime!(2030-01-01 12:00:00.123456 UTC);
+
+fn random_text(len: usize) -> String {
+    let mut rng = StdRng::try_from_rng(&mut SysRng).expect("OS random number generator");
+    Alphanumeric.sample_string(&mut rng, len)
+}
+
+/// A team id no other run uses.
+fn fresh_team(label: &str) -> TeamId {
+    TeamId::new(format!("kit-{label}-{}", random_text(12))).expect("valid team id")
+}
+
+fn fresh_key_id() -> KeyId {
+    KeyId::parse(&random_text(12)).expect("valid key id")
+}
+
+fn manager(store: &Arc<dyn KeyStore>, clock: &ManualClock) -> KeyManager {
+    KeyManager::builder(Arc::clone(store))
+        .clock(clock.clone())
+        .build()
+}
+
+fn record(team: &TeamId, name: &str) -> KeyRecord {
+    KeyRecord {
+        id: fresh_key_id(),
+        team_id: team.clone(),
+        name: KeyName::new(name).expect("valid name"),
+        preview: "tk_live_abc…wxyz".into(),
+        digest: SecretDigest::from_bytes([0xA5; 32]),
+        hash_version: HashVersion::Sha256,
+        scopes: Scopes::default(),
+        created_at: T0,
+        last_used_at: None,
+        expires_at: None,
+        revoked_at: None,
+        replaced_by: None,
+    }
+}
+
+async fn get(store: &Arc<dyn KeyStore>, id: &KeyId) -> KeyRecord {
+    store
+        .get(id)
+        .await
+        .expect("get must succeed")
+        .unwrap_or_else(|| panic!("record {id} must exist"))
+}
+
+async fn record_round_trip(store: &Arc<dyn KeyStore>) {
+    let team = fresh_team("o'brien\"; DROP TABLE api_keys;--🦎");
+    let mut full = record(&team, "Prod 🦎 \"quoted\" 'single' ; -- % _ \\");
+    let mut digest = [0u8; 32];
+    for (i, b) in digest.iter_mut().enumerate() {
+        *b = u8::try_from(i * 7).unwrap_or(0);
+    }
+    full.digest = SecretDigest::from_bytes(digest);
+    full.hash_version = HashVersion::HmacSha256;
+    full.scopes = Scopes::new(["scans:read", "keys:manage", "a.b-c_d"]).expect("valid scopes");
+    full.last_used_at = Some(T0 + Duration::microseconds(1));
+    full.expires_at = Some(T0 + Duration::days(90));
+    full.revoked_at = Some(T0 + Duration::days(1));
+    full.replaced_by = Some(fresh_key_id());
+    store.insert(&full).await.expect("insert must succeed");
+    assert_eq!(
+        get(store, &full.id).await,
+        full,
+        "record_round_trip: every field must come back exactly"
+    );
+
+    let bare = record(&team, "bare");
+    store.insert(&bare).await.expect("insert must succeed");
+    assert_eq!(
+        get(store, &bare.id).await,
+        bare,
+        "record_round_trip: empty optionals must come back empty"
+    );
+
+    let unknown = fresh_key_id();
+    assert!(
+        store.get(&unknown).await.expect("get must succeed").is_none(),
+        "record_round_trip: an unknown id must be None"
+    );
+}
+
+async fn duplicate_id_is_a_conflict(store: &Arc<dyn KeyStore>) {
+    let team = fresh_team("dup");
+    let first = record(&team, "first");
+    store.insert(&first).await.expect("insert must succeed");
+    let mut second = record(&fresh_team("dup2"), "second");
+    second.id = first.id;
+    assert!(
+        matches!(store.insert(&second).await, Err(StoreError::Conflict)),
+        "duplicate_id_is_a_conflict: inserting an existing id must be StoreError::Conflict"
+    );
+    assert_eq!(
+        get(store, &first.id).await,
+        first,
+        "duplicate_id_is_a_conflict: the original must be unchanged"
+    );
+}
+
+async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
+    let acme = fresh_team("acme");
+    let globex = fresh_team("globex");
+    let a1 = record(&acme, "a1");
+    let a2 = record(&acme, "a2");
+    let mut a3 = record(&acme, "a3 revoked");
+    a3.revoked_at = Some(T0);
+    let g1 = record(&globex, "g1");
+    for r in [&a1, &a2, &a3, &g1] {
+        store.insert(r).await.expect("insert must succeed");
+    }
+    let mut ids: Vec<KeyId> = store
+        .list(&acme)
+        .await
+        .expect("list must succeed")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    ids.sort();
+    let mut want = vec![a1.id, a2.id];
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "list_is_team_scoped: exactly the team's unrevoked keys"
+    );
+    assert!(
+        store
+            .list(&fresh_team("nobody"))
+            .await
+            .expect("list must succeed")
+            .is_empty(),
+        "list_is_team_scoped: an unknown team has no keys"
+    );
+}
+
+async fn revoke_is_team_scoped_and_immediate(store: &Arc<dyn KeyStore>) {
+    let clock = ManualClock::new(T0);
+    let keys = manager(store, &clock);
+    let acme = fresh_team("acme");
+    let globex = fresh_team("globex");
+    let created = keys
+        .create(&acme, "to revoke", CreateOptions::default())
+        .await
+        .expect("create");
+    let key = created.key.expose_secret();
+    keys.verify(key).await.expect("revoke: a new key must verify");
+
+    assert!(
+        matches!(
+            keys.revoke(&globex, &created.info.id).await,
+            Err(ManageError::NotFound)
+        ),
+        "revoke: another team's key must be NotFound"
+    );
+    keys.verify(key)
+        .await
+        .expect("revoke: another team's revoke must change nothing");
+    assert!(
+        matches!(
+            keys.revoke(&acme, &fresh_key_id()).await,
+            Err(ManageError::NotFound)
+        ),
+        "revoke: an unknown key must be NotFound"
+    );
+
+    keys.revoke(&acme, &created.info.id)
+        .await
+        .expect("revoke: the owner's revoke must succeed");
+    assert!(
+        matches!(keys.verify(key).await, Err(VerifyError::Revoked { .. })),
+        "revoke: the very next verification must fail as revoked"
+    );
+    assert!(
+        matches!(
+            keys.revoke(&acme, &created.info.id).await,
+            Err(ManageError::NotFound)
+        ),
+        "revoke: revoking twice must be NotFound"
+    );
+    assert!(
+        keys.list(&acme).await.expect("list").is_empty(),
+        "revoke: a revoked key leaves the list"
+    );
+    let stored = get(store, &created.info.id).await;
+    assert_eq!(
+        stored.revoked_at,
+        Some(T0),
+        "revoke: revoked_at must be the manager's time"
+    );
+}
+
+async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
+    let team = fresh_team("rot");
+    let old = record(&team, "old");
+    store.insert(&old).await.expect("insert must succeed");
+    let retire_at = T0 + Duration::hours(1);
+    let rotation = |team: &TeamId, successor: KeyRecord| Rotation {
+        team_id: team.clone(),
+        old: old.id,
+        retire_at,
+        successor,
+    };
+
+    let stray = record(&team, "stray");
+    let outcome = store
+        .rotate(&rotation(&fresh_team("other"), stray.clone()))
+        .await
+        .expect("rotate");
+    assert_eq!(
+        outcome,
+        RotateOutcome::NotFound,
+        "rotate: another team's key must be NotFound"
+    );
+    assert!(
+        store.get(&stray.id).await.expect("get").is_none(),
+        "rotate: NotFound must insert nothing"
+    );
+
+    let successor = record(&team, "old");
+    let outcome = store
+        .rotate(&rotation(&team, successor.clone()))
+        .await
+        .expect("rotate");
+    assert_eq!(
+        outcome,
+        RotateOutcome::Rotated,
+        "rotate: must rotate an active key"
+    );
+    let after = get(store, &old.id).await;
+    assert_eq!(
+        after.replaced_by,
+        Some(successor.id),
+        "rotate: old.replaced_by must name the successor"
+    );
+    assert_eq!(
+        after.expires_at,
+        Some(retire_at),
+        "rotate: old.expires_at must become retire_at"
+    );
+    assert_eq!(
+        get(store, &successor.id).await,
+        successor,
+        "rotate: the successor must be inserted as given"
+    );
+
+    let again = record(&team, "again");
+    let outcome = store
+        .rotate(&rotation(&team, again.clone()))
+        .await
+        .expect("rotate");
+    assert_eq!(
+        outcome,
+        RotateOutcome::AlreadyRotated,
+        "rotate: a rotated key must be AlreadyRotated"
+    );
+    assert!(
+        store.get(&again.id).await.expect("get").is_none(),
+        "rotate: AlreadyRotated must insert nothing"
+    );
+
+    // An earlier expiry is kept.
+    let mut soon = record(&team, "soon");
+    soon.expires_at = Some(T0 + Duration::minutes(5));
+    store.insert(&soon).await.expect("insert must succeed");
+    let successor = record(&team, "soon");
+    let outcome = store
+        .rotate(&Rotation {
+            team_id: team.clone(),
+            old: soon.id,
+            retire_at,
+            successor,
+        })
+        .await
+        .expect("rotate");
+    assert_eq!(outcome, RotateOutcome::Rotated);
+    assert_eq!(
+        get(store, &soon.id).await.expires_at,
+        soon.expires_at,
+        "rotate: an expiry earlier than retire_at must be kept"
+    );
+
+    // A revoked key cannot be rotated.
+    let revoked = record(&team, "revoked");
+    store.insert(&revoked).await.expect("insert must succeed");
+    assert!(store.revoke(&team, &revoked.id, T0).await.expect("revoke"));
+    let successor = record(&team, "revoked");
+    let outcome = store
+        .rotate(&Rotation {
+            team_id: team.clone(),
+            old: revoked.id,
+            retire_at,
+            successor,
+        })
+        .await
+        .expect("rotate");
+    assert_eq!(
+        outcome,
+        RotateOutcome::NotFound,
+        "rotate: a revoked key must be NotFound"
+    );
+}
+
+async fn concurrent_rotations_yield_one_successor(store: &Arc<dyn KeyStore>) {
+    const RACERS: usize = 16;
+    let clock = ManualClock::new(T0);
+    let keys = manager(store, &clock);
+    let team = fresh_team("race");
+    let created = keys
+        .create(&team, "raced", CreateOptions::default())
+        .await
+        .expect("create");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..RACERS {
+        let (keys, team, id) = (keys.clone(), team.clone(), created.info.id);
+        tasks.spawn(async move { keys.rotate(&team, &id, Duration::minutes(10)).await });
+    }
+    let (mut won, mut lost) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("rotation task must not panic") {
+            Ok(_) => won += 1,
+            Err(ManageError::AlreadyRotated) => lost += 1,
+            Err(e) => panic!("concurrent rotation: unexpected error {e}"),
+        }
+    }
+    assert_eq!(
+        (won, lost),
+        (1, RACERS - 1),
+        "concurrent rotation: exactly one successor"
+    );
+    let listed = keys.list(&team).await.expect("list");
+    assert_eq!(
+        listed.len(),
+        2,
+        "concurrent rotation: the old key (in grace) and one successor"
+    );
+}
+
+async fn expiry_and_grace_are_enforced(store: &Arc<dyn KeyStore>) {
+    let clock = ManualClock::new(T0);
+    let keys = manager(store, &clock);
+    let team = fresh_team("expiry");
+
+    let options = CreateOptions {
+        expires_at: Some(T0 + Duration::hours(1)),
+        ..Default::default()
+    };
+    let expiring = keys.create(&team, "expiring", options).await.expect("create");
+    keys.verify(expiring.key.expose_secret())
+        .await
+        .expect("expiry: valid before expiry");
+
+    clock.set(T0 + Duration::minutes(1));
+    let old = keys
+        .create(&team, "rotated", CreateOptions::default())
+        .await
+        .expect("create");
+    let new = keys
+        .rotate(&team, &old.info.id, Duration::minutes(30))
+        .await
+        .expect("rotate");
+    assert_eq!(new.info.name, old.info.name, "rotate: successor keeps the name");
+    keys.verify(old.key.expose_secret())
+        .await
+        .expect("grace: the old key works inside the grace period");
+    keys.verify(new.key.expose_secret())
+        .await
+        .expect("grace: the new key works");
+
+    clock.set(T0 + Duration::minutes(2));
+    let instant = keys
+        .create(&team, "instant", CreateOptions::default())
+        .await
+        .expect("create");
+    keys.rotate(&team, &instant.info.id, Duration::ZERO)
+        .await
+        .expect("rotate");
+    assert!(
+        matches!(
+            keys.verify(instant.key.expose_secret()).await,
+            Err(VerifyError::Expired { .. })
+        ),
+        "grace: zero grace retires the old key at once"
+    );
+
+    clock.set(T0 + Duration::minutes(31));
+    assert!(
+        matches!(
+            keys.verify(old.key.expose_secret()).await,
+            Err(VerifyError::Expired { .. })
+        ),
+        "grace: the old key stops when the grace period ends"
+    );
+    keys.verify(new.key.expose_secret())
+        .await
+        .expect("grace: the new key keeps working");
+
+    clock.set(T0 + Duration::hours(1));
+    assert!(
+        matches!(
+            keys.verify(expiring.key.expose_secret()).await,
+            Err(VerifyError::Expired { .. })
+        ),
+        "expiry: a key stops at its expiry"
+    );
+    let names: Vec<String> = keys
+        .list(&team)
+        .await
+        .expect("list")
+        .iter()
+        .map(|k| k.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["instant", "rotated"],
+        "expiry: only active keys are listed, newest first"
+    );
+}
+
+async fn last_used_only_moves_forward(store: &Arc<dyn KeyStore>) {
+    let team = fresh_team("lu");
+    let a = record(&team, "a");
+    let b = record(&team, "b");
+    store.insert(&a).await.expect("insert");
+    store.insert(&b).await.expect("insert");
+    let late = T0 + Duration::minutes(10);
+    let early = T0 + Duration::minutes(5);
+    let batch = [
+        KeyUse {
+            key_id: a.id,
+            at: late,
+        },
+        KeyUse {
+            key_id: b.id,
+            at: early,
+        },
+        KeyUse {
+            key_id: fresh_key_id(),
+            at: late,
+        },
+    ];
+    store
+        .record_last_used(&batch)
+        .await
+        .expect("last used: a batch with an unknown id must succeed");
+    assert_eq!(
+        get(store, &a.id).await.last_used_at,
+        Some(late),
+        "last used: every key of a batch is written"
+    );
+    assert_eq!(
+        get(store, &b.id).await.last_used_at,
+        Some(early),
+        "last used: every key of a batch is written"
+    );
+    store
+        .record_last_used(&[KeyUse {
+            key_id: a.id,
+            at: early,
+        }])
+        .await
+        .expect("record_last_used");
+    assert_eq!(
+        get(store, &a.id).await.last_used_at,
+        Some(late),
+        "last used: an older time must not overwrite"
+    );
+}
+
+async fn last_used_is_batched(store: &Arc<dyn KeyStore>) {
+    const USES: usize = 10_000;
+    let counting = Arc::new(CountingStore::new(Arc::clone(store)));
+    let clock = ManualClock::new(T0);
+    let keys = KeyManager::builder(Arc::clone(&counting))
+        .clock(clock.clone())
+        .build();
+    let team = fresh_team("batch");
+    let one = keys
+        .create(&team, "one", CreateOptions::default())
+        .await
+        .expect("create");
+    let two = keys
+        .create(&team, "two", CreateOptions::default())
+        .await
+        .expect("create");
+    for i in 0..USES {
+        let key = if i % 2 == 0 { &one.key } else { &two.key };
+        keys.verify(key.expose_secret()).await.expect("verify");
+    }
+    assert_eq!(
+        counting.counts().record_last_used.load(Ordering::SeqCst),
+        0,
+        "last used: no write inside the interval"
+    );
+    clock.advance(Duration::seconds(30));
+    keys.verify(one.key.expose_secret()).await.expect("verify");
+    assert_eq!(
+        keys.flush_last_used().await.expect("flush"),
+        2,
+        "last used: one flush covers both keys"
+    );
+    assert_eq!(
+        counting.counts().record_last_used.load(Ordering::SeqCst),
+        1,
+        "last used: one store call for {USES} uses of two keys"
+    );
+    let listed = keys.list(&team).await.expect("list");
+    let last_used = |id: KeyId| listed.iter().find(|k| k.id == id).and_then(|k| k.last_used_at);
+    assert_eq!(
+        last_used(one.info.id),
+        Some(clock.now()),
+        "last used: the latest use is written"
+    );
+    assert_eq!(
+        last_used(two.info.id),
+        Some(T0),
+        "last used: each key keeps its own time"
+    );
+    assert_eq!(
+        keys.flush_last_used().await.expect("flush"),
+        0,
+        "last used: nothing pending after a flush"
+    );
+}

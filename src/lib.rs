@@ -1,0 +1,1 @@
+pub use teamkey_core::*;
