@@ -1,1 +1,40 @@
+//! teamkey: team-scoped API-key authentication for Rust web services.
+//!
+//! A team creates named keys; the full key is shown once, then only a
+//! masked preview; clients send it in `X-API-Key`; every request is scoped
+//! to the key's team; revoking takes effect at once; rotation keeps the old
+//! key alive for an optional grace period.
+//!
+//! ```
+//! use teamkey::{CreateOptions, KeyManager, MemoryStore, TeamId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = KeyManager::new(MemoryStore::new());
+//! let acme = TeamId::new("acme")?;
+//! let created = keys.create(&acme, "Production", CreateOptions::default()).await?;
+//! println!("shown once: {}", created.key.expose_secret());
+//!
+//! let caller = keys.verify(created.key.expose_secret()).await?;
+//! assert_eq!(caller.team_id, acme);
+//!
+//! // Rotate: new key now, the old one works for 24 more hours.
+//! let next = keys.rotate(&acme, &created.info.id, time::Duration::hours(24)).await?;
+//! assert!(keys.verify(created.key.expose_secret()).await.is_ok());
+//! assert!(keys.verify(next.key.expose_secret()).await.is_ok());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//! - `memory` (default): [`MemoryStore`], for single-process services and tests.
+//! - `test-kit`: [`test_kit`], the conformance suite for your own [`KeyStore`].
+//!
+//! Everything here is re-exported from `teamkey-core`, which knows no web
+//! framework and no database.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(inline)]
 pub use teamkey_core::*;

@@ -69,7 +69,18 @@ impl TryFrom<&[u8]> for SecretDigest {
 /// Constant time: the position of the first differing byte is not observable.
 impl PartialEq for SecretDigest {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        // Four 64-bit words rather than 32 bytes: same guarantee from
+        // `subtle`, an eighth of its optimisation barriers.
+        let words = |d: &[u8; 32]| {
+            let mut w = [0u64; 4];
+            for (word, chunk) in w.iter_mut().zip(d.chunks_exact(8)) {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(chunk);
+                *word = u64::from_le_bytes(bytes);
+            }
+            w
+        };
+        words(&self.0).ct_eq(&words(&other.0)).into()
     }
 }
 

@@ -4,39 +4,40 @@
 //! once per interval the whole map is handed to the store in one call, so
 //! a key used 10,000 times in an interval costs at most one write.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use time::{Duration, OffsetDateTime};
+use foldhash::{HashMap, HashMapExt};
 
+use crate::clock::{from_unix_micros, unix_micros};
 use crate::ident::KeyId;
 use crate::record::KeyUse;
 
 #[derive(Debug)]
 pub(crate) struct LastUsed {
-    pending: Mutex<HashMap<KeyId, OffsetDateTime>>,
-    interval: Duration,
+    /// Only verified (so generated, random) key ids get in: see MemoryStore
+    /// on why foldhash is safe for such keys.
+    /// Unix microseconds of the latest use of each key.
+    pending: Mutex<HashMap<KeyId, i64>>,
+    interval: i64,
     /// Unix time in microseconds at which the next automatic flush is due.
     next_flush: AtomicI64,
 }
 
-fn micros(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
 impl LastUsed {
-    pub(crate) fn new(interval: Duration, now: OffsetDateTime) -> Self {
+    /// Flushes at most every `interval` microseconds, the first one
+    /// interval after `now`.
+    pub(crate) fn new(interval: i64, now: i64) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
             interval,
-            next_flush: AtomicI64::new(micros(now + interval)),
+            next_flush: AtomicI64::new(now.saturating_add(interval)),
         }
     }
 
     /// Notes a use. `true` when an automatic flush is due and this caller
     /// won the right to start it.
-    pub(crate) fn record(&self, key_id: KeyId, at: OffsetDateTime) -> bool {
+    pub(crate) fn record(&self, key_id: KeyId, at: i64) -> bool {
         {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             match pending.get_mut(&key_id) {
@@ -46,14 +47,13 @@ impl LastUsed {
                 }
             }
         }
-        let now = micros(at);
         let due = self.next_flush.load(Ordering::Relaxed);
-        now >= due
+        at >= due
             && self
                 .next_flush
                 .compare_exchange(
                     due,
-                    micros(at + self.interval),
+                    at.saturating_add(self.interval),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -65,7 +65,10 @@ impl LastUsed {
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         taken
             .into_iter()
-            .map(|(key_id, at)| KeyUse { key_id, at })
+            .map(|(key_id, at)| KeyUse {
+                key_id,
+                at: from_unix_micros(at),
+            })
             .collect()
     }
 
@@ -73,8 +76,9 @@ impl LastUsed {
     pub(crate) fn restore(&self, batch: Vec<KeyUse>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         for u in batch {
-            let t = pending.entry(u.key_id).or_insert(u.at);
-            *t = (*t).max(u.at);
+            let at = unix_micros(u.at);
+            let t = pending.entry(u.key_id).or_insert(at);
+            *t = (*t).max(at);
         }
     }
 }
@@ -82,39 +86,41 @@ impl LastUsed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+
+    const MINUTE: i64 = 60_000_000;
+    const SECOND: i64 = 1_000_000;
 
     #[test]
     fn one_flush_per_interval_and_latest_time_wins() {
-        let t0 = datetime!(2026-01-01 0:00 UTC);
-        let lu = LastUsed::new(Duration::seconds(60), t0);
+        let t0 = 1_800_000_000 * SECOND;
+        let lu = LastUsed::new(MINUTE, t0);
         let id = KeyId::parse("abcdefABCDEF").unwrap();
         for s in 0..59 {
-            assert!(!lu.record(id, t0 + Duration::seconds(s)));
+            assert!(!lu.record(id, t0 + s * SECOND));
         }
-        assert!(lu.record(id, t0 + Duration::seconds(60)));
-        assert!(!lu.record(id, t0 + Duration::seconds(61)));
+        assert!(lu.record(id, t0 + MINUTE));
+        assert!(!lu.record(id, t0 + MINUTE + SECOND));
         let batch = lu.take();
         assert_eq!(
             batch,
             [KeyUse {
                 key_id: id,
-                at: t0 + Duration::seconds(61)
+                at: from_unix_micros(t0 + MINUTE + SECOND)
             }]
         );
         assert!(lu.take().is_empty());
-        assert!(lu.record(id, t0 + Duration::seconds(120)));
+        assert!(lu.record(id, t0 + 2 * MINUTE + SECOND));
     }
 
     #[test]
     fn a_restored_batch_keeps_the_newest_time() {
-        let t0 = datetime!(2026-01-01 0:00 UTC);
-        let lu = LastUsed::new(Duration::seconds(60), t0);
+        let t0 = 1_800_000_000 * SECOND;
+        let lu = LastUsed::new(MINUTE, t0);
         let id = KeyId::parse("abcdefABCDEF").unwrap();
-        lu.record(id, t0 + Duration::seconds(5));
+        lu.record(id, t0 + 5 * SECOND);
         let batch = lu.take();
-        lu.record(id, t0 + Duration::seconds(9));
+        lu.record(id, t0 + 9 * SECOND);
         lu.restore(batch);
-        assert_eq!(lu.take()[0].at, t0 + Duration::seconds(9));
+        assert_eq!(lu.take()[0].at, from_unix_micros(t0 + 9 * SECOND));
     }
 }

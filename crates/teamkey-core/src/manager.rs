@@ -5,9 +5,9 @@ use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
 
-use time::{Duration, OffsetDateTime, UtcOffset};
+use time::{Duration, OffsetDateTime};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
 use crate::format::{ApiKey, KeyFormat};
 use crate::hash::{Hasher, Pepper};
@@ -105,8 +105,8 @@ impl KeyManagerBuilder {
 
     /// The manager.
     pub fn build(self) -> KeyManager {
-        let interval = Duration::try_from(self.last_used_interval).unwrap_or(Duration::MAX);
-        let now = self.clock.now();
+        let interval = i64::try_from(self.last_used_interval.as_micros()).unwrap_or(i64::MAX);
+        let now = self.clock.unix_micros();
         KeyManager {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -146,10 +146,9 @@ impl KeyManager {
         &self.inner.store
     }
 
-    /// Now, in UTC, at the microsecond precision every database keeps.
+    /// Now, as stored.
     fn now(&self) -> OffsetDateTime {
-        let t = self.inner.clock.now().to_offset(UtcOffset::UTC);
-        t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
+        stored_precision(self.inner.clock.now())
     }
 
     /// Creates a key for `team_id`. The returned [`NewKey::key`] is the only
@@ -200,7 +199,7 @@ impl KeyManager {
             id: key.id(),
             team_id: team_id.clone(),
             name: name.clone(),
-            preview: key.preview(),
+            preview: key.preview().into(),
             digest,
             hash_version: version,
             scopes: scopes.clone(),
@@ -314,14 +313,11 @@ impl KeyManager {
     async fn check(&self, presented: &str) -> Result<Principal, VerifyError> {
         let parsed = self.inner.format.parse(presented)?;
         let key_id = parsed.key_id();
-        let record = self
-            .inner
-            .store
-            .get(&key_id)
-            .await
-            .map_err(VerifyError::Store)?
-            .filter(|r| r.id == key_id)
-            .ok_or(VerifyError::Unknown { key_id })?;
+        let record = match self.inner.store.get(&key_id).await {
+            Ok(Some(record)) if record.id == key_id => record,
+            Ok(_) => return Err(VerifyError::Unknown { key_id }),
+            Err(e) => return Err(VerifyError::Store(e)),
+        };
         let digest = self
             .inner
             .hasher
@@ -334,8 +330,8 @@ impl KeyManager {
         if record.revoked_at.is_some() {
             return Err(VerifyError::Revoked { key_id });
         }
-        let now = self.now();
-        if record.expires_at.is_some_and(|at| at <= now) {
+        let now = self.inner.clock.unix_micros();
+        if record.expires_at.is_some_and(|at| unix_micros(at) <= now) {
             return Err(VerifyError::Expired { key_id });
         }
         if self.inner.last_used.record(key_id, now) {

@@ -1,6 +1,8 @@
 //! What is stored about a key, what is shown of it, and who a verified key
 //! says the caller is.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -17,8 +19,9 @@ pub struct KeyRecord {
     pub team_id: TeamId,
     /// Descriptive name.
     pub name: KeyName,
-    /// Masked preview, such as `tk_live_3xAmPle0Key1…Q2x9`.
-    pub preview: String,
+    /// Masked preview, such as `tk_live_3xAmPle0Key1…Q2x9`. Shared, so
+    /// that handing out a record copies no text.
+    pub preview: Arc<str>,
     /// Digest of the secret.
     pub digest: SecretDigest,
     /// How `digest` was made.
@@ -48,7 +51,7 @@ impl KeyRecord {
         KeyInfo {
             id: self.id,
             name: self.name.clone(),
-            preview: self.preview.clone(),
+            preview: self.preview.to_string(),
             created_at: self.created_at,
             last_used_at: self.last_used_at,
             expires_at: self.expires_at,
