@@ -38,3 +38,12 @@
 
 #[doc(inline)]
 pub use teamkey_core::*;
+
+// The README's and the guides' Rust blocks are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/custom-store.md")]
+struct CustomStoreDoctests;

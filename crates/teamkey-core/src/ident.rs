@@ -229,7 +229,7 @@ macro_rules! text_impls {
     ($($ty:ident => $ctor:expr),* $(,)?) => {$(
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
 

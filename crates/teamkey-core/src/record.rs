@@ -19,7 +19,7 @@ pub struct KeyRecord {
     pub team_id: TeamId,
     /// Descriptive name.
     pub name: KeyName,
-    /// Masked preview, such as `tk_live_3xAmPle0Key1…Q2x9`. Shared, so
+    /// Masked preview, such as `tk_live_3xAmPle0Key1…x9zK`. Shared, so
     /// that handing out a record copies no text.
     pub preview: Arc<str>,
     /// Digest of the secret.
