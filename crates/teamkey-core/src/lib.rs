@@ -76,3 +76,5 @@ pub use manager::{CreateOptions, DEFAULT_LAST_USED_INTERVAL, KeyManager, KeyMana
 pub use memory::MemoryStore;
 pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RotateOutcome, Rotation};
 pub use store::KeyStore;
+/// The `time` crate, re-exported: expiries and grace periods are its types.
+pub use time;

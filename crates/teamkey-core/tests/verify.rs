@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use proptest::prelude::*;
 use teamkey_core::test_kit::CountingStore;
 use teamkey_core::{
-    CreateOptions, KeyFormat, KeyId, KeyManager, KeyRecord, KeyStore, KeyUse, MalformedKey, MemoryStore,
-    Pepper, Rejection, RotateOutcome, Rotation, Scopes, StoreError, TeamId, VerifyError,
+    Clock, CreateOptions, KeyFormat, KeyId, KeyManager, KeyRecord, KeyStore, KeyUse, MalformedKey,
+    MemoryStore, Pepper, Rejection, RotateOutcome, Rotation, Scopes, StoreError, TeamId, VerifyError,
 };
 use time::OffsetDateTime;
 
@@ -372,4 +372,42 @@ fn list_is_newest_first_and_team_scoped() {
     }
     assert_eq!(json["created_at"], "2026-01-01T00:00:03Z");
     assert!(json["last_used_at"].is_null());
+}
+
+#[test]
+fn last_used_is_flushed_automatically_once_per_interval() {
+    let rt = runtime();
+    let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+    let clock = teamkey_core::ManualClock::new(t0);
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let keys = KeyManager::builder(Arc::clone(&store))
+        .clock(clock.clone())
+        .build();
+    let created = rt
+        .block_on(keys.create(&team(), "auto", CreateOptions::default()))
+        .unwrap();
+    let key = created.key.expose_secret();
+    let flushes = || store.counts().record_last_used.load(Ordering::SeqCst);
+    // Lets the spawned flush task run on the current-thread runtime.
+    let settle = || rt.block_on(tokio::task::yield_now());
+
+    for _ in 0..1_000 {
+        rt.block_on(keys.verify(key)).unwrap();
+    }
+    settle();
+    assert_eq!(flushes(), 0, "no write inside the first interval");
+
+    clock.advance(time::Duration::seconds(60));
+    for _ in 0..1_000 {
+        rt.block_on(keys.verify(key)).unwrap();
+    }
+    settle();
+    assert_eq!(flushes(), 1, "exactly one write once the interval has passed");
+    let listed = rt.block_on(keys.list(&team())).unwrap();
+    assert_eq!(listed[0].last_used_at, Some(clock.now()));
+
+    clock.advance(time::Duration::seconds(59));
+    rt.block_on(keys.verify(key)).unwrap();
+    settle();
+    assert_eq!(flushes(), 1, "still one write inside the next interval");
 }
