@@ -23,7 +23,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let caller = keys.verify(created.key.expose_secret()).await?;
     println!(
         "X-API-Key accepted: team {}, key {} ({})",
-        caller.team_id, caller.key_id, caller.name
+        caller.team_id(),
+        caller.key_id(),
+        caller.name()
     );
 
     let rotated = keys

@@ -16,7 +16,7 @@
 //! println!("shown once: {}", created.key.expose_secret());
 //!
 //! let caller = keys.verify(created.key.expose_secret()).await?;
-//! assert_eq!(caller.team_id, acme);
+//! assert_eq!(caller.team_id(), &acme);
 //!
 //! // Rotate: new key now, the old one works for 24 more hours.
 //! let next = keys.rotate(&acme, &created.info.id, time::Duration::hours(24)).await?;

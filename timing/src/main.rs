@@ -20,7 +20,7 @@ use dudect_bencher::rand::{Rng, RngExt};
 use dudect_bencher::{BenchRng, Class, CtRunner, ctbench_main};
 use teamkey_core::{CreateOptions, KeyManager, MemoryStore, SecretDigest, TeamId};
 
-const SAMPLES: usize = 100_000;
+const SAMPLES: usize = 1_000_000;
 const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// MemoryStore's futures never wait: one poll completes them.

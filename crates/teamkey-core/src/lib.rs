@@ -18,7 +18,7 @@
 //!
 //! // Verify what a client sends in `X-API-Key`.
 //! let caller = keys.verify(&presented).await?;
-//! assert_eq!(caller.team_id, team);
+//! assert_eq!(caller.team_id(), &team);
 //! assert!(caller.has_scope("scans:read"));
 //!
 //! // The key table shows only a masked preview.

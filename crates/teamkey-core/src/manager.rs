@@ -199,7 +199,7 @@ impl KeyManager {
             id: key.id(),
             team_id: team_id.clone(),
             name: name.clone(),
-            preview: key.preview().into(),
+            preview: key.preview(),
             digest,
             hash_version: version,
             scopes: scopes.clone(),
@@ -337,7 +337,7 @@ impl KeyManager {
         if self.inner.last_used.record(key_id, now) {
             self.spawn_flush();
         }
-        Ok(Principal::from(record))
+        Ok(Principal::new(record))
     }
 
     /// Starts a flush on the current Tokio runtime, off the request path.

@@ -1,7 +1,7 @@
 //! `MemoryStore`: a concurrent in-process store, for single-process
 //! services and for tests.
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use foldhash::{HashMap, HashSet};
@@ -30,7 +30,7 @@ pub struct MemoryStore {
 // alone cannot lengthen a probe sequence.
 #[derive(Debug, Default)]
 struct Tables {
-    keys: HashMap<KeyId, KeyRecord>,
+    keys: HashMap<KeyId, Arc<KeyRecord>>,
     by_team: HashMap<TeamId, HashSet<KeyId>>,
 }
 
@@ -39,7 +39,7 @@ impl Tables {
         if self.keys.contains_key(&record.id) {
             return Err(StoreError::Conflict);
         }
-        self.keys.insert(record.id, record.clone());
+        self.keys.insert(record.id, Arc::new(record.clone()));
         self.by_team
             .entry(record.team_id.clone())
             .or_default()
@@ -47,11 +47,13 @@ impl Tables {
         Ok(())
     }
 
-    /// The team's unrevoked record with this id.
+    /// The team's unrevoked record with this id, to change. Copy on write:
+    /// principals handed out earlier keep the record they were made from.
     fn owned_mut(&mut self, team_id: &TeamId, key_id: &KeyId) -> Option<&mut KeyRecord> {
         self.keys
             .get_mut(key_id)
             .filter(|r| &r.team_id == team_id && r.revoked_at.is_none())
+            .map(Arc::make_mut)
     }
 }
 
@@ -78,7 +80,7 @@ impl KeyStore for MemoryStore {
         self.write().insert(record)
     }
 
-    async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         Ok(self.read().keys.get(key_id).cloned())
     }
 
@@ -91,7 +93,7 @@ impl KeyStore for MemoryStore {
             .iter()
             .filter_map(|id| tables.keys.get(id))
             .filter(|r| r.revoked_at.is_none())
-            .cloned()
+            .map(|r| KeyRecord::clone(r))
             .collect())
     }
 
@@ -129,7 +131,7 @@ impl KeyStore for MemoryStore {
     async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         let mut tables = self.write();
         for u in uses {
-            if let Some(record) = tables.keys.get_mut(&u.key_id) {
+            if let Some(record) = tables.keys.get_mut(&u.key_id).map(Arc::make_mut) {
                 record.last_used_at = Some(record.last_used_at.map_or(u.at, |t| t.max(u.at)));
             }
         }

@@ -1,6 +1,7 @@
 //! What is stored about a key, what is shown of it, and who a verified key
 //! says the caller is.
 
+use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,8 @@ pub struct KeyRecord {
     pub team_id: TeamId,
     /// Descriptive name.
     pub name: KeyName,
-    /// Masked preview, such as `tk_live_3xAmPle0Key1…x9zK`. Shared, so
-    /// that handing out a record copies no text.
-    pub preview: Arc<str>,
+    /// Masked preview, such as `tk_live_3xAmPle0Key1…x9zK`.
+    pub preview: String,
     /// Digest of the secret.
     pub digest: SecretDigest,
     /// How `digest` was made.
@@ -51,7 +51,7 @@ impl KeyRecord {
         KeyInfo {
             id: self.id,
             name: self.name.clone(),
-            preview: self.preview.to_string(),
+            preview: self.preview.clone(),
             created_at: self.created_at,
             last_used_at: self.last_used_at,
             expires_at: self.expires_at,
@@ -84,34 +84,80 @@ pub struct KeyInfo {
     pub scopes: Scopes,
 }
 
-/// Who a verified key says the caller is. Scope every query by `team_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Who a verified key says the caller is. Scope every query by
+/// [`Principal::team_id`].
+///
+/// It shares the store's record rather than copying it: cloning a
+/// principal, or making one, costs one atomic increment.
+#[derive(Clone)]
 pub struct Principal {
-    /// The team the key belongs to.
-    pub team_id: TeamId,
-    /// The key that was presented (public id).
-    pub key_id: KeyId,
-    /// The key's name.
-    pub name: KeyName,
-    /// The key's permissions.
-    pub scopes: Scopes,
+    record: Arc<KeyRecord>,
 }
 
 impl Principal {
+    /// The principal a verified record stands for.
+    pub(crate) fn new(record: Arc<KeyRecord>) -> Self {
+        Self { record }
+    }
+
+    /// The team the key belongs to.
+    pub fn team_id(&self) -> &TeamId {
+        &self.record.team_id
+    }
+
+    /// The key that was presented (its public id).
+    pub fn key_id(&self) -> KeyId {
+        self.record.id
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &KeyName {
+        &self.record.name
+    }
+
+    /// The key's permissions.
+    pub fn scopes(&self) -> &Scopes {
+        &self.record.scopes
+    }
+
     /// Whether the key carries `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.contains(scope)
+        self.record.scopes.contains(scope)
     }
 }
 
-impl From<KeyRecord> for Principal {
-    fn from(record: KeyRecord) -> Self {
-        Self {
-            team_id: record.team_id,
-            key_id: record.id,
-            name: record.name,
-            scopes: record.scopes,
-        }
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("team_id", self.team_id())
+            .field("key_id", &self.key_id())
+            .field("name", self.name())
+            .field("scopes", self.scopes())
+            .finish()
+    }
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.team_id() == other.team_id()
+            && self.key_id() == other.key_id()
+            && self.name() == other.name()
+            && self.scopes() == other.scopes()
+    }
+}
+
+impl Eq for Principal {}
+
+/// `{"team_id", "key_id", "name", "scopes"}`.
+impl Serialize for Principal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Principal", 4)?;
+        s.serialize_field("team_id", self.team_id())?;
+        s.serialize_field("key_id", &self.key_id())?;
+        s.serialize_field("name", self.name())?;
+        s.serialize_field("scopes", self.scopes())?;
+        s.end()
     }
 }
 

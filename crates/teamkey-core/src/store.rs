@@ -23,8 +23,9 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError>;
 
     /// The record with this id, revoked or not, or `None`. On the request
-    /// path: one point lookup, no write.
-    async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+    /// path: one point lookup, no write. Shared (`Arc`) so that an
+    /// in-memory store hands it out without copying.
+    async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError>;
 
     /// The team's unrevoked records, in any order. Expired ones may be
     /// included; the manager filters them out.
@@ -54,7 +55,7 @@ macro_rules! forward_store {
             async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
                 (**self).insert(record).await
             }
-            async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
                 (**self).get(key_id).await
             }
             async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {

@@ -109,7 +109,7 @@ impl<S: KeyStore> KeyStore for CountingStore<S> {
         bump(&self.counts.insert);
         self.inner.insert(record).await
     }
-    async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         bump(&self.counts.get);
         self.inner.get(key_id).await
     }
@@ -171,11 +171,8 @@ fn record(team: &TeamId, name: &str) -> KeyRecord {
 }
 
 async fn get(store: &Arc<dyn KeyStore>, id: &KeyId) -> KeyRecord {
-    store
-        .get(id)
-        .await
-        .expect("get must succeed")
-        .unwrap_or_else(|| panic!("record {id} must exist"))
+    let record = store.get(id).await.expect("get must succeed");
+    KeyRecord::clone(&record.unwrap_or_else(|| panic!("record {id} must exist")))
 }
 
 async fn record_round_trip(store: &Arc<dyn KeyStore>) {

@@ -40,8 +40,8 @@ proptest! {
         prop_assert_eq!(key.len(), format.key_len());
         prop_assert_eq!(format.parse(key).unwrap().key_id(), created.info.id);
         let principal = runtime().block_on(keys.verify(key)).unwrap();
-        prop_assert_eq!(principal.key_id, created.info.id);
-        prop_assert_eq!(principal.name.as_str(), name.trim());
+        prop_assert_eq!(principal.key_id(), created.info.id);
+        prop_assert_eq!(principal.name().as_str(), name.trim());
     }
 
     /// Nothing at all parses by accident, and nothing panics.
@@ -215,7 +215,7 @@ impl KeyStore for DownStore {
     async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
         Err(down())
     }
-    async fn get(&self, _: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         Err(down())
     }
     async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
@@ -279,7 +279,7 @@ impl KeyStore for FlakyFlush {
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
         self.0.insert(r).await
     }
-    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         self.0.get(id).await
     }
     async fn list(&self, t: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
