@@ -29,6 +29,8 @@
 //! # Features
 //! - `memory` (default): [`MemoryStore`], for single-process services and tests.
 //! - `test-kit`: [`test_kit`], the conformance suite for your own [`KeyStore`].
+//! - `sqlx-postgres`, `sqlx-sqlite`, `sqlx-mysql`: [`SqlxStore`] over an sqlx
+//!   pool (PostgreSQL, SQLite, MySQL/MariaDB), with embedded migrations.
 //!
 //! Everything here is re-exported from `teamkey-core`, which knows no web
 //! framework and no database.
@@ -38,6 +40,14 @@
 
 #[doc(inline)]
 pub use teamkey_core::*;
+
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-sqlite", feature = "sqlx-mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlx-postgres", feature = "sqlx-sqlite", feature = "sqlx-mysql")))
+)]
+#[doc(inline)]
+pub use teamkey_sqlx::{MIGRATIONS_TABLE, MigrateError, SqlxStore, sqlx};
 
 // The README's and the guides' Rust blocks are compiled and run as doctests.
 #[cfg(doctest)]

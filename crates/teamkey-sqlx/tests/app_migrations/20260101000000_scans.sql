@@ -1,0 +1,2 @@
+-- An application's own migration, to prove teamkey's coexist with it.
+CREATE TABLE scans (id INTEGER PRIMARY KEY, target VARCHAR(200) NOT NULL);

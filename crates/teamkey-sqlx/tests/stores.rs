@@ -1,0 +1,394 @@
+//! SqlxStore against real databases: the core conformance kit, migrations
+//! that coexist with an application's, and outages.
+//!
+//! PostgreSQL and MySQL/MariaDB run when `TEAMKEY_TEST_POSTGRES_URL` and
+//! `TEAMKEY_TEST_MYSQL_URL` are set (CI sets both); each test works in a
+//! schema or database of its own. SQLite always runs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::hash::{BuildHasher, RandomState};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, MySql, Postgres};
+use teamkey_core::{CreateOptions, KeyManager, TeamId, VerifyError};
+use teamkey_sqlx::SqlxStore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+/// A name no other test run uses, valid unquoted in every database.
+fn unique(label: &str) -> String {
+    format!(
+        "teamkey_{label}_{:016x}",
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    )
+}
+
+fn env_url(var: &str) -> Option<String> {
+    let url = std::env::var(var).ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("\n*** SKIPPED: {var} is not set; this test did not touch a database. ***\n");
+    }
+    url
+}
+
+/// A Postgres schema of this test's own, dropped at the end.
+struct PgSchema {
+    admin: sqlx::PgPool,
+    name: String,
+}
+
+impl PgSchema {
+    async fn new(url: &str) -> (Self, PgConnectOptions) {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .expect("connect to Postgres");
+        let name = unique("pg");
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = PgConnectOptions::from_str(url)
+            .unwrap()
+            .options([("search_path", name.as_str())]);
+        (Self { admin, name }, options)
+    }
+
+    async fn drop(self) {
+        let sql = format!("DROP SCHEMA {} CASCADE", self.name);
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// A MySQL database of this test's own, dropped at the end.
+struct MyDatabase {
+    admin: sqlx::MySqlPool,
+    name: String,
+}
+
+impl MyDatabase {
+    async fn new(url: &str) -> (Self, MySqlConnectOptions) {
+        let admin = MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .expect("connect to MySQL");
+        let name = unique("my");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = MySqlConnectOptions::from_str(url).unwrap().database(&name);
+        (Self { admin, name }, options)
+    }
+
+    async fn drop(self) {
+        let sql = format!("DROP DATABASE {}", self.name);
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_in_memory_passes_the_conformance_kit() {
+    // One connection: every connection to `:memory:` is a database of its own.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let store = SqlxStore::new(pool);
+    store.migrate().await.unwrap();
+    teamkey_core::test_kit::check_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_passes_the_conformance_kit() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("sqlite")));
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqlxStore::new(pool.clone());
+    store.migrate().await.unwrap();
+    teamkey_core::test_kit::check_store(store).await;
+    pool.close().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_conformance_kit() {
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, options) = PgSchema::new(&url).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqlxStore::<Postgres>::new(pool.clone());
+    store.migrate().await.unwrap();
+    teamkey_core::test_kit::check_store(store).await;
+    pool.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_passes_the_conformance_kit() {
+    let Some(url) = env_url("TEAMKEY_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (database, options) = MyDatabase::new(&url).await;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqlxStore::<MySql>::new(pool.clone());
+    store.migrate().await.unwrap();
+    teamkey_core::test_kit::check_store(store).await;
+    pool.close().await;
+    database.drop().await;
+}
+
+/// The application's migrations and teamkey's, in one database, in any order.
+macro_rules! assert_migrations_coexist {
+    ($pool:expr, $db:ty) => {{
+        let app = sqlx::migrate!("./tests/app_migrations");
+        let teamkey = SqlxStore::<$db>::new($pool.clone());
+        app.run(&$pool).await.expect("app migrations");
+        teamkey
+            .migrate()
+            .await
+            .expect("teamkey migrations after the app's");
+        app.run(&$pool)
+            .await
+            .expect("app migrations again: teamkey's are not in its table");
+        teamkey
+            .migrate()
+            .await
+            .expect("teamkey migrations again: idempotent");
+        sqlx::query("INSERT INTO scans (id, target) VALUES (1, 'x')")
+            .execute(&$pool)
+            .await
+            .unwrap();
+        let keys = KeyManager::new(teamkey);
+        let team = TeamId::new("acme").unwrap();
+        let made = keys
+            .create(&team, "coexist", CreateOptions::default())
+            .await
+            .unwrap();
+        keys.verify(made.key.expose_secret()).await.unwrap();
+    }};
+}
+
+#[tokio::test]
+async fn migrations_coexist_with_the_applications_on_sqlite() {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    assert_migrations_coexist!(pool, sqlx::Sqlite);
+}
+
+#[tokio::test]
+async fn migrations_coexist_with_the_applications_on_postgres() {
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, options) = PgSchema::new(&url).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    assert_migrations_coexist!(pool, Postgres);
+    pool.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn migrations_coexist_with_the_applications_on_mysql() {
+    let Some(url) = env_url("TEAMKEY_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (database, options) = MyDatabase::new(&url).await;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    assert_migrations_coexist!(pool, MySql);
+    pool.close().await;
+    database.drop().await;
+}
+
+/// A TCP proxy the test can cut and restore, standing in for a database
+/// that goes away and comes back.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (up2, links2) = (Arc::clone(&up), Arc::clone(&links));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links2.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Self { port, up, links }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// With the database gone, verify is a store failure (never valid, never a
+/// bad key); once it is back, the same store works again.
+macro_rules! assert_outage_is_unavailable_then_recovers {
+    ($store:expr, $proxy:expr) => {{
+        let store = $store;
+        store.migrate().await.unwrap();
+        let keys = KeyManager::new(store);
+        let team = TeamId::new("acme").unwrap();
+        let made = keys
+            .create(&team, "outage", CreateOptions::default())
+            .await
+            .unwrap();
+        let key = made.key.expose_secret();
+        keys.verify(key).await.expect("valid before the outage");
+
+        $proxy.cut();
+        for _ in 0..3 {
+            let err = keys
+                .verify(key)
+                .await
+                .expect_err("no pass while the database is down");
+            assert!(matches!(err, VerifyError::Store(_)), "a store failure, not {err}");
+            assert_eq!(err.rejection().http_status(), 503);
+        }
+
+        $proxy.restore();
+        let mut recovered = false;
+        for _ in 0..20 {
+            if keys.verify(key).await.is_ok() {
+                recovered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            recovered,
+            "the same store must work again once the database is back"
+        );
+    }};
+}
+
+#[tokio::test]
+async fn postgres_outage_is_unavailable_and_recovers() {
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, options) = PgSchema::new(&url).await;
+    let upstream = format!("{}:{}", options.get_host(), options.get_port());
+    let proxy = Proxy::start(upstream).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options.host("127.0.0.1").port(proxy.port))
+        .await
+        .unwrap();
+    assert_outage_is_unavailable_then_recovers!(SqlxStore::<Postgres>::new(pool.clone()), proxy);
+    pool.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn mysql_outage_is_unavailable_and_recovers() {
+    let Some(url) = env_url("TEAMKEY_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (database, options) = MyDatabase::new(&url).await;
+    let upstream = format!("{}:{}", options.get_host(), options.get_port());
+    let proxy = Proxy::start(upstream).await;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options.host("127.0.0.1").port(proxy.port))
+        .await
+        .unwrap();
+    assert_outage_is_unavailable_then_recovers!(SqlxStore::<MySql>::new(pool.clone()), proxy);
+    pool.close().await;
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn hostile_names_and_teams_are_stored_exactly_or_refused() {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let store = SqlxStore::new(pool);
+    store.migrate().await.unwrap();
+    let keys = KeyManager::new(store);
+    let team = TeamId::new("o'brien\"; DROP TABLE api_keys; --").unwrap();
+    for name in [
+        "Robert'); DROP TABLE api_keys;--",
+        "100% _real_ \\ \"quoted\"",
+        "🦎 Gecko 🔑",
+        "  padded  ",
+    ] {
+        let made = keys.create(&team, name, CreateOptions::default()).await.unwrap();
+        let listed = keys.list(&team).await.unwrap();
+        let row = listed.iter().find(|k| k.id == made.info.id).unwrap();
+        assert_eq!(row.name.as_str(), name.trim());
+    }
+    let huge = "x".repeat(10 * 1024);
+    assert!(keys.create(&team, &huge, CreateOptions::default()).await.is_err());
+    assert!(TeamId::new(&huge).is_err());
+    assert_eq!(keys.list(&team).await.unwrap().len(), 4);
+}
