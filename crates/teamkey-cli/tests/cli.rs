@@ -169,6 +169,14 @@ fn lifecycle(url: &str) {
     assert!(short["expires_at"].is_string());
     printed += &json;
 
+    let hostile = "Robert'); DROP TABLE api_keys;-- \"100%\" _x_ 🦎";
+    let (stdout, _) = ok(url, &["create", "--team", "o'brien; --", "--name", hostile]);
+    let (json, _) = ok(url, &["list", "--team", "o'brien; --", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed[0]["name"], hostile, "stored and listed exactly");
+    assert_eq!(listed[0]["id"], &stdout[8..20]);
+    printed += &json;
+
     for secret in [&key, &next] {
         assert!(
             !printed.contains(&secret[20..60]),

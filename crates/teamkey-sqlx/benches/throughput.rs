@@ -8,21 +8,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
+#[path = "../tests/support/databases.rs"]
+mod databases;
 #[path = "../tests/support/statements.rs"]
 mod statements;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use databases::{PgSchema, env_url};
 use statements::StatementCounter;
 use teamkey_core::test_kit::CountingStore;
 use teamkey_core::{CreateOptions, KeyManager, KeyStore, MemoryStore, TeamId};
 use teamkey_sqlx::SqlxStore;
-use teamkey_sqlx::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use teamkey_sqlx::sqlx;
+use teamkey_sqlx::sqlx::postgres::PgPoolOptions;
 use teamkey_sqlx::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use teamkey_sqlx::sqlx::{self, AssertSqlSafe};
 
 const TASKS: usize = 8;
 
@@ -111,26 +113,10 @@ fn main() {
         pool.close().await;
         let _ = std::fs::remove_file(&path);
 
-        let Some(url) = std::env::var("TEAMKEY_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            println!("PostgreSQL: SKIPPED (TEAMKEY_TEST_POSTGRES_URL is not set)");
+        let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
             return;
         };
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        let schema = format!("teamkey_bench_{}", std::process::id());
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(&url)
-            .unwrap()
-            .options([("search_path", schema.as_str())]);
+        let (schema, options) = PgSchema::new(&url).await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -140,7 +126,6 @@ fn main() {
         store.migrate().await.unwrap();
         measure("PostgreSQL (loopback, pool 8)", store, &counter).await;
         pool.close().await;
-        let drop = format!("DROP SCHEMA {schema} CASCADE");
-        sqlx::query(AssertSqlSafe(drop)).execute(&admin).await.unwrap();
+        schema.drop().await;
     });
 }

@@ -13,6 +13,23 @@ macro_rules! columns {
     };
 }
 
+/// The statements MySQL and SQLite share: both take `?` parameters.
+pub(crate) mod qmark_sql {
+    pub(crate) const INSERT: &str = concat!(
+        "INSERT INTO api_keys (",
+        columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    pub(crate) const GET: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = ?");
+    pub(crate) const LIST: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM api_keys WHERE team_id = ? AND revoked_at IS NULL"
+    );
+    pub(crate) const REVOKE: &str =
+        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND team_id = ? AND revoked_at IS NULL";
+}
+
 /// Keys per last-used statement on databases that take them as bind
 /// parameters (4 parameters each; MySQL allows 65,535, SQLite 32,766).
 pub(crate) const TOUCH_CHUNK: usize = 1_000;
@@ -94,6 +111,32 @@ pub(crate) fn touch_case_sql(n: usize) -> String {
     sql.push_str(&vec!["?"; n].join(", "));
     sql.push(')');
     sql
+}
+
+/// `touch(pool, uses)` for databases without array parameters: one
+/// `touch_case_sql` statement per [`TOUCH_CHUNK`] keys, times through the
+/// calling module's `to_db`.
+macro_rules! impl_touch_by_case {
+    ($pool:ty) => {
+        async fn touch(pool: &$pool, uses: &[KeyUse]) -> Result<(), sqlx::Error> {
+            for chunk in uses.chunks(crate::common::TOUCH_CHUNK) {
+                // Built from fixed fragments and `?` only (see touch_case_sql).
+                let sql = crate::common::touch_case_sql(chunk.len());
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for u in chunk {
+                    query = query
+                        .bind(u.key_id.as_str())
+                        .bind(to_db(u.at))
+                        .bind(to_db(u.at));
+                }
+                for u in chunk {
+                    query = query.bind(u.key_id.as_str());
+                }
+                query.execute(pool).await?;
+            }
+            Ok(())
+        }
+    };
 }
 
 /// Implements `KeyStore` for `SqlxStore<$db>` from the calling module's

@@ -3,7 +3,6 @@
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::common::{TOUCH_CHUNK, touch_case_sql};
 use crate::{MIGRATIONS_TABLE, MigrateError, SqlxStore};
 
 type DbTime = i64;
@@ -18,19 +17,8 @@ fn from_db(micros: DbTime) -> Result<OffsetDateTime, sqlx::Error> {
 }
 
 mod sql {
-    pub(super) const INSERT: &str = concat!(
-        "INSERT INTO api_keys (",
-        columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    );
-    pub(super) const GET: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = ?");
-    pub(super) const LIST: &str = concat!(
-        "SELECT ",
-        columns!(),
-        " FROM api_keys WHERE team_id = ? AND revoked_at IS NULL"
-    );
-    pub(super) const REVOKE: &str =
-        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND team_id = ? AND revoked_at IS NULL";
+    pub(super) use crate::common::qmark_sql::*;
+
     // No row locks in SQLite: the transaction's BEGIN IMMEDIATE already holds
     // the database's write lock.
     pub(super) const LOCK_FOR_ROTATION: &str =
@@ -39,22 +27,7 @@ mod sql {
          expires_at = min(coalesce(expires_at, ?), ?) WHERE id = ?";
 }
 
-/// One statement per 1,000 keys.
-async fn touch(pool: &SqlitePool, uses: &[KeyUse]) -> Result<(), sqlx::Error> {
-    for chunk in uses.chunks(TOUCH_CHUNK) {
-        // Built from fixed fragments and `?` only (see touch_case_sql).
-        let sql = touch_case_sql(chunk.len());
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for u in chunk {
-            query = query.bind(u.key_id.as_str()).bind(to_db(u.at)).bind(to_db(u.at));
-        }
-        for u in chunk {
-            query = query.bind(u.key_id.as_str());
-        }
-        query.execute(pool).await?;
-    }
-    Ok(())
-}
+impl_touch_by_case!(SqlitePool);
 
 impl_key_store! {
     db: Sqlite,

@@ -4,17 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support {
+    pub(crate) mod databases;
     pub(crate) mod statements;
 }
 
-use std::str::FromStr;
-
+use support::databases::{PgSchema, env_url};
 use support::statements::StatementCounter;
 use teamkey_core::{CreateOptions, KeyManager, KeyStore, TeamId};
 use teamkey_sqlx::SqlxStore;
-use teamkey_sqlx::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use teamkey_sqlx::sqlx;
+use teamkey_sqlx::sqlx::postgres::PgPoolOptions;
 use teamkey_sqlx::sqlx::sqlite::SqlitePoolOptions;
-use teamkey_sqlx::sqlx::{self, AssertSqlSafe};
 
 const VERIFICATIONS: usize = 10_000;
 
@@ -64,26 +64,10 @@ async fn verify_is_one_statement_and_last_used_is_batched() {
     store.migrate().await.unwrap();
     assert_statement_budget(store, &counter).await;
 
-    let Some(url) = std::env::var("TEAMKEY_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("\n*** SKIPPED (PostgreSQL part): TEAMKEY_TEST_POSTGRES_URL is not set. ***\n");
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
         return;
     };
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap();
-    let schema = format!("teamkey_statements_{}", std::process::id());
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let options = PgConnectOptions::from_str(&url)
-        .unwrap()
-        .options([("search_path", schema.as_str())]);
+    let (schema, options) = PgSchema::new(&url).await;
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect_with(options)
@@ -93,6 +77,5 @@ async fn verify_is_one_statement_and_last_used_is_batched() {
     store.migrate().await.unwrap();
     assert_statement_budget(store, &counter).await;
     pool.close().await;
-    let drop = format!("DROP SCHEMA {schema} CASCADE");
-    sqlx::query(AssertSqlSafe(drop)).execute(&admin).await.unwrap();
+    schema.drop().await;
 }

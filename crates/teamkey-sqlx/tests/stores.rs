@@ -7,100 +7,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::hash::{BuildHasher, RandomState};
-use std::str::FromStr;
+mod support {
+    pub(crate) mod databases;
+}
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, MySql, Postgres};
+use sqlx::{MySql, Postgres};
+use support::databases::{MyDatabase, PgSchema, env_url, unique};
 use teamkey_core::{CreateOptions, KeyManager, TeamId, VerifyError};
 use teamkey_sqlx::SqlxStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
-
-/// A name no other test run uses, valid unquoted in every database.
-fn unique(label: &str) -> String {
-    format!(
-        "teamkey_{label}_{:016x}",
-        RandomState::new().hash_one(std::time::SystemTime::now())
-    )
-}
-
-fn env_url(var: &str) -> Option<String> {
-    let url = std::env::var(var).ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("\n*** SKIPPED: {var} is not set; this test did not touch a database. ***\n");
-    }
-    url
-}
-
-/// A Postgres schema of this test's own, dropped at the end.
-struct PgSchema {
-    admin: sqlx::PgPool,
-    name: String,
-}
-
-impl PgSchema {
-    async fn new(url: &str) -> (Self, PgConnectOptions) {
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .expect("connect to Postgres");
-        let name = unique("pg");
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(url)
-            .unwrap()
-            .options([("search_path", name.as_str())]);
-        (Self { admin, name }, options)
-    }
-
-    async fn drop(self) {
-        let sql = format!("DROP SCHEMA {} CASCADE", self.name);
-        sqlx::query(AssertSqlSafe(sql))
-            .execute(&self.admin)
-            .await
-            .unwrap();
-    }
-}
-
-/// A MySQL database of this test's own, dropped at the end.
-struct MyDatabase {
-    admin: sqlx::MySqlPool,
-    name: String,
-}
-
-impl MyDatabase {
-    async fn new(url: &str) -> (Self, MySqlConnectOptions) {
-        let admin = MySqlPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .expect("connect to MySQL");
-        let name = unique("my");
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = MySqlConnectOptions::from_str(url).unwrap().database(&name);
-        (Self { admin, name }, options)
-    }
-
-    async fn drop(self) {
-        let sql = format!("DROP DATABASE {}", self.name);
-        sqlx::query(AssertSqlSafe(sql))
-            .execute(&self.admin)
-            .await
-            .unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_in_memory_passes_the_conformance_kit() {
