@@ -29,6 +29,7 @@
 //! # Features
 //! - `memory` (default): [`MemoryStore`], for single-process services and tests.
 //! - `test-kit`: [`test_kit`], the conformance suite for your own [`KeyStore`].
+//! - `axum`: [`axum`](mod@axum), the extractor, layer and management router for axum 0.8.
 //! - `sqlx-postgres`, `sqlx-sqlite`, `sqlx-mysql`: [`SqlxStore`] over an sqlx
 //!   pool (PostgreSQL, SQLite, MySQL/MariaDB), with embedded migrations.
 //!
@@ -57,3 +58,12 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/custom-store.md")]
 struct CustomStoreDoctests;
+
+/// teamkey for axum 0.8 (feature `axum`): `Authenticated`, `RequireApiKeyLayer`,
+/// scopes, `management_router`.
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum {
+    #[doc(inline)]
+    pub use teamkey_axum::*;
+}

@@ -91,6 +91,31 @@ pub enum MalformedKey {
     BadChecksum,
 }
 
+/// Why no key could be read from a request's headers. Decided before any
+/// parsing or hashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderProblem {
+    /// No key header at all.
+    #[error("no API key header")]
+    Missing,
+    /// The key header is there, but empty.
+    #[error("empty API key header")]
+    Empty,
+    /// More than one key header (never "first wins").
+    #[error("more than one API key header")]
+    Duplicate,
+    /// A key in both the key header and `Authorization: Bearer`.
+    #[error("API key in two different headers")]
+    Ambiguous,
+    /// Longer than the configured cap.
+    #[error("API key header too long")]
+    TooLong,
+    /// A byte outside visible ASCII (0x21 to 0x7E): spaces, controls, non-ASCII.
+    #[error("API key header has characters outside visible ASCII")]
+    NotVisibleAscii,
+}
+
 /// A [`KeyStore`](crate::KeyStore) failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -136,9 +161,9 @@ impl Rejection {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// No key was presented (adapters use this for a missing header).
-    #[error("no API key presented")]
-    Missing,
+    /// The request did not carry exactly one well-formed key header.
+    #[error("bad API key header: {0}")]
+    Header(#[from] HeaderProblem),
     /// The key does not parse; the store was not asked.
     #[error("malformed API key: {0}")]
     Malformed(#[from] MalformedKey),
@@ -194,7 +219,7 @@ impl VerifyError {
             | Self::Revoked { key_id }
             | Self::Expired { key_id }
             | Self::PepperMissing { key_id } => Some(key_id),
-            Self::Missing | Self::Malformed(_) | Self::Store(_) => None,
+            Self::Header(_) | Self::Malformed(_) | Self::Store(_) => None,
         }
     }
 }
@@ -228,7 +253,7 @@ mod tests {
     fn every_key_failure_is_the_same_rejection() {
         let id = KeyId::parse("abcdefABCDEF").unwrap();
         for e in [
-            VerifyError::Missing,
+            VerifyError::Header(HeaderProblem::Missing),
             VerifyError::Malformed(MalformedKey::BadChecksum),
             VerifyError::Unknown { key_id: id },
             VerifyError::Mismatch { key_id: id },

@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod answer;
 mod clock;
 mod error;
 mod format;
@@ -53,14 +54,18 @@ mod last_used;
 mod manager;
 #[cfg(feature = "memory")]
 mod memory;
+mod presented;
 mod record;
 mod store;
 #[cfg(feature = "test-kit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-kit")))]
 pub mod test_kit;
 
+pub use answer::Answer;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError};
+pub use error::{
+    HeaderProblem, MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError,
+};
 pub use format::{
     ApiKey, CHECKSUM_LEN, DEFAULT_PREFIX, DEFAULT_SECRET_LEN, KeyFormat, MAX_KEY_LEN, MAX_PREFIX_LEN,
     MAX_SECRET_LEN, MIN_SECRET_LEN, ParsedKey,
@@ -74,6 +79,7 @@ pub use manager::{CreateOptions, DEFAULT_LAST_USED_INTERVAL, KeyManager, KeyMana
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
+pub use presented::HeaderRules;
 pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RotateOutcome, Rotation};
 pub use store::KeyStore;
 /// The `time` crate, re-exported: expiries and grace periods are its types.

@@ -13,6 +13,7 @@ use crate::format::{ApiKey, KeyFormat};
 use crate::hash::{Hasher, Pepper};
 use crate::ident::{KeyId, KeyName, Scopes, TeamId};
 use crate::last_used::LastUsed;
+use crate::presented::HeaderRules;
 use crate::record::{KeyInfo, KeyRecord, Principal, RotateOutcome, Rotation};
 use crate::store::KeyStore;
 
@@ -293,7 +294,31 @@ impl KeyManager {
     /// [`VerifyError::rejection`].
     pub async fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
         let result = self.check(presented).await;
-        if let Err(e) = &result {
+        Self::log_failure(&result);
+        result
+    }
+
+    /// Reads the key from a request's header values by `rules`, then
+    /// [`verify`](Self::verify)s it: what adapters call, so that every
+    /// adapter treats headers the same way.
+    pub async fn verify_headers<'a>(
+        &self,
+        rules: &HeaderRules,
+        key_header: impl IntoIterator<Item = &'a [u8]>,
+        authorization: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Principal, VerifyError> {
+        match rules.presented(key_header, authorization) {
+            Ok(presented) => self.verify(presented).await,
+            Err(problem) => {
+                let result = Err(VerifyError::Header(problem));
+                Self::log_failure(&result);
+                result
+            }
+        }
+    }
+
+    fn log_failure(result: &Result<Principal, VerifyError>) {
+        if let Err(e) = result {
             match e {
                 VerifyError::Store(source) => tracing::warn!(
                     error = %source,
@@ -307,7 +332,6 @@ impl KeyManager {
                 ),
             }
         }
-        result
     }
 
     async fn check(&self, presented: &str) -> Result<Principal, VerifyError> {

@@ -1,0 +1,97 @@
+//! The `Authenticated` extractor.
+
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
+
+use crate::AuthRejection;
+
+/// The caller, proven by a valid API key. Scope every query by
+/// `caller.team_id()`.
+///
+/// Behind [`RequireApiKeyLayer`](crate::RequireApiKeyLayer) it takes the
+/// principal the layer verified; on its own it verifies the key itself,
+/// with the [`KeyManager`] from the state (`KeyManager: FromRef<S>`) and the
+/// [`HeaderRules`] from an `Extension`, or the default rules.
+/// `Option<Authenticated>` is `None` when no key is presented at all; a
+/// presented but bad key is still refused.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+impl Authenticated {
+    /// Refuses with 403 unless the key carries `scope`:
+    /// `caller.require_scope("scans:write")?;`
+    pub fn require_scope(&self, scope: &str) -> Result<(), AuthRejection> {
+        if self.0.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(AuthRejection::MissingScope(scope.to_owned()))
+        }
+    }
+}
+
+impl std::ops::Deref for Authenticated {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+/// Verifies the key in `headers` by `rules`.
+pub(crate) async fn verify(
+    manager: &KeyManager,
+    rules: &HeaderRules,
+    headers: &HeaderMap,
+) -> Result<Principal, VerifyError> {
+    let key_header = headers
+        .get_all(rules.header_name())
+        .into_iter()
+        .map(|v| v.as_bytes());
+    let authorization = headers
+        .get_all(header::AUTHORIZATION)
+        .into_iter()
+        .map(|v| v.as_bytes());
+    manager.verify_headers(rules, key_header, authorization).await
+}
+
+async fn principal<S>(parts: &mut Parts, state: &S) -> Result<Principal, VerifyError>
+where
+    KeyManager: FromRef<S>,
+{
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        return Ok(principal.clone());
+    }
+    let manager = KeyManager::from_ref(state);
+    let rules = parts.extensions.get::<HeaderRules>().cloned().unwrap_or_default();
+    verify(&manager, &rules, &parts.headers).await
+}
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    S: Send + Sync,
+    KeyManager: FromRef<S>,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(principal(parts, state).await?))
+    }
+}
+
+impl<S> OptionalFromRequestParts<S> for Authenticated
+where
+    S: Send + Sync,
+    KeyManager: FromRef<S>,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        match principal(parts, state).await {
+            Ok(principal) => Ok(Some(Self(principal))),
+            Err(VerifyError::Header(HeaderProblem::Missing)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! What an HTTP adapter answers when it refuses a request, as plain data:
+//! every adapter renders these same bytes, so clients cannot tell adapters,
+//! or key failures, apart.
+
+use std::borrow::Cow;
+
+use crate::error::{Rejection, VerifyError};
+
+/// A refusal: status, headers and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status code.
+    pub status: u16,
+    /// Headers besides `Content-Type: application/json`.
+    pub headers: &'static [(&'static str, &'static str)],
+    /// The JSON body.
+    pub body: Cow<'static, str>,
+}
+
+const NO_STORE: (&str, &str) = ("cache-control", "no-store");
+
+impl Answer {
+    /// Any key failure: missing, malformed, unknown, wrong, revoked, expired.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: 401,
+            headers: &[("www-authenticate", "ApiKey"), NO_STORE],
+            body: Cow::Borrowed(r#"{"error":"unauthorized","message":"A valid API key is required."}"#),
+        }
+    }
+
+    /// The key could not be checked: the store is down.
+    pub fn unavailable() -> Self {
+        Self {
+            status: 503,
+            headers: &[("retry-after", "5"), NO_STORE],
+            body: Cow::Borrowed(
+                r#"{"error":"unavailable","message":"API keys cannot be checked right now; retry later."}"#,
+            ),
+        }
+    }
+
+    /// A valid key without the scope the route needs.
+    pub fn missing_scope(scope: &str) -> Self {
+        // Scopes are `[A-Za-z0-9:._-]` (see `Scope`); anything else is
+        // dropped, so the body is valid JSON whatever a caller passes.
+        let scope: String = scope
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-'))
+            .collect();
+        Self {
+            status: 403,
+            headers: &[NO_STORE],
+            body: Cow::Owned(format!(
+                r#"{{"error":"forbidden","message":"This API key lacks the scope this request needs.","required_scope":"{scope}"}}"#
+            )),
+        }
+    }
+
+    /// The answer for a failed verification.
+    pub fn for_error(error: &VerifyError) -> Self {
+        match error.rejection() {
+            Rejection::Unauthorized => Self::unauthorized(),
+            Rejection::Unavailable => Self::unavailable(),
+        }
+    }
+}

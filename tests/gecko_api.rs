@@ -1,0 +1,655 @@
+//! The Gecko example app, in process: the HTTP conformance table, team
+//! isolation and the management API; then once over a real TCP socket with
+//! a real HTTP client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+#[allow(dead_code)]
+#[path = "../examples/gecko_api/app.rs"]
+mod app;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use teamkey::sqlx::SqlitePool;
+use teamkey::sqlx::sqlite::SqlitePoolOptions;
+use teamkey::{Clock, CreateOptions, KeyFormat, KeyManager, ManualClock, Scopes, SqlxStore, TeamId};
+use time::Duration;
+use time::macros::datetime;
+use tower::ServiceExt;
+
+const UNAUTHORIZED: &str = r#"{"error":"unauthorized","message":"A valid API key is required."}"#;
+const UNAVAILABLE: &str =
+    r#"{"error":"unavailable","message":"API keys cannot be checked right now; retry later."}"#;
+
+/// The example app over an in-memory database, a manual clock, and keys in
+/// every state the table needs.
+struct Fixture {
+    app: Router,
+    db: SqlitePool,
+    keys: KeyManager,
+    /// acme, scope keys:manage.
+    admin: String,
+    /// acme, no scope.
+    plain: String,
+    revoked: String,
+    expired: String,
+    rotated_in_grace: String,
+    rotated_after_grace: String,
+    /// globex, scope keys:manage.
+    globex: String,
+    globex_id: String,
+}
+
+async fn fixture() -> Fixture {
+    let db = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let store = SqlxStore::new(db.clone());
+    store.migrate().await.unwrap();
+    app::prepare(&db).await.unwrap();
+    let clock = ManualClock::new(datetime!(2026-11-27 12:00 UTC));
+    let keys = KeyManager::builder(store).clock(clock.clone()).build();
+    let (acme, globex) = (TeamId::new("acme").unwrap(), TeamId::new("globex").unwrap());
+    let manage = || CreateOptions {
+        scopes: Scopes::new(["keys:manage"]).unwrap(),
+        ..Default::default()
+    };
+    let make = |team: &TeamId, name: &str, options: CreateOptions| {
+        let (keys, team, name) = (keys.clone(), team.clone(), name.to_owned());
+        async move { keys.create(&team, &name, options).await.unwrap() }
+    };
+    let admin = make(&acme, "admin", manage()).await;
+    let plain = make(&acme, "plain", CreateOptions::default()).await;
+    let revoked = make(&acme, "revoked", CreateOptions::default()).await;
+    keys.revoke(&acme, &revoked.info.id).await.unwrap();
+    let expiring = CreateOptions {
+        expires_at: Some(clock.now() + Duration::hours(1)),
+        ..Default::default()
+    };
+    let expired = make(&acme, "expired", expiring).await;
+    let in_grace = make(&acme, "in grace", CreateOptions::default()).await;
+    keys.rotate(&acme, &in_grace.info.id, Duration::hours(10))
+        .await
+        .unwrap();
+    let after_grace = make(&acme, "after grace", CreateOptions::default()).await;
+    keys.rotate(&acme, &after_grace.info.id, Duration::hours(1))
+        .await
+        .unwrap();
+    let globex_key = make(&globex, "globex admin", manage()).await;
+    clock.advance(Duration::hours(2));
+
+    let secret = |k: &teamkey::NewKey| k.key.expose_secret().to_owned();
+    let state = app::AppState {
+        keys: keys.clone(),
+        db: db.clone(),
+    };
+    Fixture {
+        app: app::router(state),
+        db,
+        keys,
+        admin: secret(&admin),
+        plain: secret(&plain),
+        revoked: secret(&revoked),
+        expired: secret(&expired),
+        rotated_in_grace: secret(&in_grace),
+        rotated_after_grace: secret(&after_grace),
+        globex: secret(&globex_key),
+        globex_id: globex_key.info.id.to_string(),
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+async fn send(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, HeaderValue)],
+    body: &str,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, value.clone());
+    }
+    if !body.is_empty() {
+        request = request.header("content-type", "application/json");
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+fn text(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap()
+}
+
+/// A key with one character changed and the checksum still valid.
+fn with_valid_checksum_but_unknown() -> String {
+    KeyFormat::default()
+        .generate()
+        .unwrap()
+        .expose_secret()
+        .to_owned()
+}
+
+fn with_bad_checksum(key: &str) -> String {
+    let mut bad = key.to_owned();
+    let last = if key.ends_with('0') { "1" } else { "0" };
+    bad.replace_range(key.len() - 1.., last);
+    bad
+}
+
+/// What a row expects back.
+enum Expect {
+    /// This status; any body.
+    Status(StatusCode),
+    /// This status and exactly this body.
+    Exactly(StatusCode, &'static str),
+}
+
+/// One row: name, method, path and query, headers, expected answer.
+type Row = (
+    &'static str,
+    Method,
+    String,
+    Vec<(&'static str, HeaderValue)>,
+    Expect,
+);
+
+#[tokio::test]
+async fn http_conformance_table() {
+    let f = fixture().await;
+    let scans = "/api/v1/scans";
+    let key = |k: &str| vec![("X-API-Key", text(k))];
+    let long = "k".repeat(10 * 1024);
+    let rows: Vec<Row> = vec![
+        (
+            "valid key",
+            Method::GET,
+            scans.into(),
+            key(&f.plain),
+            Expect::Status(StatusCode::OK),
+        ),
+        (
+            "missing header",
+            Method::GET,
+            scans.into(),
+            vec![],
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "empty value",
+            Method::GET,
+            scans.into(),
+            key(""),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "whitespace-padded",
+            Method::GET,
+            scans.into(),
+            key(&format!(" {} ", f.plain)),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "lowercase header name",
+            Method::GET,
+            scans.into(),
+            vec![("x-api-key", text(&f.plain))],
+            Expect::Status(StatusCode::OK),
+        ),
+        (
+            "two X-API-Key headers",
+            Method::GET,
+            scans.into(),
+            vec![("X-API-Key", text(&f.plain)), ("X-API-Key", text(&f.plain))],
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "10 KiB value",
+            Method::GET,
+            scans.into(),
+            key(&long),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "non-ASCII bytes",
+            Method::GET,
+            scans.into(),
+            vec![(
+                "X-API-Key",
+                HeaderValue::from_bytes("tk_live_é".as_bytes()).unwrap(),
+            )],
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "wrong prefix",
+            Method::GET,
+            scans.into(),
+            key(&f.plain.replacen("tk_live", "tk_test", 1)),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "bad checksum",
+            Method::GET,
+            scans.into(),
+            key(&with_bad_checksum(&f.plain)),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "well-formed unknown key",
+            Method::GET,
+            scans.into(),
+            key(&with_valid_checksum_but_unknown()),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "revoked",
+            Method::GET,
+            scans.into(),
+            key(&f.revoked),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "expired",
+            Method::GET,
+            scans.into(),
+            key(&f.expired),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "rotated, inside grace",
+            Method::GET,
+            scans.into(),
+            key(&f.rotated_in_grace),
+            Expect::Status(StatusCode::OK),
+        ),
+        (
+            "rotated, after grace",
+            Method::GET,
+            scans.into(),
+            key(&f.rotated_after_grace),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "key in query string only",
+            Method::GET,
+            format!("{scans}?api_key={}&x-api-key={}", f.plain, f.plain),
+            vec![],
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "another team's resource",
+            Method::DELETE,
+            format!("/api/v1/api-keys/{}", f.globex_id),
+            key(&f.admin),
+            Expect::Status(StatusCode::NOT_FOUND),
+        ),
+        (
+            "missing scope",
+            Method::GET,
+            "/api/v1/api-keys".into(),
+            key(&f.plain),
+            Expect::Exactly(
+                StatusCode::FORBIDDEN,
+                r#"{"error":"forbidden","message":"This API key lacks the scope this request needs.","required_scope":"keys:manage"}"#,
+            ),
+        ),
+        (
+            "OPTIONS preflight",
+            Method::OPTIONS,
+            scans.into(),
+            vec![
+                ("Origin", text("https://app.example")),
+                ("Access-Control-Request-Method", text("GET")),
+            ],
+            Expect::Status(StatusCode::OK),
+        ),
+        (
+            "bad limit",
+            Method::GET,
+            format!("{scans}?limit=1000"),
+            key(&f.plain),
+            Expect::Status(StatusCode::BAD_REQUEST),
+        ),
+    ];
+
+    let mut unauthorized_answers = Vec::new();
+    for (name, method, uri, headers, expect) in rows {
+        let answer = send(&f.app, method, &uri, &headers, "").await;
+        match expect {
+            Expect::Status(status) => assert_eq!(answer.status, status, "{name}: {}", answer.body),
+            Expect::Exactly(status, body) => {
+                assert_eq!(answer.status, status, "{name}");
+                assert_eq!(answer.body, body, "{name}");
+                assert_eq!(answer.headers["content-type"], "application/json", "{name}");
+            }
+        }
+        if answer.status == StatusCode::UNAUTHORIZED {
+            let mut headers: Vec<(String, String)> = answer
+                .headers
+                .iter()
+                .filter(|(n, _)| !n.as_str().starts_with("access-control") && *n != "vary")
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            headers.sort();
+            unauthorized_answers.push((name, headers, answer.body));
+        }
+    }
+    // Every key failure is the same answer, byte for byte.
+    let (_, first_headers, first_body) = &unauthorized_answers[0];
+    for (name, headers, body) in &unauthorized_answers {
+        assert_eq!(
+            (headers, body),
+            (first_headers, first_body),
+            "{name} differs from the other 401s"
+        );
+    }
+    assert!(unauthorized_answers.len() >= 12);
+
+    // Last row: the store goes down. 503, never 401, never 200.
+    f.db.close().await;
+    let answer = send(&f.app, Method::GET, scans, &key(&f.plain), "").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "store down");
+    assert_eq!(answer.body, UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn teams_never_see_each_other() {
+    let f = fixture().await;
+    let acme = send(
+        &f.app,
+        Method::GET,
+        "/api/v1/scans?limit=100",
+        &[("X-API-Key", text(&f.admin))],
+        "",
+    )
+    .await;
+    let acme: serde_json::Value = serde_json::from_str(&acme.body).unwrap();
+    let teams: Vec<&str> = acme["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["team"].as_str().unwrap())
+        .collect();
+    assert_eq!(teams, ["acme", "acme", "acme"]);
+    for scan in acme["data"].as_array().unwrap() {
+        for field in ["id", "team", "target", "status", "created_at"] {
+            assert!(scan.get(field).is_some(), "scan field {field}");
+        }
+    }
+
+    let globex = send(
+        &f.app,
+        Method::GET,
+        "/api/v1/scans",
+        &[("X-API-Key", text(&f.globex))],
+        "",
+    )
+    .await;
+    assert!(!globex.body.contains("acme"), "{}", globex.body);
+
+    let listed = send(
+        &f.app,
+        Method::GET,
+        "/api/v1/api-keys",
+        &[("X-API-Key", text(&f.admin))],
+        "",
+    )
+    .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(
+        !listed.body.contains(&f.globex_id),
+        "acme must not see globex's keys"
+    );
+    assert!(
+        !listed.body.contains(&f.admin[20..60]),
+        "a list never shows a secret"
+    );
+
+    let revoke = format!("/api/v1/api-keys/{}", f.globex_id);
+    let refused = send(
+        &f.app,
+        Method::DELETE,
+        &revoke,
+        &[("X-API-Key", text(&f.admin))],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    let still = send(
+        &f.app,
+        Method::GET,
+        "/api/v1/scans",
+        &[("X-API-Key", text(&f.globex))],
+        "",
+    )
+    .await;
+    assert_eq!(still.status, StatusCode::OK, "globex's key must still work");
+}
+
+#[tokio::test]
+async fn management_api_lifecycle_and_bad_input() {
+    let f = fixture().await;
+    let admin = [("X-API-Key", text(&f.admin))];
+    let keys = "/api/v1/api-keys";
+
+    let created = send(
+        &f.app,
+        Method::POST,
+        keys,
+        &admin,
+        r#"{"name":"CI/CD Pipeline","scopes":["scans:read"]}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let created: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+    let new_key = created["key"].as_str().unwrap().to_owned();
+    let new_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], "CI/CD Pipeline");
+    assert_eq!(
+        send(
+            &f.app,
+            Method::GET,
+            "/api/v1/scans",
+            &[("X-API-Key", text(&new_key))],
+            ""
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    let listed = send(&f.app, Method::GET, keys, &admin, "").await;
+    let listed: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    let row = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == new_id.as_str())
+        .unwrap()
+        .clone();
+    let mut fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "created_at",
+            "expires_at",
+            "id",
+            "last_used_at",
+            "name",
+            "preview",
+            "scopes"
+        ]
+    );
+    assert!(
+        !listed.to_string().contains(&new_key),
+        "the full key is shown once only"
+    );
+
+    let rotated = send(
+        &f.app,
+        Method::POST,
+        &format!("{keys}/{new_id}/rotate"),
+        &admin,
+        r#"{"grace_seconds":0}"#,
+    )
+    .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.body);
+    let rotated: serde_json::Value = serde_json::from_str(&rotated.body).unwrap();
+    let next_key = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        send(
+            &f.app,
+            Method::GET,
+            "/api/v1/scans",
+            &[("X-API-Key", text(&new_key))],
+            ""
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let again = send(
+        &f.app,
+        Method::POST,
+        &format!("{keys}/{new_id}/rotate"),
+        &admin,
+        "",
+    )
+    .await;
+    assert_eq!(
+        again.status,
+        StatusCode::NOT_FOUND,
+        "a retired key cannot be rotated: {}",
+        again.body
+    );
+
+    let next_id = rotated["id"].as_str().unwrap();
+    assert_eq!(
+        send(&f.app, Method::DELETE, &format!("{keys}/{next_id}"), &admin, "")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(
+            &f.app,
+            Method::GET,
+            "/api/v1/scans",
+            &[("X-API-Key", text(&next_key))],
+            ""
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&f.app, Method::DELETE, &format!("{keys}/{next_id}"), &admin, "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(
+            &f.app,
+            Method::DELETE,
+            &format!("{keys}/not-a-key-id"),
+            &admin,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+
+    for (body, status) in [
+        ("{not json", StatusCode::BAD_REQUEST),
+        ("", StatusCode::BAD_REQUEST),
+        (r#"{"name":""}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"name":"   "}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"name":"bad\u0000name"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"scopes":["a"]}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            r#"{"name":"x","scopes":["not a scope"]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"name":"x","expires_at":"2000-01-01T00:00:00Z"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let answer = send(&f.app, Method::POST, keys, &admin, body).await;
+        assert_eq!(answer.status, status, "{body:?}: {}", answer.body);
+        let json: serde_json::Value = serde_json::from_str(&answer.body).expect("errors are JSON");
+        assert_eq!(json["error"], "invalid_request");
+    }
+    let long_name = format!(r#"{{"name":"{}"}}"#, "n".repeat(10 * 1024));
+    assert_eq!(
+        send(&f.app, Method::POST, keys, &admin, &long_name).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let names: Vec<String> = f
+        .keys
+        .list(&TeamId::new("acme").unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.name.to_string())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.is_empty() || n.len() > 100),
+        "nothing invalid was written: {names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_real_socket_with_a_real_client() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let f = fixture().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, f.app.clone()).into_future());
+    let client: Client<_, http_body_util::Empty<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+
+    let get = |key: Option<&str>| {
+        let mut request =
+            Request::get(format!("http://{addr}/api/v1/scans?limit=10")).header("Accept", "application/json");
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        client.request(request.body(http_body_util::Empty::new()).unwrap())
+    };
+    let ok = get(Some(&f.plain)).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body = ok.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["data"].as_array().unwrap().len(), 3);
+    let refused = get(None).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, UNAUTHORIZED.as_bytes());
+    server.abort();
+}
