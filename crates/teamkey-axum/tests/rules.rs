@@ -1,0 +1,301 @@
+//! The layer, the extractor and their header rules, in process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Extension, FromRef};
+use axum::http::{Method, Request, StatusCode};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use teamkey_axum::{Authenticated, RequireApiKeyLayer, RequireScopeLayer};
+use teamkey_core::{
+    CreateOptions, HeaderRules, KeyId, KeyManager, KeyRecord, KeyStore, KeyUse, MemoryStore, Principal,
+    RotateOutcome, Rotation, Scopes, StoreError, TeamId,
+};
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+/// A key store whose database is down.
+struct DownStore;
+
+fn down() -> StoreError {
+    StoreError::backend("connection refused")
+}
+
+#[async_trait::async_trait]
+impl KeyStore for DownStore {
+    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        Err(down())
+    }
+    async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
+        Err(down())
+    }
+    async fn revoke(&self, _: &TeamId, _: &KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
+        Err(down())
+    }
+    async fn record_last_used(&self, _: &[KeyUse]) -> Result<(), StoreError> {
+        Err(down())
+    }
+}
+
+async fn manager_with_key(scopes: &[&str]) -> (KeyManager, String) {
+    let keys = KeyManager::new(MemoryStore::new());
+    let options = CreateOptions {
+        scopes: Scopes::new(scopes).unwrap(),
+        ..Default::default()
+    };
+    let made = keys
+        .create(&TeamId::new("acme").unwrap(), "test", options)
+        .await
+        .unwrap();
+    (keys, made.key.expose_secret().to_owned())
+}
+
+async fn call(app: &Router, method: Method, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut request = Request::builder().method(method).uri("/");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A router whose handler counts its calls and echoes the layer's principal.
+fn guarded(keys: KeyManager, rules: HeaderRules, calls: Arc<AtomicUsize>) -> Router {
+    let handler = move |Extension(principal): Extension<Principal>| {
+        let calls = Arc::clone(&calls);
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            principal.team_id().to_string()
+        }
+    };
+    Router::new()
+        .route("/", get(handler).options(|| async { StatusCode::NO_CONTENT }))
+        .layer(RequireApiKeyLayer::new(keys).rules(rules))
+}
+
+#[tokio::test]
+async fn the_layer_keeps_bad_keys_away_from_handlers() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = guarded(keys, HeaderRules::default(), Arc::clone(&calls));
+    for headers in [
+        vec![],
+        vec![("x-api-key", "nope")],
+        vec![("x-api-key", key.as_str()), ("x-api-key", key.as_str())],
+    ] {
+        let (status, _) = call(&app, Method::GET, &headers).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the handler never ran for a bad key"
+    );
+    let (status, body) = call(&app, Method::GET, &[("x-api-key", &key)]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "acme"),
+        "principal in extensions"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn preflight_passes_the_layer_and_plain_options_does_not() {
+    let (keys, _) = manager_with_key(&[]).await;
+    let app = guarded(keys, HeaderRules::default(), Arc::default());
+    let (status, _) = call(&app, Method::OPTIONS, &[("access-control-request-method", "GET")]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(&app, Method::OPTIONS, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn header_name_and_bearer_are_configurable() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let bearer = format!("Bearer {key}");
+    let custom = guarded(
+        keys.clone(),
+        HeaderRules::new().header("X-Team-Key").unwrap(),
+        Arc::default(),
+    );
+    assert_eq!(
+        call(&custom, Method::GET, &[("x-api-key", &key)]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&custom, Method::GET, &[("X-Team-Key", &key)]).await.0,
+        StatusCode::OK
+    );
+
+    let default = guarded(keys.clone(), HeaderRules::default(), Arc::default());
+    assert_eq!(
+        call(&default, Method::GET, &[("authorization", &bearer)]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let with_bearer = guarded(keys, HeaderRules::new().allow_bearer(true), Arc::default());
+    assert_eq!(
+        call(&with_bearer, Method::GET, &[("authorization", &bearer)])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let both = [("authorization", bearer.as_str()), ("x-api-key", key.as_str())];
+    assert_eq!(
+        call(&with_bearer, Method::GET, &both).await.0,
+        StatusCode::UNAUTHORIZED,
+        "never two keys"
+    );
+}
+
+#[tokio::test]
+async fn the_length_cap_comes_before_anything_else() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let capped = guarded(keys, HeaderRules::new().max_len(10), Arc::default());
+    assert_eq!(
+        call(&capped, Method::GET, &[("x-api-key", &key)]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn scopes_are_one_line_as_a_layer_or_in_a_handler() {
+    let (keys, plain) = manager_with_key(&[]).await;
+    let scoped = keys
+        .create(
+            &TeamId::new("acme").unwrap(),
+            "writer",
+            CreateOptions {
+                scopes: Scopes::new(["scans:write"]).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let writer = scoped.key.expose_secret();
+
+    let by_layer = Router::new()
+        .route("/", get(|| async { "written" }))
+        .route_layer(RequireScopeLayer::new("scans:write"))
+        .layer(RequireApiKeyLayer::new(keys.clone()));
+    let (status, body) = call(&by_layer, Method::GET, &[("x-api-key", &plain)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains(r#""required_scope":"scans:write""#), "{body}");
+    assert_eq!(
+        call(&by_layer, Method::GET, &[("x-api-key", writer)]).await.0,
+        StatusCode::OK
+    );
+
+    let in_handler = Router::new()
+        .route(
+            "/",
+            get(|caller: Authenticated| async move {
+                caller.require_scope("scans:write")?;
+                Ok::<_, teamkey_axum::AuthRejection>("written")
+            }),
+        )
+        .with_state(keys);
+    assert_eq!(
+        call(&in_handler, Method::GET, &[("x-api-key", &plain)]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&in_handler, Method::GET, &[("x-api-key", writer)]).await.0,
+        StatusCode::OK
+    );
+}
+
+#[derive(Clone, FromRef)]
+struct State {
+    keys: KeyManager,
+}
+
+#[tokio::test]
+async fn optional_auth_is_none_only_without_a_key() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let app = Router::new()
+        .route(
+            "/",
+            get(|caller: Option<Authenticated>| async move {
+                caller.map_or("anonymous".to_owned(), |c| c.team_id().to_string())
+            }),
+        )
+        .with_state(State { keys });
+    assert_eq!(
+        call(&app, Method::GET, &[]).await,
+        (StatusCode::OK, "anonymous".into())
+    );
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", &key)]).await,
+        (StatusCode::OK, "acme".into())
+    );
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", "bad")]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_extractor_reads_header_rules_from_an_extension() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let app = Router::new()
+        .route(
+            "/",
+            get(|caller: Authenticated| async move { caller.team_id().to_string() }),
+        )
+        .layer(Extension(HeaderRules::new().header("X-Team-Key").unwrap()))
+        .with_state(State { keys });
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", &key)]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, Method::GET, &[("x-team-key", &key)]).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_is_503_never_401_or_a_pass() {
+    let keys = KeyManager::new(DownStore);
+    let key = teamkey_core::KeyFormat::default().generate().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = guarded(keys.clone(), HeaderRules::default(), Arc::clone(&calls));
+    let (status, body) = call(&app, Method::GET, &[("x-api-key", key.expose_secret())]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("unavailable"));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // Malformed keys are still 401: refused before the store is asked.
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", "garbage")]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let extractor = Router::new()
+        .route("/", get(|_: Authenticated| async { "never" }))
+        .with_state(State { keys });
+    assert_eq!(
+        call(&extractor, Method::GET, &[("x-api-key", key.expose_secret())])
+            .await
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
