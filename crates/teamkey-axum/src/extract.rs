@@ -1,5 +1,7 @@
 //! The `Authenticated` extractor.
 
+use std::sync::LazyLock;
+
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -63,9 +65,10 @@ where
     if let Some(principal) = parts.extensions.get::<Principal>() {
         return Ok(principal.clone());
     }
+    static DEFAULT_RULES: LazyLock<HeaderRules> = LazyLock::new(HeaderRules::default);
     let manager = KeyManager::from_ref(state);
-    let rules = parts.extensions.get::<HeaderRules>().cloned().unwrap_or_default();
-    verify(&manager, &rules, &parts.headers).await
+    let rules = parts.extensions.get::<HeaderRules>().unwrap_or(&DEFAULT_RULES);
+    verify(&manager, rules, &parts.headers).await
 }
 
 impl<S> FromRequestParts<S> for Authenticated

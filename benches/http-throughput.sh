@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Requests per second of GET /api/v1/scans with teamkey's extractor vs the
+# same handler without auth: one server process, one run, wrk on loopback,
+# runs alternated so that machine noise hits both sides alike.
+#
+#   benches/http-throughput.sh            # memory and sqlite stores
+#   DURATION=20s ROUNDS=3 benches/http-throughput.sh memory
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+ROUNDS=${ROUNDS:-4}
+stores=("${@:-memory sqlite}")
+
+cargo build --quiet --release --example bench_server --features axum,sqlx-sqlite
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+server="$target_dir/release/examples/bench_server"
+
+rps() { # url [header]
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" ${2:+-H "$2"} "$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+for store in ${stores[*]}; do
+  out=$(mktemp)
+  "$server" "$store" >"$out" &
+  pid=$!
+  trap 'kill $pid 2>/dev/null || true' EXIT
+  for _ in $(seq 1 50); do grep -q KEY= "$out" && break; sleep 0.1; done
+  read -r key auth open < <(sed -E 's/KEY=(\S+) AUTH=(\S+) OPEN=(\S+)/\1 \2 \3/' "$out")
+  # Warm up both.
+  wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$open/api/v1/scans" >/dev/null
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "X-API-Key: $key" "http://127.0.0.1:$auth/api/v1/scans" >/dev/null
+  ratios=()
+  for round in $(seq 1 "$ROUNDS"); do
+    # Alternate which side goes first, so drift favours neither.
+    if (( round % 2 )); then
+      without=$(rps "http://127.0.0.1:$open/api/v1/scans")
+      with=$(rps "http://127.0.0.1:$auth/api/v1/scans" "X-API-Key: $key")
+    else
+      with=$(rps "http://127.0.0.1:$auth/api/v1/scans" "X-API-Key: $key")
+      without=$(rps "http://127.0.0.1:$open/api/v1/scans")
+    fi
+    ratio=$(python3 -c "print(f'{$with / $without:.3f}')")
+    ratios+=("$ratio")
+    printf '%-7s round %s: without auth %10s req/s   with auth %10s req/s   ratio %s\n' \
+      "$store" "$round" "$without" "$with" "$ratio"
+  done
+  median=$(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.stdin))')
+  echo "$store  median ratio (with / without auth): $median"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  trap - EXIT
+  rm -f "$out"
+done

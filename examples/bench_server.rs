@@ -1,0 +1,113 @@
+//! Two copies of `GET /api/v1/scans` in one process: one behind teamkey, one
+//! open, for `benches/http-throughput.sh` to load side by side.
+//!
+//! `bench_server memory|sqlite` prints `KEY=… AUTH=port OPEN=port`, then serves.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use teamkey::axum::Authenticated;
+use teamkey::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use teamkey::{CreateOptions, KeyManager, MemoryStore, SqlxStore, TeamId};
+
+#[derive(Clone, Serialize)]
+struct Scan {
+    id: &'static str,
+    team: &'static str,
+    target: &'static str,
+    status: &'static str,
+    created_at: &'static str,
+}
+
+const SCANS: [Scan; 3] = [
+    Scan {
+        id: "scn_acme_3",
+        team: "acme",
+        target: "github.com/acme/mobile",
+        status: "running",
+        created_at: "2026-11-22T09:00:00Z",
+    },
+    Scan {
+        id: "scn_acme_2",
+        team: "acme",
+        target: "github.com/acme/api",
+        status: "completed",
+        created_at: "2026-11-21T09:00:00Z",
+    },
+    Scan {
+        id: "scn_acme_1",
+        team: "acme",
+        target: "github.com/acme/web",
+        status: "completed",
+        created_at: "2026-11-20T09:00:00Z",
+    },
+];
+
+#[derive(Serialize)]
+struct Page {
+    data: Vec<Scan>,
+}
+
+/// The same work for both: the team's scans as JSON.
+fn scans_of(team: &str) -> Json<Page> {
+    Json(Page {
+        data: SCANS.iter().filter(|s| s.team == team).cloned().collect(),
+    })
+}
+
+async fn with_auth(caller: Authenticated) -> Json<Page> {
+    scans_of(caller.team_id().as_str())
+}
+
+async fn without_auth() -> Json<Page> {
+    scans_of("acme")
+}
+
+async fn manager(store: &str) -> Result<KeyManager, Box<dyn std::error::Error>> {
+    Ok(match store {
+        "memory" => KeyManager::new(MemoryStore::new()),
+        "sqlite" => {
+            let path = std::env::temp_dir().join(format!("teamkey-http-bench-{}.db", std::process::id()));
+            let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            let store = SqlxStore::new(pool);
+            store.migrate().await?;
+            KeyManager::new(store)
+        }
+        other => return Err(format!("unknown store {other:?}: use memory or sqlite").into()),
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // One worker: the load generator gets the other core.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = std::env::args().nth(1).unwrap_or_else(|| "memory".into());
+        let keys = manager(&store).await?;
+        let made = keys
+            .create(&TeamId::new("acme")?, "bench", CreateOptions::default())
+            .await?;
+        let auth = Router::new()
+            .route("/api/v1/scans", get(with_auth))
+            .with_state(keys);
+        let open = Router::new()
+            .route("/api/v1/scans", get(without_auth))
+            .with_state(());
+        let auth_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let open_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!(
+            "KEY={} AUTH={} OPEN={}",
+            made.key.expose_secret(),
+            auth_listener.local_addr()?.port(),
+            open_listener.local_addr()?.port()
+        );
+        let served = tokio::try_join!(axum::serve(auth_listener, auth), axum::serve(open_listener, open));
+        served.map(|_| ()).map_err(Into::into)
+    })
+}
