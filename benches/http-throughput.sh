@@ -47,7 +47,7 @@ for store in ${stores[*]}; do
     printf '%-7s round %s: without auth %10s req/s   with auth %10s req/s   ratio %s\n' \
       "$store" "$round" "$without" "$with" "$ratio"
   done
-  median=$(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.stdin))')
+  median=$(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys,statistics; print(f'{statistics.median(float(x) for x in sys.stdin):.3f}')')
   echo "$store  median ratio (with / without auth): $median"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   trap - EXIT
