@@ -44,5 +44,6 @@ mod rejection;
 
 pub use extract::Authenticated;
 pub use layer::{RequireApiKey, RequireApiKeyLayer, RequireScope, RequireScopeLayer};
-pub use manage::{KeyAdmin, MANAGE_SCOPE, ManagesKeys, management_router};
+pub use manage::{KeyAdmin, ManagesKeys, management_router};
 pub use rejection::AuthRejection;
+pub use teamkey_core::management::MANAGE_SCOPE;

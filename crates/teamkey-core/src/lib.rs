@@ -51,6 +51,7 @@ mod format;
 mod hash;
 mod ident;
 mod last_used;
+pub mod management;
 mod manager;
 #[cfg(feature = "memory")]
 mod memory;
