@@ -30,6 +30,7 @@
 //! - `memory` (default): [`MemoryStore`], for single-process services and tests.
 //! - `test-kit`: [`test_kit`], the conformance suite for your own [`KeyStore`].
 //! - `axum`: [`axum`](mod@axum), the extractor, layer and management router for axum 0.8.
+//! - `actix`: [`actix`], the middleware, extractor and management scope for actix-web 4.
 //! - `sqlx-postgres`, `sqlx-sqlite`, `sqlx-mysql`: [`SqlxStore`] over an sqlx
 //!   pool (PostgreSQL, SQLite, MySQL/MariaDB), with embedded migrations.
 //!
@@ -66,4 +67,13 @@ struct CustomStoreDoctests;
 pub mod axum {
     #[doc(inline)]
     pub use teamkey_axum::*;
+}
+
+/// teamkey for actix-web 4 (feature `actix`): `RequireApiKey`, `Authenticated`,
+/// scopes, `management_scope`.
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub mod actix {
+    #[doc(inline)]
+    pub use teamkey_actix::*;
 }

@@ -1,0 +1,66 @@
+//! `AuthError`: how a refused request is answered.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use teamkey_core::{Answer, Rejection, VerifyError};
+
+/// Why a request was refused, answered exactly as the axum adapter does:
+/// every key failure is the same 401 byte for byte, a store failure 503
+/// (never a 500), a missing scope 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
+    Unauthorized,
+    /// The key store is down, or teamkey is not configured: 503.
+    Unavailable,
+    /// A valid key without the scope the route needs: 403.
+    MissingScope(String),
+}
+
+impl AuthError {
+    fn answer(&self) -> Answer {
+        match self {
+            Self::Unauthorized => Answer::unauthorized(),
+            Self::Unavailable => Answer::unavailable(),
+            Self::MissingScope(scope) => Answer::missing_scope(scope),
+        }
+    }
+}
+
+impl From<VerifyError> for AuthError {
+    fn from(error: VerifyError) -> Self {
+        match error.rejection() {
+            Rejection::Unauthorized => Self::Unauthorized,
+            Rejection::Unavailable => Self::Unavailable,
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unauthorized => f.write_str("unauthorized"),
+            Self::Unavailable => f.write_str("API keys cannot be checked"),
+            Self::MissingScope(scope) => write!(f, "missing scope {scope}"),
+        }
+    }
+}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.answer().status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let answer = self.answer();
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        for (name, value) in answer.headers {
+            response.insert_header((HeaderName::from_static(name), HeaderValue::from_static(value)));
+        }
+        response.body(answer.body.into_owned())
+    }
+}

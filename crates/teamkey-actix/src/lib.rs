@@ -1,0 +1,47 @@
+//! teamkey for [actix-web] 4: team-scoped API keys as middleware and
+//! extractors.
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, web};
+//! use teamkey_actix::{Authenticated, ManagesKeys, RequireApiKey, management_scope};
+//! use teamkey_core::{KeyManager, MemoryStore};
+//!
+//! async fn whoami(caller: Authenticated) -> HttpResponse {
+//!     HttpResponse::Ok().body(caller.team_id().to_string())
+//! }
+//!
+//! let keys = web::Data::new(KeyManager::new(MemoryStore::new()));
+//! let app = App::new().app_data(keys).service(
+//!     web::scope("/api/v1")
+//!         .wrap(RequireApiKey::new())
+//!         .route("/whoami", web::get().to(whoami))
+//!         .service(management_scope::<ManagesKeys>()),
+//! );
+//! # drop(app);
+//! ```
+//!
+//! - [`RequireApiKey`]: middleware for an `App` or `Scope`; handlers never
+//!   run for a bad key; the principal goes into the request extensions.
+//! - [`Authenticated`]: the extractor, with or without the middleware;
+//!   [`MaybeAuthenticated`] for optional auth.
+//! - [`RequireScope`] and [`Authenticated::require_scope`]: 403 without a scope.
+//! - [`management_scope`]: the key-management endpoints.
+//!
+//! The header rules, status codes and bodies are the core's, shared with the
+//! axum adapter: one byte-identical 401 for every key failure, 503 for a
+//! store failure (never a 500), 403 for a missing scope.
+//!
+//! [actix-web]: https://docs.rs/actix-web
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod extract;
+mod manage;
+mod middleware;
+
+pub use error::AuthError;
+pub use extract::{Authenticated, MaybeAuthenticated};
+pub use manage::{KeyAdmin, ManagesKeys, management_scope};
+pub use middleware::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
+pub use teamkey_core::management::MANAGE_SCOPE;
