@@ -1,16 +1,22 @@
-//! The Gecko example app, in process: the HTTP conformance table, team
-//! isolation and the management API; then once over a real TCP socket with
-//! a real HTTP client.
+//! The Gecko example apps, axum and actix-web, in process: one HTTP
+//! conformance table, team isolation and the management API run against
+//! both; then the axum app once over a real TCP socket with a real client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 #[allow(dead_code)]
+#[path = "../examples/gecko_api/demo.rs"]
+mod demo;
+
 #[path = "../examples/gecko_api/app.rs"]
 mod app;
 
+#[path = "../examples/gecko_api_actix/app.rs"]
+mod actix_app;
+
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, Request, StatusCode};
+use axum::http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use teamkey::sqlx::SqlitePool;
 use teamkey::sqlx::sqlite::SqlitePoolOptions;
@@ -26,7 +32,6 @@ const UNAVAILABLE: &str =
 /// The example app over an in-memory database, a manual clock, and keys in
 /// every state the table needs.
 struct Fixture {
-    app: Router,
     db: SqlitePool,
     keys: KeyManager,
     /// acme, scope keys:manage.
@@ -50,7 +55,7 @@ async fn fixture() -> Fixture {
         .unwrap();
     let store = SqlxStore::new(db.clone());
     store.migrate().await.unwrap();
-    app::prepare(&db).await.unwrap();
+    demo::prepare(&db).await.unwrap();
     let clock = ManualClock::new(datetime!(2026-11-27 12:00 UTC));
     let keys = KeyManager::builder(store).clock(clock.clone()).build();
     let (acme, globex) = (TeamId::new("acme").unwrap(), TeamId::new("globex").unwrap());
@@ -83,12 +88,7 @@ async fn fixture() -> Fixture {
     clock.advance(Duration::hours(2));
 
     let secret = |k: &teamkey::NewKey| k.key.expose_secret().to_owned();
-    let state = app::AppState {
-        keys: keys.clone(),
-        db: db.clone(),
-    };
     Fixture {
-        app: app::router(state),
         db,
         keys,
         admin: secret(&admin),
@@ -102,22 +102,36 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// An answer, whatever the framework.
 struct Answer {
     status: StatusCode,
-    headers: axum::http::HeaderMap,
+    /// Sorted, lowercase names.
+    headers: Vec<(String, String)>,
     body: String,
 }
 
-async fn send(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    headers: &[(&str, HeaderValue)],
-    body: &str,
-) -> Answer {
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Headers = Vec<(&'static str, Vec<u8>)>;
+
+fn axum_app(f: &Fixture) -> Router {
+    app::router(app::AppState {
+        keys: f.keys.clone(),
+        db: f.db.clone(),
+    })
+}
+
+async fn axum_send(app: &Router, method: &str, uri: &str, headers: &Headers, body: &str) -> Answer {
     let mut request = Request::builder().method(method).uri(uri);
     for (name, value) in headers {
-        request = request.header(*name, value.clone());
+        request = request.header(*name, HeaderValue::from_bytes(value).unwrap());
     }
     if !body.is_empty() {
         request = request.header("content-type", "application/json");
@@ -128,7 +142,12 @@ async fn send(
         .await
         .unwrap();
     let status = response.status();
-    let headers = response.headers().clone();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    headers.sort();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,
@@ -137,8 +156,61 @@ async fn send(
     }
 }
 
-fn text(value: &str) -> HeaderValue {
-    HeaderValue::from_str(value).unwrap()
+/// The actix example app as an in-process service.
+macro_rules! actix_service {
+    ($f:expr) => {{
+        let (keys, db) = actix_app::data($f.keys.clone(), $f.db.clone());
+        actix_web::test::init_service(
+            actix_web::App::new()
+                .app_data(keys)
+                .app_data(db)
+                .configure(actix_app::configure),
+        )
+        .await
+    }};
+}
+
+async fn actix_send<S, B>(service: &S, method: &str, uri: &str, headers: &Headers, body: &str) -> Answer
+where
+    S: actix_web::dev::Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+    B: actix_web::body::MessageBody,
+{
+    let mut request = actix_web::test::TestRequest::default()
+        .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(uri);
+    for (name, value) in headers {
+        request = request.append_header((
+            *name,
+            actix_web::http::header::HeaderValue::from_bytes(value).unwrap(),
+        ));
+    }
+    if !body.is_empty() {
+        request = request
+            .insert_header(("content-type", "application/json"))
+            .set_payload(body.to_owned());
+    }
+    let response = actix_web::test::call_service(service, request.to_request()).await;
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    headers.sort();
+    let bytes = actix_web::test::read_body(response).await;
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+fn text(value: &str) -> Vec<u8> {
+    value.as_bytes().to_vec()
 }
 
 /// A key with one character changed and the checksum still valid.
@@ -166,146 +238,153 @@ enum Expect {
 }
 
 /// One row: name, method, path and query, headers, expected answer.
-type Row = (
-    &'static str,
-    Method,
-    String,
-    Vec<(&'static str, HeaderValue)>,
-    Expect,
-);
+type Row = (&'static str, &'static str, String, Headers, Expect);
 
 #[tokio::test]
-async fn http_conformance_table() {
+async fn axum_passes_the_conformance_table() {
     let f = fixture().await;
+    let app = axum_app(&f);
+    conformance_table(&f, async |m, uri, h, b| axum_send(&app, m, &uri, &h, &b).await).await;
+}
+
+#[actix_web::test]
+async fn actix_passes_the_conformance_table() {
+    let f = fixture().await;
+    let service = actix_service!(f);
+    conformance_table(&f, async |m, uri, h, b| {
+        actix_send(&service, m, &uri, &h, &b).await
+    })
+    .await;
+}
+
+/// Both adapters give these answers, and the same 401 for every key failure.
+async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String, Headers, String) -> Answer) {
     let scans = "/api/v1/scans";
     let key = |k: &str| vec![("X-API-Key", text(k))];
     let long = "k".repeat(10 * 1024);
     let rows: Vec<Row> = vec![
         (
             "valid key",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&f.plain),
             Expect::Status(StatusCode::OK),
         ),
         (
             "missing header",
-            Method::GET,
+            "GET",
             scans.into(),
             vec![],
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "empty value",
-            Method::GET,
+            "GET",
             scans.into(),
             key(""),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "whitespace-padded",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&format!(" {} ", f.plain)),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "lowercase header name",
-            Method::GET,
+            "GET",
             scans.into(),
             vec![("x-api-key", text(&f.plain))],
             Expect::Status(StatusCode::OK),
         ),
         (
             "two X-API-Key headers",
-            Method::GET,
+            "GET",
             scans.into(),
             vec![("X-API-Key", text(&f.plain)), ("X-API-Key", text(&f.plain))],
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "10 KiB value",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&long),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "non-ASCII bytes",
-            Method::GET,
+            "GET",
             scans.into(),
-            vec![(
-                "X-API-Key",
-                HeaderValue::from_bytes("tk_live_é".as_bytes()).unwrap(),
-            )],
+            vec![("X-API-Key", "tk_live_é".as_bytes().to_vec())],
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "wrong prefix",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&f.plain.replacen("tk_live", "tk_test", 1)),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "bad checksum",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&with_bad_checksum(&f.plain)),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "well-formed unknown key",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&with_valid_checksum_but_unknown()),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "revoked",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&f.revoked),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "expired",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&f.expired),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "rotated, inside grace",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&f.rotated_in_grace),
             Expect::Status(StatusCode::OK),
         ),
         (
             "rotated, after grace",
-            Method::GET,
+            "GET",
             scans.into(),
             key(&f.rotated_after_grace),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "key in query string only",
-            Method::GET,
+            "GET",
             format!("{scans}?api_key={}&x-api-key={}", f.plain, f.plain),
             vec![],
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
         (
             "another team's resource",
-            Method::DELETE,
+            "DELETE",
             format!("/api/v1/api-keys/{}", f.globex_id),
             key(&f.admin),
             Expect::Status(StatusCode::NOT_FOUND),
         ),
         (
             "missing scope",
-            Method::GET,
+            "GET",
             "/api/v1/api-keys".into(),
             key(&f.plain),
             Expect::Exactly(
@@ -315,7 +394,7 @@ async fn http_conformance_table() {
         ),
         (
             "OPTIONS preflight",
-            Method::OPTIONS,
+            "OPTIONS",
             scans.into(),
             vec![
                 ("Origin", text("https://app.example")),
@@ -325,7 +404,7 @@ async fn http_conformance_table() {
         ),
         (
             "bad limit",
-            Method::GET,
+            "GET",
             format!("{scans}?limit=1000"),
             key(&f.plain),
             Expect::Status(StatusCode::BAD_REQUEST),
@@ -334,23 +413,24 @@ async fn http_conformance_table() {
 
     let mut unauthorized_answers = Vec::new();
     for (name, method, uri, headers, expect) in rows {
-        let answer = send(&f.app, method, &uri, &headers, "").await;
+        let answer = send(method, uri, headers, String::new()).await;
         match expect {
             Expect::Status(status) => assert_eq!(answer.status, status, "{name}: {}", answer.body),
             Expect::Exactly(status, body) => {
                 assert_eq!(answer.status, status, "{name}");
                 assert_eq!(answer.body, body, "{name}");
-                assert_eq!(answer.headers["content-type"], "application/json", "{name}");
+                assert_eq!(answer.header("content-type"), Some("application/json"), "{name}");
             }
         }
         if answer.status == StatusCode::UNAUTHORIZED {
-            let mut headers: Vec<(String, String)> = answer
+            // CORS headers vary by framework and request, never by key failure.
+            let headers: Vec<(String, String)> = answer
                 .headers
-                .iter()
-                .filter(|(n, _)| !n.as_str().starts_with("access-control") && *n != "vary")
-                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .into_iter()
+                .filter(|(n, _)| {
+                    !n.starts_with("access-control") && n != "vary" && n != "date" && n != "content-length"
+                })
                 .collect();
-            headers.sort();
             unauthorized_answers.push((name, headers, answer.body));
         }
     }
@@ -367,17 +447,37 @@ async fn http_conformance_table() {
 
     // Last row: the store goes down. 503, never 401, never 200.
     f.db.close().await;
-    let answer = send(&f.app, Method::GET, scans, &key(&f.plain), "").await;
+    let answer = send("GET", scans.into(), key(&f.plain), String::new()).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "store down");
     assert_eq!(answer.body, UNAVAILABLE);
 }
 
 #[tokio::test]
-async fn teams_never_see_each_other() {
+async fn axum_keeps_teams_apart() {
     let f = fixture().await;
-    let acme = send(
-        &f.app,
-        Method::GET,
+    let app = axum_app(&f);
+    teams_never_see_each_other(&f, async |m, uri, h, b| axum_send(&app, m, &uri, &h, &b).await).await;
+}
+
+#[actix_web::test]
+async fn actix_keeps_teams_apart() {
+    let f = fixture().await;
+    let service = actix_service!(f);
+    teams_never_see_each_other(&f, async |m, uri, h, b| {
+        actix_send(&service, m, &uri, &h, &b).await
+    })
+    .await;
+}
+
+async fn teams_never_see_each_other(
+    f: &Fixture,
+    send: impl AsyncFn(&'static str, String, Headers, String) -> Answer,
+) {
+    let call = async |m: &'static str, uri: &str, h: &[(&'static str, Vec<u8>)], b: &str| {
+        send(m, uri.to_owned(), h.to_vec(), b.to_owned()).await
+    };
+    let acme = call(
+        "GET",
         "/api/v1/scans?limit=100",
         &[("X-API-Key", text(&f.admin))],
         "",
@@ -397,24 +497,10 @@ async fn teams_never_see_each_other() {
         }
     }
 
-    let globex = send(
-        &f.app,
-        Method::GET,
-        "/api/v1/scans",
-        &[("X-API-Key", text(&f.globex))],
-        "",
-    )
-    .await;
+    let globex = call("GET", "/api/v1/scans", &[("X-API-Key", text(&f.globex))], "").await;
     assert!(!globex.body.contains("acme"), "{}", globex.body);
 
-    let listed = send(
-        &f.app,
-        Method::GET,
-        "/api/v1/api-keys",
-        &[("X-API-Key", text(&f.admin))],
-        "",
-    )
-    .await;
+    let listed = call("GET", "/api/v1/api-keys", &[("X-API-Key", text(&f.admin))], "").await;
     assert_eq!(listed.status, StatusCode::OK);
     assert!(
         !listed.body.contains(&f.globex_id),
@@ -426,35 +512,42 @@ async fn teams_never_see_each_other() {
     );
 
     let revoke = format!("/api/v1/api-keys/{}", f.globex_id);
-    let refused = send(
-        &f.app,
-        Method::DELETE,
-        &revoke,
-        &[("X-API-Key", text(&f.admin))],
-        "",
-    )
-    .await;
+    let refused = call("DELETE", &revoke, &[("X-API-Key", text(&f.admin))], "").await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
-    let still = send(
-        &f.app,
-        Method::GET,
-        "/api/v1/scans",
-        &[("X-API-Key", text(&f.globex))],
-        "",
-    )
-    .await;
+    let still = call("GET", "/api/v1/scans", &[("X-API-Key", text(&f.globex))], "").await;
     assert_eq!(still.status, StatusCode::OK, "globex's key must still work");
 }
 
 #[tokio::test]
-async fn management_api_lifecycle_and_bad_input() {
+async fn axum_management_api() {
     let f = fixture().await;
+    let app = axum_app(&f);
+    management_api_lifecycle_and_bad_input(&f, async |m, uri, h, b| axum_send(&app, m, &uri, &h, &b).await)
+        .await;
+}
+
+#[actix_web::test]
+async fn actix_management_api() {
+    let f = fixture().await;
+    let service = actix_service!(f);
+    management_api_lifecycle_and_bad_input(&f, async |m, uri, h, b| {
+        actix_send(&service, m, &uri, &h, &b).await
+    })
+    .await;
+}
+
+async fn management_api_lifecycle_and_bad_input(
+    f: &Fixture,
+    send: impl AsyncFn(&'static str, String, Headers, String) -> Answer,
+) {
+    let call = async |m: &'static str, uri: &str, h: &[(&'static str, Vec<u8>)], b: &str| {
+        send(m, uri.to_owned(), h.to_vec(), b.to_owned()).await
+    };
     let admin = [("X-API-Key", text(&f.admin))];
     let keys = "/api/v1/api-keys";
 
-    let created = send(
-        &f.app,
-        Method::POST,
+    let created = call(
+        "POST",
         keys,
         &admin,
         r#"{"name":"CI/CD Pipeline","scopes":["scans:read"]}"#,
@@ -466,19 +559,13 @@ async fn management_api_lifecycle_and_bad_input() {
     let new_id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["name"], "CI/CD Pipeline");
     assert_eq!(
-        send(
-            &f.app,
-            Method::GET,
-            "/api/v1/scans",
-            &[("X-API-Key", text(&new_key))],
-            ""
-        )
-        .await
-        .status,
+        call("GET", "/api/v1/scans", &[("X-API-Key", text(&new_key))], "")
+            .await
+            .status,
         StatusCode::OK
     );
 
-    let listed = send(&f.app, Method::GET, keys, &admin, "").await;
+    let listed = call("GET", keys, &admin, "").await;
     let listed: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
     let row = listed["data"]
         .as_array()
@@ -506,9 +593,8 @@ async fn management_api_lifecycle_and_bad_input() {
         "the full key is shown once only"
     );
 
-    let rotated = send(
-        &f.app,
-        Method::POST,
+    let rotated = call(
+        "POST",
         &format!("{keys}/{new_id}/rotate"),
         &admin,
         r#"{"grace_seconds":0}"#,
@@ -518,25 +604,12 @@ async fn management_api_lifecycle_and_bad_input() {
     let rotated: serde_json::Value = serde_json::from_str(&rotated.body).unwrap();
     let next_key = rotated["key"].as_str().unwrap().to_owned();
     assert_eq!(
-        send(
-            &f.app,
-            Method::GET,
-            "/api/v1/scans",
-            &[("X-API-Key", text(&new_key))],
-            ""
-        )
-        .await
-        .status,
+        call("GET", "/api/v1/scans", &[("X-API-Key", text(&new_key))], "")
+            .await
+            .status,
         StatusCode::UNAUTHORIZED
     );
-    let again = send(
-        &f.app,
-        Method::POST,
-        &format!("{keys}/{new_id}/rotate"),
-        &admin,
-        "",
-    )
-    .await;
+    let again = call("POST", &format!("{keys}/{new_id}/rotate"), &admin, "").await;
     assert_eq!(
         again.status,
         StatusCode::NOT_FOUND,
@@ -546,39 +619,27 @@ async fn management_api_lifecycle_and_bad_input() {
 
     let next_id = rotated["id"].as_str().unwrap();
     assert_eq!(
-        send(&f.app, Method::DELETE, &format!("{keys}/{next_id}"), &admin, "")
+        call("DELETE", &format!("{keys}/{next_id}"), &admin, "")
             .await
             .status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        send(
-            &f.app,
-            Method::GET,
-            "/api/v1/scans",
-            &[("X-API-Key", text(&next_key))],
-            ""
-        )
-        .await
-        .status,
+        call("GET", "/api/v1/scans", &[("X-API-Key", text(&next_key))], "")
+            .await
+            .status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        send(&f.app, Method::DELETE, &format!("{keys}/{next_id}"), &admin, "")
+        call("DELETE", &format!("{keys}/{next_id}"), &admin, "")
             .await
             .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        send(
-            &f.app,
-            Method::DELETE,
-            &format!("{keys}/not-a-key-id"),
-            &admin,
-            ""
-        )
-        .await
-        .status,
+        call("DELETE", &format!("{keys}/not-a-key-id"), &admin, "")
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
 
@@ -598,14 +659,14 @@ async fn management_api_lifecycle_and_bad_input() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ] {
-        let answer = send(&f.app, Method::POST, keys, &admin, body).await;
+        let answer = call("POST", keys, &admin, body).await;
         assert_eq!(answer.status, status, "{body:?}: {}", answer.body);
         let json: serde_json::Value = serde_json::from_str(&answer.body).expect("errors are JSON");
         assert_eq!(json["error"], "invalid_request");
     }
     let long_name = format!(r#"{{"name":"{}"}}"#, "n".repeat(10 * 1024));
     assert_eq!(
-        send(&f.app, Method::POST, keys, &admin, &long_name).await.status,
+        call("POST", keys, &admin, &long_name).await.status,
         StatusCode::UNPROCESSABLE_ENTITY
     );
     let names: Vec<String> = f
@@ -630,7 +691,7 @@ async fn over_a_real_socket_with_a_real_client() {
     let f = fixture().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, f.app.clone()).into_future());
+    let server = tokio::spawn(axum::serve(listener, axum_app(&f)).into_future());
     let client: Client<_, http_body_util::Empty<axum::body::Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
 

@@ -1,16 +1,16 @@
 //! The Gecko-style API on axum: `GET /api/v1/scans` scoped to the caller's
 //! team, and the key-management routes under `/api/v1/api-keys`.
 
+use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, Query, State};
 use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
+use teamkey::KeyManager;
 use teamkey::axum::{Authenticated, ManagesKeys, management_router};
 use teamkey::sqlx::SqlitePool;
-use teamkey::KeyManager;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::demo;
@@ -33,7 +33,11 @@ pub(crate) fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([HeaderName::from_static("x-api-key"), header::CONTENT_TYPE, header::ACCEPT]);
+        .allow_headers([
+            HeaderName::from_static("x-api-key"),
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+        ]);
     Router::new().nest("/api/v1", v1).layer(cors).with_state(state)
 }
 

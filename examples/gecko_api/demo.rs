@@ -13,7 +13,10 @@ pub(crate) struct Config {
 }
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 impl Config {
@@ -32,7 +35,9 @@ pub(crate) async fn open(config: &Config) -> Result<(SqlitePool, KeyManager), Bo
     let store = SqlxStore::new(db.clone());
     store.migrate().await?;
     prepare(&db).await?;
-    let keys = KeyManager::builder(store).format(KeyFormat::new(&config.prefix)?).build();
+    let keys = KeyManager::builder(store)
+        .format(KeyFormat::new(&config.prefix)?)
+        .build();
     Ok((db, keys))
 }
 
@@ -45,37 +50,76 @@ pub(crate) async fn prepare(db: &SqlitePool) -> Result<(), sqlx::Error> {
     .execute(db)
     .await?;
     let seed = [
-        ("scn_acme_1", "acme", "github.com/acme/web", "completed", "2026-11-20T09:00:00Z"),
-        ("scn_acme_2", "acme", "github.com/acme/api", "completed", "2026-11-21T09:00:00Z"),
-        ("scn_acme_3", "acme", "github.com/acme/mobile", "running", "2026-11-22T09:00:00Z"),
-        ("scn_globex_1", "globex", "github.com/globex/core", "completed", "2026-11-20T10:00:00Z"),
-        ("scn_globex_2", "globex", "github.com/globex/billing", "failed", "2026-11-21T10:00:00Z"),
+        (
+            "scn_acme_1",
+            "acme",
+            "github.com/acme/web",
+            "completed",
+            "2026-11-20T09:00:00Z",
+        ),
+        (
+            "scn_acme_2",
+            "acme",
+            "github.com/acme/api",
+            "completed",
+            "2026-11-21T09:00:00Z",
+        ),
+        (
+            "scn_acme_3",
+            "acme",
+            "github.com/acme/mobile",
+            "running",
+            "2026-11-22T09:00:00Z",
+        ),
+        (
+            "scn_globex_1",
+            "globex",
+            "github.com/globex/core",
+            "completed",
+            "2026-11-20T10:00:00Z",
+        ),
+        (
+            "scn_globex_2",
+            "globex",
+            "github.com/globex/billing",
+            "failed",
+            "2026-11-21T10:00:00Z",
+        ),
     ];
     for (id, team, target, status, created_at) in seed {
-        sqlx::query("INSERT OR IGNORE INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(id)
-            .bind(team)
-            .bind(target)
-            .bind(status)
-            .bind(created_at)
-            .execute(db)
-            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(team)
+        .bind(target)
+        .bind(status)
+        .bind(created_at)
+        .execute(db)
+        .await?;
     }
     Ok(())
 }
 
 /// A `Quickstart` key for `acme` (scope `keys:manage`) if acme has no key
 /// yet, printed once with a ready curl line.
-pub(crate) async fn announce_quickstart(keys: &KeyManager, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn announce_quickstart(
+    keys: &KeyManager,
+    addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     match quickstart_key(keys).await? {
         Some(new) => {
             let key = new.key.expose_secret();
-            println!("\nCreated the team acme's first API key, \"Quickstart\". It is shown only this once:\n\n  {key}\n");
+            println!(
+                "\nCreated the team acme's first API key, \"Quickstart\". It is shown only this once:\n\n  {key}\n"
+            );
             println!(
                 "Try it:\n\n  curl http://{addr}/api/v1/scans?limit=10 -H \"X-API-Key: {key}\" -H \"Accept: application/json\"\n"
             );
         }
-        None => println!("\nacme already has API keys; create more with `teamkey create --team acme --name NAME`.\n"),
+        None => println!(
+            "\nacme already has API keys; create more with `teamkey create --team acme --name NAME`.\n"
+        ),
     }
     println!("Gecko API listening on http://{addr}");
     Ok(())
@@ -108,7 +152,10 @@ struct Scan {
 /// `limit` is 1 to 100, 20 when absent; anything else is a 400.
 pub(crate) async fn scans(db: &SqlitePool, team: &TeamId, limit: Option<&str>) -> (u16, String) {
     let error = |status: u16, code: &str, message: &str| {
-        (status, serde_json::json!({ "error": code, "message": message }).to_string())
+        (
+            status,
+            serde_json::json!({ "error": code, "message": message }).to_string(),
+        )
     };
     let limit = match limit.map(str::parse::<u8>) {
         None => 20,
@@ -128,7 +175,13 @@ pub(crate) async fn scans(db: &SqlitePool, team: &TeamId, limit: Option<&str>) -
         Ok(rows) => {
             let data: Vec<Scan> = rows
                 .into_iter()
-                .map(|(id, team, target, status, created_at)| Scan { id, team, target, status, created_at })
+                .map(|(id, team, target, status, created_at)| Scan {
+                    id,
+                    team,
+                    target,
+                    status,
+                    created_at,
+                })
                 .collect();
             (200, serde_json::json!({ "data": data }).to_string())
         }

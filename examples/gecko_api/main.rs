@@ -11,13 +11,18 @@ mod demo;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).init();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let config = demo::Config::from_env();
     let (db, keys) = demo::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
     demo::announce_quickstart(&keys, &listener.local_addr()?.to_string()).await?;
 
-    let state = app::AppState { keys: keys.clone(), db };
+    let state = app::AppState {
+        keys: keys.clone(),
+        db,
+    };
     axum::serve(listener, app::router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

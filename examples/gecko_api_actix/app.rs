@@ -48,5 +48,7 @@ async fn list_scans(
     };
     let (status, body) = demo::scans(&db, caller.team_id(), limit).await;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).content_type("application/json").body(body)
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
 }

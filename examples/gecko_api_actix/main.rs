@@ -11,15 +11,23 @@ use actix_web::{App, HttpServer};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).init();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let config = demo::Config::from_env();
     let (db, keys) = demo::open(&config).await?;
     let (keys_data, db_data) = app::data(keys.clone(), db);
     let server = HttpServer::new(move || {
-        App::new().app_data(keys_data.clone()).app_data(db_data.clone()).configure(app::configure)
+        App::new()
+            .app_data(keys_data.clone())
+            .app_data(db_data.clone())
+            .configure(app::configure)
     })
     .bind(&config.bind_addr)?;
-    let addr = server.addrs().first().map_or(config.bind_addr.clone(), ToString::to_string);
+    let addr = server
+        .addrs()
+        .first()
+        .map_or(config.bind_addr.clone(), ToString::to_string);
     demo::announce_quickstart(&keys, &addr).await?;
     // actix-web stops gracefully on Ctrl-C; then the last-used times are written.
     server.run().await?;

@@ -69,7 +69,9 @@ async fn principal(req: HttpRequest) -> Result<Principal, AuthError> {
     };
     let default = HeaderRules::default();
     let rules = req.app_data::<HeaderRules>().unwrap_or(&default);
-    verify(manager, rules, req.headers()).await.map_err(AuthError::from)
+    verify(manager, rules, req.headers())
+        .await
+        .map_err(AuthError::from)
 }
 
 impl FromRequest for Authenticated {

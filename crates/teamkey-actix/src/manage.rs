@@ -57,7 +57,9 @@ pub fn management_scope<A: KeyAdmin>() -> Scope {
 fn respond(reply: management::Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match reply.body {
-        Some(body) => HttpResponse::build(status).content_type("application/json").body(body),
+        Some(body) => HttpResponse::build(status)
+            .content_type("application/json")
+            .body(body),
         None => HttpResponse::build(status).finish(),
     }
 }

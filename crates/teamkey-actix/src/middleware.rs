@@ -97,14 +97,16 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let rules = Rc::clone(&self.rules);
-        let manager = self
-            .manager
-            .clone()
-            .or_else(|| req.app_data::<web::Data<KeyManager>>().map(|d| KeyManager::clone(d)));
+        let manager = self.manager.clone().or_else(|| {
+            req.app_data::<web::Data<KeyManager>>()
+                .map(|d| KeyManager::clone(d))
+        });
         Box::pin(async move {
             if !is_preflight(&req) {
                 let verified = match &manager {
-                    Some(manager) => verify(manager, &rules, req.headers()).await.map_err(AuthError::from),
+                    Some(manager) => verify(manager, &rules, req.headers())
+                        .await
+                        .map_err(AuthError::from),
                     None => {
                         tracing::error!("teamkey: no KeyManager given or in web::Data; refusing with 503");
                         Err(AuthError::Unavailable)
