@@ -1,0 +1,263 @@
+//! The middleware, the extractors and their header rules, in process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, test, web};
+use teamkey_actix::{AuthError, Authenticated, MaybeAuthenticated, RequireApiKey, RequireScope};
+use teamkey_core::{
+    CreateOptions, HeaderRules, KeyId, KeyManager, KeyRecord, KeyStore, KeyUse, MemoryStore, Principal,
+    RotateOutcome, Rotation, Scopes, StoreError, TeamId,
+};
+use time::OffsetDateTime;
+
+/// A key store whose database is down.
+struct DownStore;
+
+fn down() -> StoreError {
+    StoreError::backend("connection refused")
+}
+
+#[async_trait::async_trait]
+impl KeyStore for DownStore {
+    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        Err(down())
+    }
+    async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
+        Err(down())
+    }
+    async fn revoke(&self, _: &TeamId, _: &KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
+        Err(down())
+    }
+    async fn record_last_used(&self, _: &[KeyUse]) -> Result<(), StoreError> {
+        Err(down())
+    }
+}
+
+async fn manager_with_key(scopes: &[&str]) -> (KeyManager, String) {
+    let keys = KeyManager::new(MemoryStore::new());
+    let options = CreateOptions {
+        scopes: Scopes::new(scopes).unwrap(),
+        ..Default::default()
+    };
+    let made = keys
+        .create(&TeamId::new("acme").unwrap(), "test", options)
+        .await
+        .unwrap();
+    (keys, made.key.expose_secret().to_owned())
+}
+
+/// Sends a request; returns status and body.
+macro_rules! call {
+    ($app:expr, $method:expr, [$(($name:expr, $value:expr)),* $(,)?]) => {{
+        let request = test::TestRequest::default().method($method).uri("/")
+            $(.append_header(($name, $value)))*
+            .to_request();
+        let response = test::call_service(&$app, request).await;
+        let status = response.status();
+        let body = test::read_body(response).await;
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }};
+}
+
+#[actix_web::test]
+async fn the_middleware_keeps_bad_keys_away_from_handlers() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys))
+            .wrap(RequireApiKey::new())
+            .route(
+                "/",
+                web::get().to(move |req: HttpRequest| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let team = req
+                        .extensions()
+                        .get::<Principal>()
+                        .map(|p| p.team_id().to_string());
+                    async move { HttpResponse::Ok().body(team.unwrap_or_default()) }
+                }),
+            ),
+    )
+    .await;
+    assert_eq!(call!(app, Method::GET, []).0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call!(app, Method::GET, [("x-api-key", "nope")]).0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call!(
+            app,
+            Method::GET,
+            [("x-api-key", key.as_str()), ("x-api-key", key.as_str())]
+        )
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the handler never ran for a bad key"
+    );
+    assert_eq!(
+        call!(app, Method::GET, [("x-api-key", key.as_str())]),
+        (StatusCode::OK, "acme".into())
+    );
+}
+
+#[actix_web::test]
+async fn preflight_passes_and_rules_are_configurable() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let bearer = format!("Bearer {key}");
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                RequireApiKey::with_manager(keys).rules(
+                    HeaderRules::new()
+                        .header("X-Team-Key")
+                        .unwrap()
+                        .allow_bearer(true),
+                ),
+            )
+            .route("/", web::get().to(HttpResponse::Ok))
+            .route("/", web::method(Method::OPTIONS).to(HttpResponse::NoContent)),
+    )
+    .await;
+    assert_eq!(
+        call!(app, Method::OPTIONS, [("access-control-request-method", "GET")]).0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(call!(app, Method::OPTIONS, []).0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call!(app, Method::GET, [("x-api-key", key.as_str())]).0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call!(app, Method::GET, [("x-team-key", key.as_str())]).0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call!(app, Method::GET, [("authorization", bearer.as_str())]).0,
+        StatusCode::OK
+    );
+    let both = call!(
+        app,
+        Method::GET,
+        [("authorization", bearer.as_str()), ("x-team-key", key.as_str())]
+    );
+    assert_eq!(both.0, StatusCode::UNAUTHORIZED, "never two keys");
+}
+
+#[actix_web::test]
+async fn scopes_as_middleware_or_in_a_handler() {
+    let (keys, plain) = manager_with_key(&[]).await;
+    let writer = keys
+        .create(
+            &TeamId::new("acme").unwrap(),
+            "writer",
+            CreateOptions {
+                scopes: Scopes::new(["scans:write"]).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let writer = writer.key.expose_secret().to_owned();
+    let by_middleware = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys.clone()))
+            .wrap(RequireScope::new("scans:write"))
+            .wrap(RequireApiKey::new())
+            .route("/", web::get().to(HttpResponse::Ok)),
+    )
+    .await;
+    let (status, body) = call!(by_middleware, Method::GET, [("x-api-key", plain.as_str())]);
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains(r#""required_scope":"scans:write""#), "{body}");
+    assert_eq!(
+        call!(by_middleware, Method::GET, [("x-api-key", writer.as_str())]).0,
+        StatusCode::OK
+    );
+
+    let in_handler = test::init_service(App::new().app_data(web::Data::new(keys)).route(
+        "/",
+        web::get().to(|caller: Authenticated| async move {
+            caller.require_scope("scans:write")?;
+            Ok::<_, AuthError>(HttpResponse::Ok().finish())
+        }),
+    ))
+    .await;
+    assert_eq!(
+        call!(in_handler, Method::GET, [("x-api-key", plain.as_str())]).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call!(in_handler, Method::GET, [("x-api-key", writer.as_str())]).0,
+        StatusCode::OK
+    );
+}
+
+#[actix_web::test]
+async fn optional_auth_is_none_only_without_a_key() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let app = test::init_service(App::new().app_data(web::Data::new(keys)).route(
+        "/",
+        web::get().to(|caller: MaybeAuthenticated| async move {
+            HttpResponse::Ok().body(
+                caller
+                    .0
+                    .map_or("anonymous".to_owned(), |c| c.team_id().to_string()),
+            )
+        }),
+    ))
+    .await;
+    assert_eq!(call!(app, Method::GET, []), (StatusCode::OK, "anonymous".into()));
+    assert_eq!(
+        call!(app, Method::GET, [("x-api-key", key.as_str())]),
+        (StatusCode::OK, "acme".into())
+    );
+    assert_eq!(
+        call!(app, Method::GET, [("x-api-key", "bad")]).0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[actix_web::test]
+async fn store_failure_and_missing_setup_are_503_never_500() {
+    let key = teamkey_core::KeyFormat::default().generate().unwrap();
+    let down = test::init_service(
+        App::new()
+            .app_data(web::Data::new(KeyManager::new(DownStore)))
+            .wrap(RequireApiKey::new())
+            .route("/", web::get().to(HttpResponse::Ok)),
+    )
+    .await;
+    let (status, body) = call!(down, Method::GET, [("x-api-key", key.expose_secret())]);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("unavailable"), "{body}");
+    assert_eq!(
+        call!(down, Method::GET, [("x-api-key", "garbage")]).0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let unconfigured = test::init_service(App::new().route(
+        "/",
+        web::get().to(|_: Authenticated| async { HttpResponse::Ok().finish() }),
+    ))
+    .await;
+    assert_eq!(
+        call!(unconfigured, Method::GET, [("x-api-key", key.expose_secret())]).0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
