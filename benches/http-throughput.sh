@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Requests per second of GET /api/v1/scans with teamkey's extractor vs the
-# same handler without auth: one server process, one run, wrk on loopback,
-# runs alternated so that machine noise hits both sides alike.
+# Requests per second of GET /api/v1/scans with teamkey (axum extractor,
+# actix-web middleware + extractor) vs the same handler without auth: one
+# server process per framework, wrk on loopback, rounds alternated so that
+# machine noise hits both sides alike.
 #
-#   benches/http-throughput.sh            # memory and sqlite stores
-#   DURATION=20s ROUNDS=3 benches/http-throughput.sh memory
+#   benches/http-throughput.sh                 # axum and actix, memory and sqlite
+#   FRAMEWORKS=actix DURATION=8s ROUNDS=6 benches/http-throughput.sh memory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,15 +14,18 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-4}
 stores=("${@:-memory sqlite}")
+FRAMEWORKS=${FRAMEWORKS:-axum actix}
 
-cargo build --quiet --release --example bench_server --features axum,sqlx-sqlite
+cargo build --quiet --release --example bench_server --example bench_server_actix --features axum,actix,sqlx-sqlite
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-server="$target_dir/release/examples/bench_server"
 
 rps() { # url [header]
   wrk -t1 -c"$CONNECTIONS" -d"$DURATION" ${2:+-H "$2"} "$1" | awk '/Requests\/sec/ {print $2}'
 }
 
+for framework in $FRAMEWORKS; do
+server="$target_dir/release/examples/bench_server"
+[ "$framework" = actix ] && server="${server}_actix"
 for store in ${stores[*]}; do
   out=$(mktemp)
   "$server" "$store" >"$out" &
@@ -44,12 +48,13 @@ for store in ${stores[*]}; do
     fi
     ratio=$(python3 -c "print(f'{$with / $without:.3f}')")
     ratios+=("$ratio")
-    printf '%-7s round %s: without auth %10s req/s   with auth %10s req/s   ratio %s\n' \
-      "$store" "$round" "$without" "$with" "$ratio"
+    printf '%-6s %-7s round %s: without auth %10s req/s   with auth %10s req/s   ratio %s\n' \
+      "$framework" "$store" "$round" "$without" "$with" "$ratio"
   done
-  median=$(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys,statistics; print(f'{statistics.median(float(x) for x in sys.stdin):.3f}')')
-  echo "$store  median ratio (with / without auth): $median"
+  median=$(printf '%s\n' "${ratios[@]}" | python3 -c "import sys, statistics; print(f'{statistics.median(float(x) for x in sys.stdin):.3f}')")
+  echo "$framework $store  median ratio (with / without auth): $median"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   trap - EXIT
   rm -f "$out"
+done
 done
