@@ -3,50 +3,15 @@
 //!
 //! `bench_server memory|sqlite` prints `KEY=… AUTH=port OPEN=port`, then serves.
 
+#[path = "bench_scans.rs"]
+mod bench_scans;
+
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use bench_scans::{Page, SCANS};
 use teamkey::axum::Authenticated;
 use teamkey::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use teamkey::{CreateOptions, KeyManager, MemoryStore, SqlxStore, TeamId};
-
-#[derive(Clone, Serialize)]
-struct Scan {
-    id: &'static str,
-    team: &'static str,
-    target: &'static str,
-    status: &'static str,
-    created_at: &'static str,
-}
-
-const SCANS: [Scan; 3] = [
-    Scan {
-        id: "scn_acme_3",
-        team: "acme",
-        target: "github.com/acme/mobile",
-        status: "running",
-        created_at: "2026-11-22T09:00:00Z",
-    },
-    Scan {
-        id: "scn_acme_2",
-        team: "acme",
-        target: "github.com/acme/api",
-        status: "completed",
-        created_at: "2026-11-21T09:00:00Z",
-    },
-    Scan {
-        id: "scn_acme_1",
-        team: "acme",
-        target: "github.com/acme/web",
-        status: "completed",
-        created_at: "2026-11-20T09:00:00Z",
-    },
-];
-
-#[derive(Serialize)]
-struct Page {
-    data: Vec<Scan>,
-}
 
 /// The same work for both: the team's scans as JSON.
 fn scans_of(team: &str) -> Json<Page> {

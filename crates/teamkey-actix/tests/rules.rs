@@ -8,40 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, test, web};
 use teamkey_actix::{AuthError, Authenticated, MaybeAuthenticated, RequireApiKey, RequireScope};
-use teamkey_core::{
-    CreateOptions, HeaderRules, KeyId, KeyManager, KeyRecord, KeyStore, KeyUse, MemoryStore, Principal,
-    RotateOutcome, Rotation, Scopes, StoreError, TeamId,
-};
-use time::OffsetDateTime;
-
-/// A key store whose database is down.
-struct DownStore;
-
-fn down() -> StoreError {
-    StoreError::backend("connection refused")
-}
-
-#[async_trait::async_trait]
-impl KeyStore for DownStore {
-    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
-        Err(down())
-    }
-    async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        Err(down())
-    }
-    async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
-        Err(down())
-    }
-    async fn revoke(&self, _: &TeamId, _: &KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
-        Err(down())
-    }
-    async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
-        Err(down())
-    }
-    async fn record_last_used(&self, _: &[KeyUse]) -> Result<(), StoreError> {
-        Err(down())
-    }
-}
+use teamkey_core::test_kit::UnavailableStore;
+use teamkey_core::{CreateOptions, HeaderRules, KeyManager, MemoryStore, Principal, Scopes, TeamId};
 
 async fn manager_with_key(scopes: &[&str]) -> (KeyManager, String) {
     let keys = KeyManager::new(MemoryStore::new());
@@ -238,7 +206,7 @@ async fn store_failure_and_missing_setup_are_503_never_500() {
     let key = teamkey_core::KeyFormat::default().generate().unwrap();
     let down = test::init_service(
         App::new()
-            .app_data(web::Data::new(KeyManager::new(DownStore)))
+            .app_data(web::Data::new(KeyManager::new(UnavailableStore)))
             .wrap(RequireApiKey::new())
             .route("/", web::get().to(HttpResponse::Ok)),
     )

@@ -12,41 +12,9 @@ use axum::http::{Method, Request, StatusCode};
 use axum::routing::get;
 use http_body_util::BodyExt;
 use teamkey_axum::{Authenticated, RequireApiKeyLayer, RequireScopeLayer};
-use teamkey_core::{
-    CreateOptions, HeaderRules, KeyId, KeyManager, KeyRecord, KeyStore, KeyUse, MemoryStore, Principal,
-    RotateOutcome, Rotation, Scopes, StoreError, TeamId,
-};
-use time::OffsetDateTime;
+use teamkey_core::test_kit::UnavailableStore;
+use teamkey_core::{CreateOptions, HeaderRules, KeyManager, MemoryStore, Principal, Scopes, TeamId};
 use tower::ServiceExt;
-
-/// A key store whose database is down.
-struct DownStore;
-
-fn down() -> StoreError {
-    StoreError::backend("connection refused")
-}
-
-#[async_trait::async_trait]
-impl KeyStore for DownStore {
-    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
-        Err(down())
-    }
-    async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        Err(down())
-    }
-    async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
-        Err(down())
-    }
-    async fn revoke(&self, _: &TeamId, _: &KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
-        Err(down())
-    }
-    async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
-        Err(down())
-    }
-    async fn record_last_used(&self, _: &[KeyUse]) -> Result<(), StoreError> {
-        Err(down())
-    }
-}
 
 async fn manager_with_key(scopes: &[&str]) -> (KeyManager, String) {
     let keys = KeyManager::new(MemoryStore::new());
@@ -275,7 +243,7 @@ async fn the_extractor_reads_header_rules_from_an_extension() {
 
 #[tokio::test]
 async fn a_store_failure_is_503_never_401_or_a_pass() {
-    let keys = KeyManager::new(DownStore);
+    let keys = KeyManager::new(UnavailableStore);
     let key = teamkey_core::KeyFormat::default().generate().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let app = guarded(keys.clone(), HeaderRules::default(), Arc::clone(&calls));

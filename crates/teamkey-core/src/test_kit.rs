@@ -131,6 +131,41 @@ impl<S: KeyStore> KeyStore for CountingStore<S> {
     }
 }
 
+/// A store whose backend is always down: every call fails with
+/// [`StoreError::Backend`]. Use it to test that your service answers 503,
+/// never 401 and never a pass, when its key store is unreachable.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnavailableStore;
+
+fn unavailable() -> StoreError {
+    StoreError::backend(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "connection refused",
+    ))
+}
+
+#[async_trait]
+impl KeyStore for UnavailableStore {
+    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
+        Err(unavailable())
+    }
+    async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        Err(unavailable())
+    }
+    async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
+        Err(unavailable())
+    }
+    async fn revoke(&self, _: &TeamId, _: &KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
+        Err(unavailable())
+    }
+    async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
+        Err(unavailable())
+    }
+    async fn record_last_used(&self, _: &[KeyUse]) -> Result<(), StoreError> {
+        Err(unavailable())
+    }
+}
+
 const T0: OffsetDateTime = datetime!(2030-01-01 12:00:00.123456 UTC);
 
 fn random_text(len: usize) -> String {

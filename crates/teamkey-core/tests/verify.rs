@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
-use teamkey_core::test_kit::CountingStore;
+use teamkey_core::test_kit::{CountingStore, UnavailableStore};
 use teamkey_core::{
     Clock, CreateOptions, KeyFormat, KeyId, KeyManager, KeyRecord, KeyStore, KeyUse, MalformedKey,
     MemoryStore, Pepper, Rejection, RotateOutcome, Rotation, Scopes, StoreError, TeamId, VerifyError,
@@ -200,42 +200,10 @@ fn pepper_is_used_and_required() {
     );
 }
 
-/// A store whose backend is down.
-struct DownStore;
-
-fn down() -> StoreError {
-    StoreError::backend(std::io::Error::new(
-        std::io::ErrorKind::ConnectionRefused,
-        "connection refused",
-    ))
-}
-
-#[async_trait]
-impl KeyStore for DownStore {
-    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
-        Err(down())
-    }
-    async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        Err(down())
-    }
-    async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
-        Err(down())
-    }
-    async fn revoke(&self, _: &TeamId, _: &KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
-        Err(down())
-    }
-    async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
-        Err(down())
-    }
-    async fn record_last_used(&self, _: &[KeyUse]) -> Result<(), StoreError> {
-        Err(down())
-    }
-}
-
 #[test]
 fn a_store_failure_is_unavailable_never_a_pass_or_a_bad_key() {
     let rt = runtime();
-    let keys = KeyManager::new(DownStore);
+    let keys = KeyManager::new(UnavailableStore);
     let key = KeyFormat::default().generate().unwrap();
     let err = rt.block_on(keys.verify(key.expose_secret())).unwrap_err();
     assert!(matches!(err, VerifyError::Store(_)));
@@ -269,6 +237,10 @@ fn a_failed_flush_keeps_the_uses_and_never_fails_verification() {
         "the use must still be pending"
     );
     assert_eq!(rt.block_on(keys.flush_last_used()).unwrap(), 1);
+}
+
+fn down() -> StoreError {
+    StoreError::backend("connection refused")
 }
 
 /// Everything works except writing last-used times.
