@@ -21,13 +21,23 @@ use crate::record::KeyInfo;
 /// The scope that lets a key manage its own team's keys.
 pub const MANAGE_SCOPE: &str = "keys:manage";
 
-/// An answer: a status and, except for 204, a JSON body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An answer: a status and, except for 204, a JSON body. A `create` or
+/// `rotate` body holds the new full key, so `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Reply {
     /// HTTP status code.
     pub status: u16,
     /// JSON body, `None` for 204.
     pub body: Option<String>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("body_len", &self.body.as_ref().map(String::len))
+            .finish()
+    }
 }
 
 impl Reply {
@@ -187,4 +197,21 @@ pub async fn rotate(keys: &KeyManager, team_id: &TeamId, id: &str, body: &[u8]) 
         }
         .await,
     )
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[tokio::test]
+    async fn a_reply_with_a_new_key_never_prints_it() {
+        let keys = KeyManager::new(MemoryStore::new());
+        let team = TeamId::new("acme").unwrap();
+        let reply = create(&keys, &team, br#"{"name":"CI"}"#).await;
+        assert_eq!(reply.status, 201);
+        let body: serde_json::Value = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
+        let key = body["key"].as_str().unwrap();
+        assert!(!format!("{reply:?}").contains(&key[20..60]));
+    }
 }
