@@ -24,6 +24,27 @@ pub const DEFAULT_LAST_USED_INTERVAL: std::time::Duration = std::time::Duration:
 /// 2^71; a few tries turn "practically never" into "never".
 const ID_ATTEMPTS: usize = 3;
 
+/// Logs why a key was refused, with its key id, never the key: a bad key
+/// at `debug`, a server-side failure (store down, pepper missing) at `warn`.
+fn log_failure(error: &VerifyError) {
+    match error {
+        VerifyError::Store(source) => tracing::warn!(
+            error = %source,
+            cause = source.source().map(tracing::field::display),
+            "API key not verified: store unavailable"
+        ),
+        VerifyError::PepperMissing { key_id } => tracing::warn!(
+            key_id = %key_id,
+            "API key not verified: its record needs a pepper this server lacks"
+        ),
+        _ => tracing::debug!(
+            key_id = error.key_id().map(tracing::field::display),
+            reason = %error,
+            "API key rejected"
+        ),
+    }
+}
+
 /// Options for [`KeyManager::create`].
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -293,9 +314,7 @@ impl KeyManager {
     /// key) and kept in the error; clients should only see
     /// [`VerifyError::rejection`].
     pub async fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
-        let result = self.check(presented).await;
-        Self::log_failure(&result);
-        result
+        self.check(presented).await.inspect_err(log_failure)
     }
 
     /// Reads the key from a request's header values by `rules`, then
@@ -309,28 +328,7 @@ impl KeyManager {
     ) -> Result<Principal, VerifyError> {
         match rules.presented(key_header, authorization) {
             Ok(presented) => self.verify(presented).await,
-            Err(problem) => {
-                let result = Err(VerifyError::Header(problem));
-                Self::log_failure(&result);
-                result
-            }
-        }
-    }
-
-    fn log_failure(result: &Result<Principal, VerifyError>) {
-        if let Err(e) = result {
-            match e {
-                VerifyError::Store(source) => tracing::warn!(
-                    error = %source,
-                    cause = source.source().map(tracing::field::display),
-                    "API key not verified: store unavailable"
-                ),
-                _ => tracing::debug!(
-                    key_id = e.key_id().map(tracing::field::display),
-                    reason = %e,
-                    "API key rejected"
-                ),
-            }
+            Err(problem) => Err(VerifyError::Header(problem)).inspect_err(log_failure),
         }
     }
 
