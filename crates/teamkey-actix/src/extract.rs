@@ -2,11 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
+use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, StoreError, VerifyError};
 
 use crate::AuthError;
 
@@ -59,19 +60,19 @@ pub(crate) async fn verify(
     manager.verify_headers(rules, key_header, authorization).await
 }
 
-async fn principal(req: HttpRequest) -> Result<Principal, AuthError> {
+async fn principal(req: HttpRequest) -> Result<Principal, VerifyError> {
     if let Some(principal) = req.extensions().get::<Principal>() {
         return Ok(principal.clone());
     }
     let Some(manager) = req.app_data::<web::Data<KeyManager>>() else {
         tracing::error!("teamkey: no web::Data<KeyManager> in the app data; refusing with 503");
-        return Err(AuthError::Unavailable);
+        return Err(VerifyError::Store(StoreError::backend(
+            "no KeyManager configured",
+        )));
     };
-    let default = HeaderRules::default();
-    let rules = req.app_data::<HeaderRules>().unwrap_or(&default);
-    verify(manager, rules, req.headers())
-        .await
-        .map_err(AuthError::from)
+    static DEFAULT_RULES: LazyLock<HeaderRules> = LazyLock::new(HeaderRules::default);
+    let rules = req.app_data::<HeaderRules>().unwrap_or(&DEFAULT_RULES);
+    verify(manager, rules, req.headers()).await
 }
 
 impl FromRequest for Authenticated {
@@ -80,7 +81,7 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { principal(req).await.map(Self) })
+        Box::pin(async move { Ok(Self(principal(req).await?)) })
     }
 }
 
@@ -91,18 +92,11 @@ impl FromRequest for MaybeAuthenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let missing = {
-                let default = HeaderRules::default();
-                let rules = req.app_data::<HeaderRules>().unwrap_or(&default);
-                let key_header = req.headers().get_all(rules.header_name()).map(|v| v.as_bytes());
-                let authorization = req.headers().get_all(AUTHORIZATION).map(|v| v.as_bytes());
-                req.extensions().get::<Principal>().is_none()
-                    && rules.presented(key_header, authorization) == Err(HeaderProblem::Missing)
-            };
-            if missing {
-                return Ok(Self(None));
+            match principal(req).await {
+                Ok(principal) => Ok(Self(Some(Authenticated(principal)))),
+                Err(VerifyError::Header(HeaderProblem::Missing)) => Ok(Self(None)),
+                Err(e) => Err(e.into()),
             }
-            principal(req).await.map(|p| Self(Some(Authenticated(p))))
         })
     }
 }
