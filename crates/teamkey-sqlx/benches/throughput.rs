@@ -17,13 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use databases::{PgSchema, env_url};
+use databases::{PgSchema, env_url, pg_store};
 use statements::StatementCounter;
 use teamkey_core::test_kit::CountingStore;
 use teamkey_core::{CreateOptions, KeyManager, KeyStore, MemoryStore, TeamId};
 use teamkey_sqlx::SqlxStore;
-use teamkey_sqlx::sqlx;
-use teamkey_sqlx::sqlx::postgres::PgPoolOptions;
 use teamkey_sqlx::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 const TASKS: usize = 8;
@@ -117,13 +115,8 @@ fn main() {
             return;
         };
         let (schema, options) = PgSchema::new(&url).await;
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .unwrap();
-        let store = SqlxStore::<sqlx::Postgres>::new(pool.clone());
-        store.migrate().await.unwrap();
+        let store = pg_store(options, 8).await;
+        let pool = store.pool().clone();
         measure("PostgreSQL (loopback, pool 8)", store, &counter).await;
         pool.close().await;
         schema.drop().await;

@@ -8,12 +8,10 @@ mod support {
     pub(crate) mod statements;
 }
 
-use support::databases::{PgSchema, env_url};
+use support::databases::{PgSchema, env_url, pg_store};
 use support::statements::StatementCounter;
 use teamkey_core::{CreateOptions, KeyManager, KeyStore, TeamId};
 use teamkey_sqlx::SqlxStore;
-use teamkey_sqlx::sqlx;
-use teamkey_sqlx::sqlx::postgres::PgPoolOptions;
 use teamkey_sqlx::sqlx::sqlite::SqlitePoolOptions;
 
 const VERIFICATIONS: usize = 10_000;
@@ -68,13 +66,8 @@ async fn verify_is_one_statement_and_last_used_is_batched() {
         return;
     };
     let (schema, options) = PgSchema::new(&url).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = SqlxStore::<sqlx::Postgres>::new(pool.clone());
-    store.migrate().await.unwrap();
+    let store = pg_store(options, 2).await;
+    let pool = store.pool().clone();
     assert_statement_budget(store, &counter).await;
     pool.close().await;
     schema.drop().await;

@@ -19,7 +19,7 @@ use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{MySql, Postgres};
-use support::databases::{MyDatabase, PgSchema, env_url, unique};
+use support::databases::{MyDatabase, PgSchema, env_url, my_store, pg_store, unique};
 use teamkey_core::{CreateOptions, KeyManager, TeamId, VerifyError};
 use teamkey_sqlx::SqlxStore;
 use tokio::net::{TcpListener, TcpStream};
@@ -62,13 +62,8 @@ async fn postgres_passes_the_conformance_kit() {
         return;
     };
     let (schema, options) = PgSchema::new(&url).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = SqlxStore::<Postgres>::new(pool.clone());
-    store.migrate().await.unwrap();
+    let store = pg_store(options, 8).await;
+    let pool = store.pool().clone();
     teamkey_core::test_kit::check_store(store).await;
     pool.close().await;
     schema.drop().await;
@@ -80,13 +75,8 @@ async fn mysql_passes_the_conformance_kit() {
         return;
     };
     let (database, options) = MyDatabase::new(&url).await;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = SqlxStore::<MySql>::new(pool.clone());
-    store.migrate().await.unwrap();
+    let store = my_store(options, 8).await;
+    let pool = store.pool().clone();
     teamkey_core::test_kit::check_store(store).await;
     pool.close().await;
     database.drop().await;

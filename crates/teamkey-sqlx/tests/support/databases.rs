@@ -7,6 +7,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::str::FromStr;
 
+use teamkey_sqlx::SqlxStore;
 use teamkey_sqlx::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use teamkey_sqlx::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use teamkey_sqlx::sqlx::{self, AssertSqlSafe};
@@ -89,4 +90,28 @@ impl MyDatabase {
             .await
             .unwrap();
     }
+}
+
+/// A migrated store over a pool of `max` connections to `options`.
+pub(crate) async fn pg_store(options: PgConnectOptions, max: u32) -> SqlxStore<sqlx::Postgres> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqlxStore::new(pool);
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A migrated store over a pool of `max` connections to `options`.
+pub(crate) async fn my_store(options: MySqlConnectOptions, max: u32) -> SqlxStore<sqlx::MySql> {
+    let pool = MySqlPoolOptions::new()
+        .max_connections(max)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqlxStore::new(pool);
+    store.migrate().await.unwrap();
+    store
 }
