@@ -3,14 +3,13 @@
 //!
 //! `bench_server_actix memory|sqlite` prints `KEY=… AUTH=port OPEN=port`, then serves.
 
-#[path = "bench_scans.rs"]
-mod bench_scans;
+#[path = "bench_common.rs"]
+mod bench_common;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use bench_scans::{Page, SCANS};
+use bench_common::{Page, SCANS, manager};
 use teamkey::actix::{Authenticated, RequireApiKey};
-use teamkey::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use teamkey::{CreateOptions, KeyManager, MemoryStore, SqlxStore, TeamId};
+use teamkey::{CreateOptions, TeamId};
 
 /// The same work for both: the team's scans as JSON.
 fn scans_of(team: &str) -> HttpResponse {
@@ -25,25 +24,6 @@ async fn with_auth(caller: Authenticated) -> HttpResponse {
 
 async fn without_auth() -> HttpResponse {
     scans_of("acme")
-}
-
-async fn manager(store: &str) -> Result<KeyManager, Box<dyn std::error::Error>> {
-    Ok(match store {
-        "memory" => KeyManager::new(MemoryStore::new()),
-        "sqlite" => {
-            let path =
-                std::env::temp_dir().join(format!("teamkey-http-bench-actix-{}.db", std::process::id()));
-            let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await?;
-            let store = SqlxStore::new(pool);
-            store.migrate().await?;
-            KeyManager::new(store)
-        }
-        other => return Err(format!("unknown store {other:?}: use memory or sqlite").into()),
-    })
 }
 
 #[actix_web::main]
