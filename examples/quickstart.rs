@@ -10,10 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = KeyManager::new(MemoryStore::new());
     let acme = TeamId::new("acme")?;
 
-    let options = CreateOptions {
-        scopes: Scopes::new(["scans:read"])?,
-        ..Default::default()
-    };
+    let options = CreateOptions::new().scopes(Scopes::new(["scans:read"])?);
     let created = keys.create(&acme, "CI/CD Pipeline", options).await?;
     println!(
         "New key (shown once, copy it now):\n  {}\n",

@@ -59,10 +59,8 @@ async fn fixture() -> Fixture {
     let clock = ManualClock::new(datetime!(2026-11-27 12:00 UTC));
     let keys = KeyManager::builder(store).clock(clock.clone()).build();
     let (acme, globex) = (TeamId::new("acme").unwrap(), TeamId::new("globex").unwrap());
-    let manage = || CreateOptions {
-        scopes: Scopes::new(["keys:manage"]).unwrap(),
-        ..Default::default()
-    };
+    // The admin holds what the demo's management tests grant.
+    let manage = || CreateOptions::new().scopes(Scopes::new(["keys:manage", "scans:read"]).unwrap());
     let make = |team: &TeamId, name: &str, options: CreateOptions| {
         let (keys, team, name) = (keys.clone(), team.clone(), name.to_owned());
         async move { keys.create(&team, &name, options).await.unwrap() }
@@ -71,10 +69,7 @@ async fn fixture() -> Fixture {
     let plain = make(&acme, "plain", CreateOptions::default()).await;
     let revoked = make(&acme, "revoked", CreateOptions::default()).await;
     keys.revoke(&acme, &revoked.info.id).await.unwrap();
-    let expiring = CreateOptions {
-        expires_at: Some(clock.now() + Duration::hours(1)),
-        ..Default::default()
-    };
+    let expiring = CreateOptions::new().expires_at(clock.now() + Duration::hours(1));
     let expired = make(&acme, "expired", expiring).await;
     let in_grace = make(&acme, "in grace", CreateOptions::default()).await;
     keys.rotate(&acme, &in_grace.info.id, Duration::hours(10))
@@ -133,7 +128,7 @@ async fn axum_send(app: &Router, method: &str, uri: &str, headers: &Headers, bod
     for (name, value) in headers {
         request = request.header(*name, HeaderValue::from_bytes(value).unwrap());
     }
-    if !body.is_empty() {
+    if !body.is_empty() && !has_content_type(headers) {
         request = request.header("content-type", "application/json");
     }
     let response = app
@@ -189,9 +184,10 @@ where
         ));
     }
     if !body.is_empty() {
-        request = request
-            .insert_header(("content-type", "application/json"))
-            .set_payload(body.to_owned());
+        if !has_content_type(headers) {
+            request = request.insert_header(("content-type", "application/json"));
+        }
+        request = request.set_payload(body.to_owned());
     }
     let response = actix_web::test::call_service(service, request.to_request()).await;
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
@@ -207,6 +203,13 @@ where
         headers,
         body: String::from_utf8(bytes.to_vec()).unwrap(),
     }
+}
+
+/// Requests with a body are JSON unless a test says otherwise.
+fn has_content_type(headers: &Headers) -> bool {
+    headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
 }
 
 fn text(value: &str) -> Vec<u8> {
@@ -609,7 +612,7 @@ async fn management_api_lifecycle_and_bad_input(
             .status,
         StatusCode::UNAUTHORIZED
     );
-    let again = call("POST", &format!("{keys}/{new_id}/rotate"), &admin, "").await;
+    let again = call("POST", &format!("{keys}/{new_id}/rotate"), &admin, "{}").await;
     assert_eq!(
         again.status,
         StatusCode::NOT_FOUND,
@@ -645,7 +648,6 @@ async fn management_api_lifecycle_and_bad_input(
 
     for (body, status) in [
         ("{not json", StatusCode::BAD_REQUEST),
-        ("", StatusCode::BAD_REQUEST),
         (r#"{"name":""}"#, StatusCode::UNPROCESSABLE_ENTITY),
         (r#"{"name":"   "}"#, StatusCode::UNPROCESSABLE_ENTITY),
         (r#"{"name":"bad\u0000name"}"#, StatusCode::UNPROCESSABLE_ENTITY),
@@ -664,6 +666,9 @@ async fn management_api_lifecycle_and_bad_input(
         let json: serde_json::Value = serde_json::from_str(&answer.body).expect("errors are JSON");
         assert_eq!(json["error"], "invalid_request");
     }
+    // No body, no content type: not JSON.
+    let empty = call("POST", keys, &admin, "").await;
+    assert_eq!(empty.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", empty.body);
     let long_name = format!(r#"{{"name":"{}"}}"#, "n".repeat(10 * 1024));
     assert_eq!(
         call("POST", keys, &admin, &long_name).await.status,
@@ -713,4 +718,152 @@ async fn over_a_real_socket_with_a_real_client() {
     let body = refused.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, UNAUTHORIZED.as_bytes());
     server.abort();
+}
+
+#[tokio::test]
+async fn axum_management_least_privilege() {
+    let f = fixture().await;
+    let app = axum_app(&f);
+    least_privilege_and_replies(&f, async |m, uri, h, b| axum_send(&app, m, &uri, &h, &b).await).await;
+}
+
+#[actix_web::test]
+async fn actix_management_least_privilege() {
+    let f = fixture().await;
+    let service = actix_service!(f);
+    least_privilege_and_replies(&f, async |m, uri, h, b| {
+        actix_send(&service, m, &uri, &h, &b).await
+    })
+    .await;
+}
+
+/// A `keys:manage` key grants only what it holds and touches only keys no
+/// broader than itself; grace is bounded; mutations must be JSON; every
+/// reply is `no-store`; scopes gate the demo's own routes.
+async fn least_privilege_and_replies(
+    f: &Fixture,
+    send: impl AsyncFn(&'static str, String, Headers, String) -> Answer,
+) {
+    let call = async |m: &'static str, uri: &str, h: &[(&'static str, Vec<u8>)], b: &str| {
+        send(m, uri.to_owned(), h.to_vec(), b.to_owned()).await
+    };
+    let admin = [("X-API-Key", text(&f.admin))];
+    let keys = "/api/v1/api-keys";
+    let acme = TeamId::new("acme").unwrap();
+    let count = async || f.keys.list(&acme).await.unwrap().len();
+    let before = count().await;
+
+    let broader = call(
+        "POST",
+        keys,
+        &admin,
+        r#"{"name":"x","scopes":["billing:admin","scans:write"]}"#,
+    )
+    .await;
+    assert_eq!(broader.status, StatusCode::FORBIDDEN, "{}", broader.body);
+    let json: serde_json::Value = serde_json::from_str(&broader.body).unwrap();
+    assert_eq!(
+        json["refused_scopes"],
+        serde_json::json!(["billing:admin", "scans:write"])
+    );
+    assert_eq!(broader.header("cache-control"), Some("no-store"));
+
+    let writer = f
+        .keys
+        .create(
+            &acme,
+            "deployer",
+            CreateOptions::new().scopes(Scopes::new(["scans:write"]).unwrap()),
+        )
+        .await
+        .unwrap();
+    let writer_id = writer.info.id.to_string();
+    for (method, uri, body) in [
+        ("POST", format!("{keys}/{writer_id}/rotate"), "{}"),
+        ("DELETE", format!("{keys}/{writer_id}"), ""),
+    ] {
+        let refused = call(method, &uri, &admin, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{method} {uri}: {}",
+            refused.body
+        );
+        assert!(!refused.body.contains("tk_live_"), "no successor key");
+    }
+    let writer_key = [("X-API-Key", text(writer.key.expose_secret()))];
+    let started = call(
+        "POST",
+        "/api/v1/scans",
+        &writer_key,
+        r#"{"target":"github.com/acme/new"}"#,
+    )
+    .await;
+    assert_eq!(
+        started.status,
+        StatusCode::CREATED,
+        "the deployer still works: {}",
+        started.body
+    );
+
+    let own_id = f.keys.verify(&f.admin).await.unwrap().key_id().to_string();
+    for grace in ["4294967295", "604801"] {
+        let body = format!(r#"{{"grace_seconds":{grace}}}"#);
+        let answer = call("POST", &format!("{keys}/{own_id}/rotate"), &admin, &body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{grace}: {}",
+            answer.body
+        );
+    }
+
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let headers = [
+            ("X-API-Key", text(&f.admin)),
+            ("Content-Type", text(content_type)),
+        ];
+        let answer = call("POST", keys, &headers, r#"{"name":"from a form"}"#).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
+        let rotate = call("POST", &format!("{keys}/{own_id}/rotate"), &headers, "{}").await;
+        assert_eq!(
+            rotate.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
+    }
+    assert_eq!(count().await, before + 1, "only the deployer was written");
+
+    let created = call(
+        "POST",
+        keys,
+        &admin,
+        r#"{"name":"reader","scopes":["scans:read"],"expires_in":3600}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let listed = call("GET", &format!("{keys}?limit=1"), &admin, "").await;
+    assert_eq!(listed.header("cache-control"), Some("no-store"));
+    let listed: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert!(listed["next_cursor"].is_string());
+
+    // Reading scans needs any key of the team; starting one, scans:write.
+    let plain = [("X-API-Key", text(&f.plain))];
+    assert_eq!(
+        call("GET", "/api/v1/scans", &plain, "").await.status,
+        StatusCode::OK
+    );
+    let denied = call("POST", "/api/v1/scans", &plain, r#"{"target":"x"}"#).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert!(denied.body.contains("scans:write"));
 }

@@ -2,6 +2,7 @@
 //! team, and the key-management routes under `/api/v1/api-keys`.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, Query, State};
 use axum::http::{HeaderName, Method, StatusCode, header};
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::axum::{Authenticated, ManagesKeys, management_router};
+use teamkey::axum::{AuthRejection, Authenticated, ManagesKeys, management_router};
 use teamkey::sqlx::SqlitePool;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -27,7 +28,7 @@ pub(crate) struct AppState {
 /// The whole API.
 pub(crate) fn router(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/scans", get(list_scans))
+        .route("/scans", get(list_scans).post(start_scan))
         .merge(management_router::<AppState, ManagesKeys>());
     // Browsers may call the API from other origins: answer their preflights.
     let cors = CorsLayer::new()
@@ -58,4 +59,16 @@ async fn list_scans(
     let (status, body) = demo::scans(&db, caller.team_id(), limit).await;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Starting a scan needs `scans:write`; reading needs only a key of the team.
+async fn start_scan(
+    caller: Authenticated,
+    State(db): State<SqlitePool>,
+    body: Bytes,
+) -> Result<Response, AuthRejection> {
+    caller.require_scope(demo::SCANS_WRITE)?;
+    let (status, body) = demo::start_scan(&db, caller.team_id(), &body).await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

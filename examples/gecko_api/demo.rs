@@ -101,24 +101,37 @@ pub(crate) async fn prepare(db: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// A `Quickstart` key for `acme` (scope `keys:manage`) if acme has no key
-/// yet, printed once with a ready curl line.
+/// The scopes the demo's routes check: reading scans needs none beyond a
+/// key of the team; starting one needs `scans:write`.
+pub(crate) const SCANS_WRITE: &str = "scans:write";
+
+/// The Quickstart key's scopes: it manages keys and may grant the demo's
+/// scopes, since a key grants only what it holds.
+pub(crate) const QUICKSTART_SCOPES: [&str; 3] = ["keys:manage", "scans:read", SCANS_WRITE];
+
+/// A `Quickstart` key for `acme` if acme has no key yet, printed once with
+/// a ready curl line.
 pub(crate) async fn announce_quickstart(
     keys: &KeyManager,
     addr: &str,
+    config: &Config,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match quickstart_key(keys).await? {
         Some(new) => {
             let key = new.key.expose_secret();
+            let scopes = QUICKSTART_SCOPES.join(", ");
             println!(
-                "\nCreated the team acme's first API key, \"Quickstart\". It is shown only this once:\n\n  {key}\n"
+                "\nCreated the team acme's first API key, \"Quickstart\" ({scopes}). It is shown only this once:\n\n  {key}\n"
             );
+            // The URL is quoted: zsh would glob the `?`.
             println!(
-                "Try it:\n\n  curl http://{addr}/api/v1/scans?limit=10 -H \"X-API-Key: {key}\" -H \"Accept: application/json\"\n"
+                "Try it:\n\n  curl 'http://{addr}/api/v1/scans?limit=10' -H 'X-API-Key: {key}' -H 'Accept: application/json'\n"
             );
         }
         None => println!(
-            "\nacme already has API keys; create more with `teamkey create --team acme --name NAME`.\n"
+            "\nacme already has API keys; create more against this server's database with\n\n  \
+             teamkey --database-url '{}' create --team acme --name NAME\n",
+            config.database_url
         ),
     }
     println!("Gecko API listening on http://{addr}");
@@ -131,10 +144,7 @@ pub(crate) async fn quickstart_key(keys: &KeyManager) -> Result<Option<NewKey>, 
     if !keys.list(&acme).await?.is_empty() {
         return Ok(None);
     }
-    let options = CreateOptions {
-        scopes: Scopes::new(["keys:manage"])?,
-        ..Default::default()
-    };
+    let options = CreateOptions::new().scopes(Scopes::new(QUICKSTART_SCOPES)?);
     Ok(Some(keys.create(&acme, "Quickstart", options).await?))
 }
 
@@ -187,6 +197,64 @@ pub(crate) async fn scans(db: &SqlitePool, team: &TeamId, limit: Option<&str>) -
         }
         Err(e) => {
             tracing::error!(error = %e, "scans query failed");
+            error(503, "unavailable", "Scans are unavailable.")
+        }
+    }
+}
+
+/// `POST /api/v1/scans` with `{"target": "..."}` for `team`: starts a scan
+/// (here: records it as `queued`). A status and a JSON body.
+pub(crate) async fn start_scan(db: &SqlitePool, team: &TeamId, body: &[u8]) -> (u16, String) {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        target: String,
+    }
+    let error = |status: u16, code: &str, message: &str| {
+        (
+            status,
+            serde_json::json!({ "error": code, "message": message }).to_string(),
+        )
+    };
+    let target = match serde_json::from_slice::<Request>(body) {
+        Ok(r) if (1..=200).contains(&r.target.chars().count()) && !r.target.chars().any(char::is_control) => {
+            r.target
+        }
+        _ => {
+            return error(
+                422,
+                "invalid_request",
+                "Send {\"target\": \"...\"}: 1 to 200 characters, no control characters.",
+            );
+        }
+    };
+    let now = teamkey::time::OffsetDateTime::now_utc();
+    // Unique enough for a demo: one SQLite file, nanosecond clock.
+    let id = format!("scn_{}", now.unix_timestamp_nanos());
+    let created_at = now
+        .format(&teamkey::time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let inserted =
+        sqlx::query("INSERT INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, 'queued', ?)")
+            .bind(&id)
+            .bind(team.as_str())
+            .bind(&target)
+            .bind(&created_at)
+            .execute(db)
+            .await;
+    match inserted {
+        Ok(_) => {
+            let scan = Scan {
+                id,
+                team: team.as_str().to_owned(),
+                target,
+                status: "queued".into(),
+                created_at,
+            };
+            (201, serde_json::json!(scan).to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "scan insert failed");
             error(503, "unavailable", "Scans are unavailable.")
         }
     }

@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = demo::Config::from_env();
     let (db, keys) = demo::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
-    demo::announce_quickstart(&keys, &listener.local_addr()?.to_string()).await?;
+    demo::announce_quickstart(&keys, &listener.local_addr()?.to_string(), &config).await?;
 
     let state = app::AppState {
         keys: keys.clone(),

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::actix::{Authenticated, ManagesKeys, management_scope};
+use teamkey::actix::{AuthError, Authenticated, ManagesKeys, management_scope};
 use teamkey::sqlx::SqlitePool;
 
 use crate::demo;
@@ -23,6 +23,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .wrap(cors)
             .route("/scans", web::get().to(list_scans))
+            .route("/scans", web::post().to(start_scan))
             .service(management_scope::<ManagesKeys>()),
     );
 }
@@ -51,4 +52,18 @@ async fn list_scans(
     HttpResponse::build(status)
         .content_type("application/json")
         .body(body)
+}
+
+/// Starting a scan needs `scans:write`; reading needs only a key of the team.
+async fn start_scan(
+    caller: Authenticated,
+    db: web::Data<SqlitePool>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AuthError> {
+    caller.require_scope(demo::SCANS_WRITE)?;
+    let (status, body) = demo::start_scan(&db, caller.team_id(), &body).await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok(HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body))
 }

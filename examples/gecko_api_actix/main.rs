@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .addrs()
         .first()
         .map_or(config.bind_addr.clone(), ToString::to_string);
-    demo::announce_quickstart(&keys, &addr).await?;
+    demo::announce_quickstart(&keys, &addr, &config).await?;
     // actix-web stops gracefully on Ctrl-C; then the last-used times are written.
     server.run().await?;
     let flushed = keys.flush_last_used().await?;

@@ -5,26 +5,28 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, Scope, web};
+pub use teamkey_core::management::KeyAdmin;
 use teamkey_core::management::{self, MANAGE_SCOPE};
-use teamkey_core::{KeyManager, TeamId};
+use teamkey_core::{Authority, KeyManager, TeamId};
 
 use crate::{AuthError, Authenticated};
 
-/// Whoever may manage a team's keys, as the application decides: implement
-/// it for your own session or admin extractor.
-pub trait KeyAdmin: FromRequest + 'static {
-    /// The team whose keys the caller manages.
-    fn team_id(&self) -> &TeamId;
-}
-
-/// teamkey's own [`KeyAdmin`]: a valid API key carrying `keys:manage`.
+/// teamkey's own [`KeyAdmin`]: a valid API key carrying `keys:manage`. It
+/// grants only what it holds ([`Authority::of_key`]): scopes it has, keys
+/// that do not outlive it, and it rotates or revokes only keys no broader
+/// than itself.
 #[derive(Debug, Clone)]
 pub struct ManagesKeys(pub Authenticated);
 
 impl KeyAdmin for ManagesKeys {
     fn team_id(&self) -> &TeamId {
         self.0.team_id()
+    }
+
+    fn authority(&self) -> Authority {
+        Authority::of_key(&self.0)
     }
 }
 
@@ -44,9 +46,10 @@ impl FromRequest for ManagesKeys {
 
 /// `/api-keys` (`GET`, `POST`), `/api-keys/{id}` (`DELETE`) and
 /// `/api-keys/{id}/rotate` (`POST`) for the team of each caller `A`, with
-/// the same JSON as the axum adapter. Needs `web::Data<KeyManager>`:
+/// the same JSON and rules as the axum adapter (see
+/// [`teamkey_core::management`]). Needs `web::Data<KeyManager>`:
 /// `web::scope("/api/v1").service(management_scope::<ManagesKeys>())`.
-pub fn management_scope<A: KeyAdmin>() -> Scope {
+pub fn management_scope<A: KeyAdmin + FromRequest + 'static>() -> Scope {
     web::scope("/api-keys")
         .route("", web::get().to(list::<A>))
         .route("", web::post().to(create::<A>))
@@ -54,33 +57,55 @@ pub fn management_scope<A: KeyAdmin>() -> Scope {
         .route("/{id}/rotate", web::post().to(rotate::<A>))
 }
 
+/// Renders a core management reply, with its headers (`Cache-Control:
+/// no-store` on every one).
 fn respond(reply: management::Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in reply.headers() {
+        response.insert_header((HeaderName::from_static(name), HeaderValue::from_static(value)));
+    }
     match reply.body {
-        Some(body) => HttpResponse::build(status)
-            .content_type("application/json")
-            .body(body),
-        None => HttpResponse::build(status).finish(),
+        Some(body) => response.content_type("application/json").body(body),
+        None => response.finish(),
     }
 }
 
-async fn list<A: KeyAdmin>(admin: A, keys: web::Data<KeyManager>) -> HttpResponse {
-    respond(management::list(&keys, admin.team_id()).await)
+fn content_type(req: &HttpRequest) -> Option<&[u8]> {
+    req.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes)
 }
 
-async fn create<A: KeyAdmin>(admin: A, keys: web::Data<KeyManager>, body: web::Bytes) -> HttpResponse {
-    respond(management::create(&keys, admin.team_id(), &body).await)
+async fn list<A: KeyAdmin + FromRequest + 'static>(
+    admin: A,
+    keys: web::Data<KeyManager>,
+    req: HttpRequest,
+) -> HttpResponse {
+    respond(management::list(&keys, &admin, req.query_string()).await)
 }
 
-async fn revoke<A: KeyAdmin>(admin: A, keys: web::Data<KeyManager>, id: web::Path<String>) -> HttpResponse {
-    respond(management::revoke(&keys, admin.team_id(), &id).await)
+async fn create<A: KeyAdmin + FromRequest + 'static>(
+    admin: A,
+    keys: web::Data<KeyManager>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    respond(management::create(&keys, &admin, content_type(&req), &body).await)
 }
 
-async fn rotate<A: KeyAdmin>(
+async fn revoke<A: KeyAdmin + FromRequest + 'static>(
     admin: A,
     keys: web::Data<KeyManager>,
     id: web::Path<String>,
+) -> HttpResponse {
+    respond(management::revoke(&keys, &admin, &id).await)
+}
+
+async fn rotate<A: KeyAdmin + FromRequest + 'static>(
+    admin: A,
+    keys: web::Data<KeyManager>,
+    id: web::Path<String>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    respond(management::rotate(&keys, admin.team_id(), &id, &body).await)
+    respond(management::rotate(&keys, &admin, &id, content_type(&req), &body).await)
 }

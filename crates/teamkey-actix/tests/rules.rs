@@ -13,10 +13,7 @@ use teamkey_core::{CreateOptions, HeaderRules, KeyManager, MemoryStore, Principa
 
 async fn manager_with_key(scopes: &[&str]) -> (KeyManager, String) {
     let keys = KeyManager::new(MemoryStore::new());
-    let options = CreateOptions {
-        scopes: Scopes::new(scopes).unwrap(),
-        ..Default::default()
-    };
+    let options = CreateOptions::new().scopes(Scopes::new(scopes).unwrap());
     let made = keys
         .create(&TeamId::new("acme").unwrap(), "test", options)
         .await
@@ -134,10 +131,7 @@ async fn scopes_as_middleware_or_in_a_handler() {
         .create(
             &TeamId::new("acme").unwrap(),
             "writer",
-            CreateOptions {
-                scopes: Scopes::new(["scans:write"]).unwrap(),
-                ..Default::default()
-            },
+            CreateOptions::new().scopes(Scopes::new(["scans:write"]).unwrap()),
         )
         .await
         .unwrap();

@@ -3,31 +3,31 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::extract::{FromRef, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+pub use teamkey_core::management::KeyAdmin;
 use teamkey_core::management::{self, MANAGE_SCOPE};
-use teamkey_core::{KeyManager, TeamId};
+use teamkey_core::{Authority, KeyManager, TeamId};
 
 use crate::{AuthRejection, Authenticated};
 
-/// Whoever may manage a team's keys, as the application decides: implement
-/// it for your own session or admin extractor. The management routes act on
-/// [`KeyAdmin::team_id`]'s keys only.
-pub trait KeyAdmin {
-    /// The team whose keys the caller manages.
-    fn team_id(&self) -> &TeamId;
-}
-
-/// teamkey's own [`KeyAdmin`]: a valid API key carrying `keys:manage`.
+/// teamkey's own [`KeyAdmin`]: a valid API key carrying `keys:manage`. It
+/// grants only what it holds ([`Authority::of_key`]): scopes it has, keys
+/// that do not outlive it, and it rotates or revokes only keys no broader
+/// than itself.
 #[derive(Debug, Clone)]
 pub struct ManagesKeys(pub Authenticated);
 
 impl KeyAdmin for ManagesKeys {
     fn team_id(&self) -> &TeamId {
         self.0.team_id()
+    }
+
+    fn authority(&self) -> Authority {
+        Authority::of_key(&self.0)
     }
 }
 
@@ -51,7 +51,7 @@ pub fn management_router<S, A>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     KeyManager: FromRef<S>,
-    A: KeyAdmin + FromRequestParts<S> + Send + 'static,
+    A: KeyAdmin + FromRequestParts<S> + Send + Sync + 'static,
     A::Rejection: IntoResponse,
 {
     Router::new()
@@ -60,32 +60,58 @@ where
         .route("/api-keys/{id}/rotate", post(rotate::<A>))
 }
 
-/// Renders a core management reply.
+/// Renders a core management reply, with its headers (`Cache-Control:
+/// no-store` on every one).
 fn respond(reply: management::Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    match reply.body {
+    let headers = reply.headers();
+    let mut response = match reply.body {
         Some(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         None => status.into_response(),
+    };
+    for (name, value) in headers {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
+    response
 }
 
-async fn list<A: KeyAdmin>(admin: A, State(keys): State<KeyManager>) -> Response {
-    respond(management::list(&keys, admin.team_id()).await)
+fn content_type(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes)
 }
 
-async fn create<A: KeyAdmin>(admin: A, State(keys): State<KeyManager>, body: Bytes) -> Response {
-    respond(management::create(&keys, admin.team_id(), &body).await)
+async fn list<A: KeyAdmin + Sync>(
+    admin: A,
+    State(keys): State<KeyManager>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    respond(management::list(&keys, &admin, query.as_deref().unwrap_or_default()).await)
 }
 
-async fn revoke<A: KeyAdmin>(admin: A, State(keys): State<KeyManager>, Path(id): Path<String>) -> Response {
-    respond(management::revoke(&keys, admin.team_id(), &id).await)
+async fn create<A: KeyAdmin + Sync>(
+    admin: A,
+    State(keys): State<KeyManager>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(management::create(&keys, &admin, content_type(&headers), &body).await)
 }
 
-async fn rotate<A: KeyAdmin>(
+async fn revoke<A: KeyAdmin + Sync>(
     admin: A,
     State(keys): State<KeyManager>,
     Path(id): Path<String>,
+) -> Response {
+    respond(management::revoke(&keys, &admin, &id).await)
+}
+
+async fn rotate<A: KeyAdmin + Sync>(
+    admin: A,
+    State(keys): State<KeyManager>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(management::rotate(&keys, admin.team_id(), &id, &body).await)
+    respond(management::rotate(&keys, &admin, &id, content_type(&headers), &body).await)
 }

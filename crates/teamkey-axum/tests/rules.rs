@@ -18,10 +18,7 @@ use tower::ServiceExt;
 
 async fn manager_with_key(scopes: &[&str]) -> (KeyManager, String) {
     let keys = KeyManager::new(MemoryStore::new());
-    let options = CreateOptions {
-        scopes: Scopes::new(scopes).unwrap(),
-        ..Default::default()
-    };
+    let options = CreateOptions::new().scopes(Scopes::new(scopes).unwrap());
     let made = keys
         .create(&TeamId::new("acme").unwrap(), "test", options)
         .await
@@ -151,10 +148,7 @@ async fn scopes_are_one_line_as_a_layer_or_in_a_handler() {
         .create(
             &TeamId::new("acme").unwrap(),
             "writer",
-            CreateOptions {
-                scopes: Scopes::new(["scans:write"]).unwrap(),
-                ..Default::default()
-            },
+            CreateOptions::new().scopes(Scopes::new(["scans:write"]).unwrap()),
         )
         .await
         .unwrap();

@@ -17,7 +17,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use teamkey_core::{CreateOptions, KeyFormat, KeyId, ManageError, NewKey, Scopes, TeamId};
-use time::OffsetDateTime;
 
 /// Manage team-scoped API keys.
 #[derive(Debug, Parser)]
@@ -134,10 +133,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let team = team_id(&team)?;
             let scopes = Scopes::new(&scopes).map_err(|e| Failure(format!("--scope: {e}")))?;
-            let expires_at = expires_in.map(|d| OffsetDateTime::now_utc() + d);
-            let created = keys
-                .create(&team, &name, CreateOptions { scopes, expires_at })
-                .await?;
+            let mut options = CreateOptions::new().scopes(scopes);
+            if let Some(lifetime) = expires_in {
+                // Past i64 seconds is far past any allowed lifetime: the core refuses it.
+                let seconds = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+                options = options.expires_in(time::Duration::seconds(seconds));
+            }
+            let created = keys.create(&team, &name, options).await?;
             announce(
                 &created,
                 &format!("Created key {} for team {team}", created.info.id),

@@ -9,7 +9,9 @@ use time::{Duration, OffsetDateTime};
 /// `at` in UTC, cut to whole microseconds: the precision every supported
 /// database keeps, so stored times read back exactly as written.
 pub(crate) fn stored_precision(at: OffsetDateTime) -> OffsetDateTime {
-    let at = at.to_offset(time::UtcOffset::UTC);
+    // `to_offset` panics past year 9999 (a -23:59 offset on 9999-12-31 is
+    // year 10000 in UTC); callers refuse such instants, so keep them as is.
+    let at = at.checked_to_offset(time::UtcOffset::UTC).unwrap_or(at);
     at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
         .unwrap_or(at)
 }

@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 
+use crate::authority::Refusal;
 use crate::ident::KeyId;
 
 /// Input that breaks one of teamkey's rules (names, team ids, scopes,
@@ -49,9 +50,34 @@ pub enum ValidationError {
     /// The expiry is not in the future.
     #[error("expiry must be in the future")]
     ExpiryNotInFuture,
+    /// The expiry is further away than the manager allows (or than any
+    /// date can be stored).
+    #[error("expiry must be at most {max_days} days from now")]
+    ExpiryTooFar {
+        /// The limit, in days.
+        max_days: i64,
+    },
+    /// Both an expiry instant and a lifetime were given.
+    #[error("give expires_at or expires_in, not both")]
+    ExpiryTwice,
     /// A negative grace period.
     #[error("grace period must not be negative")]
     NegativeGrace,
+    /// A grace period longer than the manager allows.
+    #[error("grace period must be at most {max_seconds} seconds")]
+    GraceTooLong {
+        /// The limit, in seconds.
+        max_seconds: i64,
+    },
+    /// A page size outside 1 to the maximum.
+    #[error("limit must be between 1 and {max}")]
+    InvalidPageLimit {
+        /// The largest page.
+        max: usize,
+    },
+    /// Not a cursor this API handed out.
+    #[error("not a valid page cursor")]
+    InvalidCursor,
     /// Not a key id (12 characters of A-Z, a-z, 0-9).
     #[error("not a key id: key ids are 12 characters of A-Z, a-z and 0-9")]
     InvalidKeyId,
@@ -60,6 +86,9 @@ pub enum ValidationError {
         "key prefix must be 1 to 32 characters of a-z and 0-9 in parts joined by single '_', starting with a letter"
     )]
     InvalidPrefix,
+    /// The manager must have a pepper, and none was given.
+    #[error("a pepper is required (KeyManagerBuilder::require_pepper) but none was configured")]
+    PepperRequired,
     /// A secret length outside the allowed range.
     #[error("secret length must be between {min} and {max} characters")]
     InvalidSecretLength {
@@ -237,6 +266,15 @@ pub enum ManageError {
     /// The key was already rotated: rotate its successor instead.
     #[error("key was already rotated")]
     AlreadyRotated,
+    /// The caller may not do this (least privilege); nothing was written.
+    #[error(transparent)]
+    Forbidden(#[from] Refusal),
+    /// The team already has the most active keys the manager allows.
+    #[error("a team may have at most {max} active keys")]
+    TooManyKeys {
+        /// The limit.
+        max: usize,
+    },
     /// The operating system's random number generator failed.
     #[error("random number generator failed")]
     Random(#[source] rand::rngs::SysError),

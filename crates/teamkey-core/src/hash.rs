@@ -4,11 +4,17 @@
 //! tool (a password hash would only slow every request): SHA-256 of the
 //! secret, or HMAC-SHA-256 under a server-side pepper so that a stolen
 //! table alone cannot even confirm a guessed key.
+//!
+//! Since hash version 3 the digest input is the key's prefix, `_` and the
+//! secret, so a key cannot be re-prefixed (`tk_test_…` -> `tk_live_…`, with
+//! its checksum recomputed) and still verify.
 
 use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretSlice};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -17,18 +23,26 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HashVersion {
-    /// SHA-256 of the secret.
+    /// SHA-256 of the secret (teamkey 0.1). The prefix is bound through
+    /// the stored preview instead.
     Sha256,
-    /// HMAC-SHA-256 of the secret, keyed by the server's pepper.
+    /// HMAC-SHA-256 of the secret, keyed by the server's pepper (teamkey 0.1).
     HmacSha256,
+    /// SHA-256 of `<prefix>_<secret>`: what new keys get without a pepper.
+    PrefixedSha256,
+    /// HMAC-SHA-256 of `<prefix>_<secret>` under the pepper: what new keys
+    /// get with one.
+    PrefixedHmacSha256,
 }
 
 impl HashVersion {
-    /// The tag stored in databases: `1` or `2`.
+    /// The tag stored in databases: `1` to `4`.
     pub const fn code(self) -> i16 {
         match self {
             Self::Sha256 => 1,
             Self::HmacSha256 => 2,
+            Self::PrefixedSha256 => 3,
+            Self::PrefixedHmacSha256 => 4,
         }
     }
 
@@ -37,8 +51,35 @@ impl HashVersion {
         match code {
             1 => Some(Self::Sha256),
             2 => Some(Self::HmacSha256),
+            3 => Some(Self::PrefixedSha256),
+            4 => Some(Self::PrefixedHmacSha256),
             _ => None,
         }
+    }
+
+    /// Whether the digest covers the key's prefix. Older records are tied
+    /// to their prefix by their stored preview.
+    pub const fn binds_prefix(self) -> bool {
+        matches!(self, Self::PrefixedSha256 | Self::PrefixedHmacSha256)
+    }
+
+    /// Whether the digest needs the server's pepper.
+    pub const fn needs_pepper(self) -> bool {
+        matches!(self, Self::HmacSha256 | Self::PrefixedHmacSha256)
+    }
+}
+
+/// Stored as its integer tag.
+impl Serialize for HashVersion {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i16(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for HashVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = i16::deserialize(deserializer)?;
+        Self::from_code(code).ok_or_else(|| D::Error::custom(format_args!("unknown hash version {code}")))
     }
 }
 
@@ -81,6 +122,23 @@ impl PartialEq for SecretDigest {
             w
         };
         words(&self.0).ct_eq(&words(&other.0)).into()
+    }
+}
+
+/// Lowercase hex: the digest is stored, never the secret.
+impl Serialize for SecretDigest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretDigest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&*text, &mut bytes)
+            .map_err(|_| D::Error::custom("a digest is 64 hex digits"))?;
+        Ok(Self(bytes))
     }
 }
 
@@ -128,37 +186,57 @@ impl Hasher {
     /// The version new keys are stored with.
     pub(crate) fn current_version(&self) -> HashVersion {
         if self.keyed.is_some() {
-            HashVersion::HmacSha256
+            HashVersion::PrefixedHmacSha256
         } else {
-            HashVersion::Sha256
+            HashVersion::PrefixedSha256
         }
+    }
+
+    /// Whether a pepper is configured.
+    pub(crate) fn has_pepper(&self) -> bool {
+        self.keyed.is_some()
     }
 
     /// The digest of a new key's secret, and the version it was made with.
-    pub(crate) fn digest_new(&self, secret: &str) -> (HashVersion, SecretDigest) {
-        match &self.keyed {
-            Some(keyed) => (HashVersion::HmacSha256, hmac(keyed, secret)),
-            None => (HashVersion::Sha256, sha256(secret)),
-        }
+    pub(crate) fn digest_new(&self, prefix: &str, secret: &str) -> (HashVersion, SecretDigest) {
+        let version = self.current_version();
+        // The current version never needs a pepper this hasher lacks.
+        let digest = self
+            .digest(version, prefix, secret)
+            .unwrap_or_else(|| sha256(&[prefix.as_bytes(), b"_", secret.as_bytes()]));
+        (version, digest)
     }
 
-    /// The digest of `secret` under `version`; `None` when `version` needs
-    /// a pepper this hasher does not have.
-    pub(crate) fn digest(&self, version: HashVersion, secret: &str) -> Option<SecretDigest> {
-        match version {
-            HashVersion::Sha256 => Some(sha256(secret)),
-            HashVersion::HmacSha256 => self.keyed.as_ref().map(|keyed| hmac(keyed, secret)),
+    /// The digest of `secret` (of a key with `prefix`) under `version`;
+    /// `None` when `version` needs a pepper this hasher does not have.
+    pub(crate) fn digest(&self, version: HashVersion, prefix: &str, secret: &str) -> Option<SecretDigest> {
+        let bound: [&[u8]; 3] = [prefix.as_bytes(), b"_", secret.as_bytes()];
+        let input: &[&[u8]] = if version.binds_prefix() {
+            &bound
+        } else {
+            &bound[2..]
+        };
+        if version.needs_pepper() {
+            self.keyed.as_ref().map(|keyed| hmac(keyed, input))
+        } else {
+            Some(sha256(input))
         }
     }
 }
 
-fn sha256(secret: &str) -> SecretDigest {
-    SecretDigest(Sha256::digest(secret.as_bytes()).into())
+fn sha256(parts: &[&[u8]]) -> SecretDigest {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part);
+    }
+    SecretDigest(hash.finalize().into())
 }
 
-fn hmac(keyed: &Hmac<Sha256>, secret: &str) -> SecretDigest {
+fn hmac(keyed: &Hmac<Sha256>, parts: &[&[u8]]) -> SecretDigest {
     let mut mac = keyed.clone();
-    mac.update(secret.as_bytes());
+    for part in parts {
+        mac.update(part);
+    }
     SecretDigest(mac.finalize().into_bytes().into())
 }
 
@@ -176,12 +254,17 @@ mod tests {
 
     #[test]
     fn sha256_matches_a_known_vector() {
-        let d = Hasher::new(None).digest(HashVersion::Sha256, "abc").unwrap();
+        let d = Hasher::new(None)
+            .digest(HashVersion::Sha256, "tk", "abc")
+            .unwrap();
         assert_eq!(
             d.as_bytes()[..4],
             [0xba, 0x78, 0x16, 0xbf],
             "SHA-256(\"abc\") starts ba7816bf"
         );
+        // Version 3 hashes the joined text "tk_abc".
+        let bound = Hasher::new(None).digest(HashVersion::PrefixedSha256, "tk", "abc");
+        assert_eq!(bound, Some(sha256(&[b"tk_abc"])));
     }
 
     #[test]
@@ -189,13 +272,47 @@ mod tests {
         let pepper = Pepper::new([7u8; 32]).unwrap();
         let peppered = Hasher::new(Some(&pepper));
         let plain = Hasher::new(None);
-        assert_eq!(peppered.current_version(), HashVersion::HmacSha256);
-        let a = peppered.digest(HashVersion::HmacSha256, "s").unwrap();
-        let b = plain.digest(HashVersion::Sha256, "s").unwrap();
+        assert_eq!(peppered.current_version(), HashVersion::PrefixedHmacSha256);
+        assert_eq!(plain.current_version(), HashVersion::PrefixedSha256);
+        let a = peppered
+            .digest(HashVersion::PrefixedHmacSha256, "tk", "s")
+            .unwrap();
+        let b = plain.digest(HashVersion::PrefixedSha256, "tk", "s").unwrap();
         assert_ne!(a, b);
-        assert!(plain.digest(HashVersion::HmacSha256, "s").is_none());
+        assert!(plain.digest(HashVersion::HmacSha256, "tk", "s").is_none());
+        assert!(plain.digest(HashVersion::PrefixedHmacSha256, "tk", "s").is_none());
         // A peppered hasher still checks old unpeppered records.
-        assert_eq!(peppered.digest(HashVersion::Sha256, "s").unwrap(), b);
+        assert_eq!(
+            peppered.digest(HashVersion::PrefixedSha256, "tk", "s").unwrap(),
+            b
+        );
+    }
+
+    #[test]
+    fn the_prefix_is_part_of_new_digests_only() {
+        let pepper = Pepper::new([7u8; 32]).unwrap();
+        for hasher in [Hasher::new(None), Hasher::new(Some(&pepper))] {
+            let (version, live) = hasher.digest_new("tk_live", "secret");
+            assert!(version.binds_prefix());
+            assert_ne!(hasher.digest(version, "tk_test", "secret"), Some(live));
+            assert_eq!(hasher.digest(version, "tk_live", "secret"), Some(live));
+        }
+        let plain = Hasher::new(None);
+        assert_eq!(
+            plain.digest(HashVersion::Sha256, "tk_live", "s"),
+            plain.digest(HashVersion::Sha256, "tk_test", "s")
+        );
+    }
+
+    #[test]
+    fn digests_and_versions_serialize_as_stored() {
+        let d = SecretDigest::from_bytes([0xab; 32]);
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<SecretDigest>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<SecretDigest>("\"abcd\"").is_err());
+        assert_eq!(serde_json::to_string(&HashVersion::PrefixedSha256).unwrap(), "3");
+        assert!(serde_json::from_str::<HashVersion>("9").is_err());
     }
 
     #[test]
@@ -207,7 +324,12 @@ mod tests {
 
     #[test]
     fn version_codes_round_trip() {
-        for v in [HashVersion::Sha256, HashVersion::HmacSha256] {
+        for v in [
+            HashVersion::Sha256,
+            HashVersion::HmacSha256,
+            HashVersion::PrefixedSha256,
+            HashVersion::PrefixedHmacSha256,
+        ] {
             assert_eq!(HashVersion::from_code(v.code()), Some(v));
         }
         assert_eq!(HashVersion::from_code(0), None);

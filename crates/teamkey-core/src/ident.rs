@@ -160,6 +160,20 @@ impl Scopes {
         self.0.iter().any(|s| s.as_str() == scope)
     }
 
+    /// Those of these scopes that `other` lacks, in order: empty when these
+    /// are a subset of `other`.
+    ///
+    /// ```
+    /// use teamkey_core::Scopes;
+    /// let held = Scopes::new(["scans:read", "keys:manage"]).unwrap();
+    /// let asked = Scopes::new(["scans:read", "billing:admin"]).unwrap();
+    /// let missing: Vec<&str> = asked.not_in(&held).map(|s| s.as_str()).collect();
+    /// assert_eq!(missing, ["billing:admin"]);
+    /// ```
+    pub fn not_in<'a>(&'a self, other: &'a Scopes) -> impl Iterator<Item = &'a Scope> + 'a {
+        self.0.iter().filter(|s| !other.contains(s.as_str()))
+    }
+
     /// The scopes, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Scope> {
         self.0.iter()

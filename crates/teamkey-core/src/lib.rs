@@ -12,7 +12,7 @@
 //! let team = TeamId::new("acme")?;
 //!
 //! // Create: the full key is shown once.
-//! let options = CreateOptions { scopes: Scopes::new(["scans:read"])?, ..Default::default() };
+//! let options = CreateOptions::new().scopes(Scopes::new(["scans:read"])?);
 //! let created = keys.create(&team, "CI/CD Pipeline", options).await?;
 //! let presented = created.key.expose_secret().to_owned();
 //!
@@ -45,6 +45,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod answer;
+mod authority;
 mod clock;
 mod error;
 mod format;
@@ -55,14 +56,17 @@ pub mod management;
 mod manager;
 #[cfg(feature = "memory")]
 mod memory;
+mod page;
 mod presented;
 mod record;
+mod refusal_log;
 mod store;
 #[cfg(feature = "test-kit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-kit")))]
 pub mod test_kit;
 
 pub use answer::Answer;
+pub use authority::{Authority, Refusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
     HeaderProblem, MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError,
@@ -76,12 +80,16 @@ pub use ident::{
     KEY_ID_LEN, KeyId, KeyName, MAX_NAME_CHARS, MAX_SCOPE_CHARS, MAX_SCOPES, MAX_TEAM_ID_CHARS, Scope,
     Scopes, TeamId,
 };
-pub use manager::{CreateOptions, DEFAULT_LAST_USED_INTERVAL, KeyManager, KeyManagerBuilder, NewKey};
+pub use manager::{
+    CreateOptions, DEFAULT_LAST_USED_INTERVAL, DEFAULT_MAX_ACTIVE_KEYS, DEFAULT_MAX_GRACE,
+    DEFAULT_MAX_LIFETIME, KeyManager, KeyManagerBuilder, NewKey,
+};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
+pub use page::{Cursor, DEFAULT_PAGE_LIMIT, ListQuery, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use presented::HeaderRules;
-pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RotateOutcome, Rotation};
+pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RecordDecodeError, RotateOutcome, Rotation};
 pub use store::KeyStore;
 /// The `time` crate, re-exported: expiries and grace periods are its types.
 pub use time;

@@ -1,28 +1,81 @@
 //! The key-management HTTP API, framework-free: request bytes in, a status
 //! and a JSON body out. Adapters route `GET/POST /api-keys`,
 //! `DELETE /api-keys/{id}` and `POST /api-keys/{id}/rotate` here, for the
-//! caller's team, so every adapter speaks the same JSON.
+//! team of the caller's [`KeyAdmin`], so every adapter speaks the same JSON
+//! and applies the same rules.
 //!
-//! - list: 200 `{"data": [KeyInfo, ...]}`, newest first;
-//! - create: `{"name", "scopes"?, "expires_at"?}` -> 201 `{"key", ...KeyInfo}`;
-//! - revoke: 204; rotate: `{"grace_seconds"?}` (or no body) -> 201 like create;
-//! - errors: `{"error": code, "message": text}`: 400 malformed JSON, 422
-//!   invalid input, 404 unknown id or another team's key, 409 already
-//!   rotated, 503 store down.
+//! - list: `?limit=N&cursor=C` -> 200 `{"data": [KeyInfo, ...], "next_cursor": C|null}`,
+//!   newest first, `limit` 1 to 100 (default 50);
+//! - create: `{"name", "scopes"?, "expires_at"? | "expires_in"?}` -> 201
+//!   `{"key", ...KeyInfo}`; `expires_at` is RFC 3339 (any offset, kept in
+//!   UTC), `expires_in` seconds;
+//! - revoke: 204; rotate: `{"grace_seconds"?}` (`{}` for none) -> 201 like create;
+//! - `POST` bodies must be `Content-Type: application/json` (else 415), so
+//!   that a cross-site HTML form cannot send one;
+//! - errors: `{"error": code, "message": text}`: 400 malformed JSON or
+//!   query, 403 beyond the caller's authority (see [`Authority`]), 404
+//!   unknown id or another team's key, 409 already rotated, 415 not JSON,
+//!   422 invalid input or a limit reached, 503 store down. Nothing is
+//!   written on any error.
+//!
+//! Every reply carries `Cache-Control: no-store`: a create or rotate reply
+//! holds a full key, and no cache may keep any of them.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::error::ManageError;
-use crate::ident::{KeyId, Scopes, TeamId};
+use crate::authority::{Authority, Refusal};
+use crate::error::{ManageError, ValidationError};
+use crate::ident::{KeyId, Scope, Scopes, TeamId};
 use crate::manager::{CreateOptions, KeyManager, NewKey};
+use crate::page::{Cursor, PageRequest};
 use crate::record::KeyInfo;
 
 /// The scope that lets a key manage its own team's keys.
 pub const MANAGE_SCOPE: &str = "keys:manage";
 
-/// An answer: a status and, except for 204, a JSON body. A `create` or
-/// `rotate` body holds the new full key, so `Debug` shows only its length.
+/// Whoever may manage a team's keys, as the application decides: a key
+/// with `keys:manage` (the adapters' `ManagesKeys`), or the app's own
+/// signed-in user. The management API acts on [`KeyAdmin::team_id`]'s keys
+/// only, within [`KeyAdmin::authority`].
+///
+/// For a dashboard session whose user administers the whole team:
+///
+/// ```
+/// use teamkey_core::management::KeyAdmin;
+/// use teamkey_core::{Authority, TeamId};
+///
+/// struct TeamOwner {
+///     team: TeamId,
+/// }
+///
+/// impl KeyAdmin for TeamOwner {
+///     fn team_id(&self) -> &TeamId {
+///         &self.team
+///     }
+///     // A signed-in owner may grant every scope of the team.
+///     fn authority(&self) -> Authority {
+///         Authority::whole_team()
+///     }
+/// }
+/// ```
+pub trait KeyAdmin {
+    /// The team whose keys the caller manages.
+    fn team_id(&self) -> &TeamId;
+
+    /// What the caller may grant, rotate and revoke. An API key gets
+    /// [`Authority::of_key`] (only what it holds); a signed-in team
+    /// administrator may get [`Authority::whole_team`].
+    fn authority(&self) -> Authority;
+}
+
+/// Headers every management reply carries, besides `Content-Type:
+/// application/json` on replies with a body.
+pub const REPLY_HEADERS: &[(&str, &str)] = &[("cache-control", "no-store")];
+
+/// An answer: a status and, except for 204, a JSON body; headers are
+/// [`REPLY_HEADERS`]. A `create` or `rotate` body holds the new full key,
+/// so `Debug` shows only its length.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Reply {
     /// HTTP status code.
@@ -62,6 +115,42 @@ impl Reply {
     fn not_found() -> Self {
         Self::error(404, "not_found", "No such API key.")
     }
+
+    /// The headers to send with this reply, besides the content type.
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        REPLY_HEADERS
+    }
+}
+
+fn scope_names(scopes: &[Scope]) -> Vec<&str> {
+    scopes.iter().map(Scope::as_str).collect()
+}
+
+impl From<Refusal> for Reply {
+    fn from(refusal: Refusal) -> Self {
+        let message = refusal.to_string();
+        let body = match &refusal {
+            Refusal::ScopesNotHeld { scopes } | Refusal::KeyBroaderThanCaller { scopes } => {
+                serde_json::json!({
+                    "error": "forbidden",
+                    "message": message,
+                    "refused_scopes": scope_names(scopes),
+                })
+            }
+            Refusal::OutlivesCaller { caller_expires_at } => serde_json::json!({
+                "error": "forbidden",
+                "message": message,
+                "refused": "expires_at",
+                "latest_expires_at": caller_expires_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok(),
+            }),
+        };
+        Self {
+            status: 403,
+            body: Some(body.to_string()),
+        }
+    }
 }
 
 impl From<ManageError> for Reply {
@@ -74,6 +163,15 @@ impl From<ManageError> for Reply {
                 "already_rotated",
                 "This key was already rotated; rotate its successor.",
             ),
+            ManageError::Forbidden(refusal) => refusal.into(),
+            ManageError::TooManyKeys { max } => Self::json(
+                422,
+                &serde_json::json!({
+                    "error": "too_many_keys",
+                    "message": format!("A team may have at most {max} active keys; revoke one first."),
+                    "max_active_keys": max,
+                }),
+            ),
             _ => Self::error(
                 503,
                 "unavailable",
@@ -83,8 +181,31 @@ impl From<ManageError> for Reply {
     }
 }
 
-/// Malformed JSON is 400; well-formed but wrong is 422.
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
+impl From<ValidationError> for Reply {
+    fn from(error: ValidationError) -> Self {
+        ManageError::from(error).into()
+    }
+}
+
+/// Whether a `Content-Type` header names JSON (`application/json`, any
+/// parameters, any case).
+fn is_json(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|value| {
+        let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+        essence.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    })
+}
+
+/// The JSON body of a mutating request: 415 unless it is declared JSON,
+/// 400 if malformed, 422 if well-formed but wrong.
+fn parse<T: for<'de> Deserialize<'de>>(content_type: Option<&[u8]>, body: &[u8]) -> Result<T, Reply> {
+    if !is_json(content_type) {
+        return Err(Reply::error(
+            415,
+            "unsupported_media_type",
+            "Send the request body as Content-Type: application/json.",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         let status = if e.classify() == serde_json::error::Category::Data {
             422
@@ -120,20 +241,69 @@ fn settle(result: Result<Reply, Reply>) -> Reply {
     result.unwrap_or_else(|reply| reply)
 }
 
-/// `GET /api-keys`.
-pub async fn list(keys: &KeyManager, team_id: &TeamId) -> Reply {
+/// The caller's active key `id`, if the caller may rotate or revoke it.
+async fn managed_key<A: KeyAdmin + ?Sized>(
+    keys: &KeyManager,
+    admin: &A,
+    id: &KeyId,
+) -> Result<KeyInfo, Reply> {
+    let key = keys
+        .find(admin.team_id(), id)
+        .await
+        .map_err(Reply::from)?
+        .ok_or_else(Reply::not_found)?;
+    admin.authority().check_manage(&key.scopes)?;
+    Ok(key)
+}
+
+/// `GET /api-keys?limit=N&cursor=C`; `query` is the raw query string.
+pub async fn list<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
+    #[derive(Deserialize)]
+    struct Params {
+        limit: Option<usize>,
+        cursor: Option<String>,
+    }
     #[derive(Serialize)]
     struct Listed {
         data: Vec<KeyInfo>,
+        next_cursor: Option<String>,
     }
-    match keys.list(team_id).await {
-        Ok(data) => Reply::json(200, &Listed { data }),
-        Err(e) => e.into(),
-    }
+    settle(
+        async {
+            let params: Params = serde_urlencoded::from_str(query).map_err(|_| {
+                Reply::error(
+                    400,
+                    "invalid_request",
+                    "Invalid query: limit must be a whole number, cursor a value from next_cursor.",
+                )
+            })?;
+            let mut page = match params.limit {
+                Some(limit) => PageRequest::first(limit)?,
+                None => PageRequest::default(),
+            };
+            if let Some(cursor) = params.cursor {
+                page = page.after(cursor.parse::<Cursor>()?);
+            }
+            let page = keys.list_page(admin.team_id(), page).await.map_err(Reply::from)?;
+            Ok(Reply::json(
+                200,
+                &Listed {
+                    data: page.keys,
+                    next_cursor: page.next.map(|c| c.to_string()),
+                },
+            ))
+        }
+        .await,
+    )
 }
 
 /// `POST /api-keys`.
-pub async fn create(keys: &KeyManager, team_id: &TeamId, body: &[u8]) -> Reply {
+pub async fn create<A: KeyAdmin + ?Sized>(
+    keys: &KeyManager,
+    admin: &A,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Reply {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Request {
@@ -142,17 +312,23 @@ pub async fn create(keys: &KeyManager, team_id: &TeamId, body: &[u8]) -> Reply {
         scopes: Vec<String>,
         #[serde(default, with = "time::serde::rfc3339::option")]
         expires_at: Option<OffsetDateTime>,
+        #[serde(default)]
+        expires_in: Option<u64>,
     }
     settle(
         async {
-            let request: Request = parse(body)?;
-            let scopes = Scopes::new(&request.scopes).map_err(|e| Reply::from(ManageError::from(e)))?;
-            let options = CreateOptions {
-                scopes,
-                expires_at: request.expires_at,
-            };
+            let request: Request = parse(content_type, body)?;
+            let mut options = CreateOptions::new().scopes(Scopes::new(&request.scopes)?);
+            options.expires_at = request.expires_at;
+            if let Some(seconds) = request.expires_in {
+                // Past i64 seconds is far past any allowed lifetime.
+                let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+                options.expires_in = Some(time::Duration::seconds(seconds));
+            }
+            let expires_at = keys.resolve_expiry(&options)?;
+            admin.authority().check_grant(&options.scopes, expires_at)?;
             let new = keys
-                .create(team_id, &request.name, options)
+                .create(admin.team_id(), &request.name, options)
                 .await
                 .map_err(Reply::from)?;
             Ok(created(&new))
@@ -162,10 +338,12 @@ pub async fn create(keys: &KeyManager, team_id: &TeamId, body: &[u8]) -> Reply {
 }
 
 /// `DELETE /api-keys/{id}`.
-pub async fn revoke(keys: &KeyManager, team_id: &TeamId, id: &str) -> Reply {
+pub async fn revoke<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, id: &str) -> Reply {
     settle(
         async {
-            keys.revoke(team_id, &key_id(id)?).await.map_err(Reply::from)?;
+            let id = key_id(id)?;
+            managed_key(keys, admin, &id).await?;
+            keys.revoke(admin.team_id(), &id).await.map_err(Reply::from)?;
             Ok(Reply {
                 status: 204,
                 body: None,
@@ -175,43 +353,327 @@ pub async fn revoke(keys: &KeyManager, team_id: &TeamId, id: &str) -> Reply {
     )
 }
 
-/// `POST /api-keys/{id}/rotate`; an empty body means no grace period.
-pub async fn rotate(keys: &KeyManager, team_id: &TeamId, id: &str, body: &[u8]) -> Reply {
-    #[derive(Deserialize, Default)]
+/// `POST /api-keys/{id}/rotate` with `{"grace_seconds": N}` (or `{}` for
+/// no grace period).
+pub async fn rotate<A: KeyAdmin + ?Sized>(
+    keys: &KeyManager,
+    admin: &A,
+    id: &str,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Reply {
+    #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Request {
         #[serde(default)]
-        grace_seconds: u32,
+        grace_seconds: u64,
     }
     settle(
         async {
             let id = key_id(id)?;
-            let request: Request = if body.is_empty() {
-                Request::default()
-            } else {
-                parse(body)?
-            };
-            let grace = time::Duration::seconds(i64::from(request.grace_seconds));
-            let new = keys.rotate(team_id, &id, grace).await.map_err(Reply::from)?;
+            let request: Request = parse(content_type, body)?;
+            let grace = time::Duration::seconds(i64::try_from(request.grace_seconds).unwrap_or(i64::MAX));
+            let old = managed_key(keys, admin, &id).await?;
+            // The successor inherits the old key's scopes and expiry.
+            admin.authority().check_grant(&old.scopes, old.expires_at)?;
+            let new = keys
+                .rotate(admin.team_id(), &id, grace)
+                .await
+                .map_err(Reply::from)?;
             Ok(created(&new))
         }
         .await,
     )
 }
 
-#[cfg(all(test, feature = "memory"))]
+#[cfg(test)]
+#[cfg(feature = "memory")]
 mod tests {
     use super::*;
-    use crate::MemoryStore;
+    use crate::{ManualClock, MemoryStore, Principal};
+    use serde_json::Value;
+    use time::macros::datetime;
+
+    const JSON: Option<&[u8]> = Some(b"application/json");
+    const T0: OffsetDateTime = datetime!(2030-01-01 12:00 UTC);
+
+    struct Admin {
+        team: TeamId,
+        authority: Authority,
+    }
+
+    impl KeyAdmin for Admin {
+        fn team_id(&self) -> &TeamId {
+            &self.team
+        }
+        fn authority(&self) -> Authority {
+            self.authority.clone()
+        }
+    }
+
+    struct Fixture {
+        keys: KeyManager,
+        clock: ManualClock,
+        team: TeamId,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let clock = ManualClock::new(T0);
+            let keys = KeyManager::builder(MemoryStore::new())
+                .clock(clock.clone())
+                .max_active_keys(6)
+                .build();
+            Self {
+                keys,
+                clock,
+                team: TeamId::new("acme").unwrap(),
+            }
+        }
+
+        fn owner(&self) -> Admin {
+            Admin {
+                team: self.team.clone(),
+                authority: Authority::whole_team(),
+            }
+        }
+
+        /// A key of the team with `scopes` (and `expires_in`), verified: the
+        /// caller as `ManagesKeys` sees it.
+        async fn key(&self, scopes: &[&str], expires_in: Option<time::Duration>) -> (Principal, Admin) {
+            let mut options = CreateOptions::new().scopes(Scopes::new(scopes).unwrap());
+            options.expires_in = expires_in;
+            let new = self.keys.create(&self.team, "caller", options).await.unwrap();
+            let principal = self.keys.verify(new.key.expose_secret()).await.unwrap();
+            let admin = Admin {
+                team: self.team.clone(),
+                authority: Authority::of_key(&principal),
+            };
+            (principal, admin)
+        }
+
+        async fn count(&self) -> usize {
+            self.keys.list(&self.team).await.unwrap().len()
+        }
+    }
+
+    fn body(reply: &Reply) -> Value {
+        serde_json::from_str(reply.body.as_deref().unwrap_or("null")).unwrap()
+    }
 
     #[tokio::test]
     async fn a_reply_with_a_new_key_never_prints_it() {
-        let keys = KeyManager::new(MemoryStore::new());
-        let team = TeamId::new("acme").unwrap();
-        let reply = create(&keys, &team, br#"{"name":"CI"}"#).await;
+        let f = Fixture::new();
+        let reply = create(&f.keys, &f.owner(), JSON, br#"{"name":"CI"}"#).await;
         assert_eq!(reply.status, 201);
-        let body: serde_json::Value = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
-        let key = body["key"].as_str().unwrap();
+        let key = body(&reply)["key"].as_str().unwrap().to_owned();
         assert!(!format!("{reply:?}").contains(&key[20..60]));
+        assert_eq!(reply.headers(), &[("cache-control", "no-store")]);
+    }
+
+    #[tokio::test]
+    async fn a_key_grants_only_the_scopes_it_holds() {
+        let f = Fixture::new();
+        let (_, caller) = f.key(&["keys:manage", "scans:read"], None).await;
+        let reply = create(
+            &f.keys,
+            &caller,
+            JSON,
+            br#"{"name":"x","scopes":["billing:admin","scans:write","scans:read"]}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 403);
+        assert_eq!(
+            body(&reply)["refused_scopes"],
+            serde_json::json!(["billing:admin", "scans:write"])
+        );
+        assert_eq!(f.count().await, 1, "nothing written");
+        let ok = create(&f.keys, &caller, JSON, br#"{"name":"x","scopes":["scans:read"]}"#).await;
+        assert_eq!(ok.status, 201);
+    }
+
+    #[tokio::test]
+    async fn a_key_that_expires_cannot_make_one_that_outlives_it() {
+        let f = Fixture::new();
+        let (principal, caller) = f.key(&["keys:manage"], Some(time::Duration::hours(1))).await;
+        for request in [
+            r#"{"name":"forever"}"#,
+            r#"{"name":"later","expires_in":3601}"#,
+            r#"{"name":"later","expires_at":"2030-01-01T13:00:01Z"}"#,
+        ] {
+            let reply = create(&f.keys, &caller, JSON, request.as_bytes()).await;
+            assert_eq!(reply.status, 403, "{request}");
+            assert_eq!(body(&reply)["refused"], "expires_at");
+            assert_eq!(body(&reply)["latest_expires_at"], "2030-01-01T13:00:00Z");
+        }
+        let reply = create(&f.keys, &caller, JSON, br#"{"name":"ok","expires_in":3600}"#).await;
+        assert_eq!(reply.status, 201);
+        assert_eq!(body(&reply)["expires_at"], "2030-01-01T13:00:00Z");
+        assert_eq!(principal.expires_at(), Some(datetime!(2030-01-01 13:00 UTC)));
+    }
+
+    #[tokio::test]
+    async fn a_key_cannot_rotate_or_revoke_a_broader_key() {
+        let f = Fixture::new();
+        let (_, caller) = f.key(&["keys:manage"], None).await;
+        let broad = f
+            .keys
+            .create(
+                &f.team,
+                "deploy",
+                CreateOptions::new().scopes(Scopes::new(["scans:write"]).unwrap()),
+            )
+            .await
+            .unwrap();
+        let id = broad.info.id.to_string();
+        let rotated = rotate(&f.keys, &caller, &id, JSON, b"{}").await;
+        assert_eq!(rotated.status, 403);
+        assert_eq!(
+            body(&rotated)["refused_scopes"],
+            serde_json::json!(["scans:write"])
+        );
+        assert!(
+            !rotated.body.unwrap().contains("tk_live_"),
+            "no successor key handed out"
+        );
+        let revoked = revoke(&f.keys, &caller, &id).await;
+        assert_eq!(revoked.status, 403);
+        // Nothing changed: the broad key still works and was not rotated.
+        assert!(f.keys.verify(broad.key.expose_secret()).await.is_ok());
+        assert_eq!(f.count().await, 2);
+        // The team's owner may.
+        assert_eq!(rotate(&f.keys, &f.owner(), &id, JSON, b"{}").await.status, 201);
+    }
+
+    #[tokio::test]
+    async fn grace_is_bounded_and_rotation_keeps_the_lifetime() {
+        let f = Fixture::new();
+        let (principal, caller) = f.key(&["keys:manage"], Some(time::Duration::hours(1))).await;
+        let id = principal.key_id().to_string();
+        for grace in ["4294967295", "604801", "18446744073709551615"] {
+            let request = format!(r#"{{"grace_seconds":{grace}}}"#);
+            let reply = rotate(&f.keys, &caller, &id, JSON, request.as_bytes()).await;
+            assert_eq!(reply.status, 422, "{grace}");
+        }
+        assert_eq!(f.count().await, 1, "nothing written");
+        let reply = rotate(&f.keys, &caller, &id, JSON, br#"{"grace_seconds":604800}"#).await;
+        assert_eq!(reply.status, 201);
+        // The successor expires when the old key would have: rotating
+        // renews the secret, never the lifetime.
+        assert_eq!(body(&reply)["expires_at"], "2030-01-01T13:00:00Z");
+        f.clock.advance(time::Duration::minutes(59));
+        let successor: KeyId = body(&reply)["id"].as_str().unwrap().parse().unwrap();
+        let again = rotate(&f.keys, &f.owner(), successor.as_str(), JSON, b"{}").await;
+        assert_eq!(body(&again)["expires_at"], "2030-01-01T13:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn expiries_are_bounded_normalised_and_never_panic() {
+        let f = Fixture::new();
+        let owner = f.owner();
+        for (request, status) in [
+            (r#"{"name":"x","expires_at":"9999-12-31T23:59:59-23:59"}"#, 422),
+            (r#"{"name":"x","expires_at":"9999-12-31T23:59:59.999999Z"}"#, 422),
+            (r#"{"name":"x","expires_at":"2041-01-01T00:00:00Z"}"#, 422),
+            (r#"{"name":"x","expires_in":18446744073709551615}"#, 422),
+            (r#"{"name":"x","expires_in":0}"#, 422),
+            (r#"{"name":"x","expires_at":"2029-01-01T00:00:00Z"}"#, 422),
+            (
+                r#"{"name":"x","expires_in":60,"expires_at":"2031-01-01T00:00:00Z"}"#,
+                422,
+            ),
+            (r#"{"name":"x","expires_in":-5}"#, 422),
+        ] {
+            let reply = create(&f.keys, &owner, JSON, request.as_bytes()).await;
+            assert_eq!(reply.status, status, "{request}");
+        }
+        assert_eq!(f.count().await, 0, "nothing written");
+        let reply = create(
+            &f.keys,
+            &owner,
+            JSON,
+            br#"{"name":"x","expires_at":"2030-06-01T09:30:00.1234567+02:00"}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 201);
+        assert_eq!(body(&reply)["expires_at"], "2030-06-01T07:30:00.123456Z");
+        let reply = create(&f.keys, &owner, JSON, br#"{"name":"y","expires_in":86400}"#).await;
+        assert_eq!(body(&reply)["expires_at"], "2030-01-02T12:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn mutations_must_be_declared_json() {
+        let f = Fixture::new();
+        let owner = f.owner();
+        let name = br#"{"name":"x"}"#;
+        for content_type in [
+            None,
+            Some(&b"text/plain"[..]),
+            Some(b"application/x-www-form-urlencoded"),
+            Some(b"multipart/form-data; boundary=x"),
+            Some(b"application/jsonx"),
+        ] {
+            assert_eq!(create(&f.keys, &owner, content_type, name).await.status, 415);
+        }
+        assert_eq!(f.count().await, 0);
+        let utf8 = Some(&b"Application/JSON; charset=utf-8"[..]);
+        let created = create(&f.keys, &owner, utf8, name).await;
+        assert_eq!(created.status, 201);
+        let id = body(&created)["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            rotate(&f.keys, &owner, &id, Some(b"text/plain"), b"{}")
+                .await
+                .status,
+            415
+        );
+        assert_eq!(rotate(&f.keys, &owner, &id, JSON, b"").await.status, 400);
+        assert_eq!(rotate(&f.keys, &owner, &id, JSON, b"{}").await.status, 201);
+    }
+
+    #[tokio::test]
+    async fn lists_page_and_keys_are_capped_per_team() {
+        let f = Fixture::new();
+        let owner = f.owner();
+        for i in 0..6 {
+            f.clock.advance(time::Duration::seconds(1));
+            let request = format!(r#"{{"name":"key {i}"}}"#);
+            assert_eq!(
+                create(&f.keys, &owner, JSON, request.as_bytes()).await.status,
+                201
+            );
+        }
+        let full = create(&f.keys, &owner, JSON, br#"{"name":"one too many"}"#).await;
+        assert_eq!(full.status, 422);
+        assert_eq!(body(&full)["error"], "too_many_keys");
+        assert_eq!(f.count().await, 6);
+
+        let mut names = Vec::new();
+        let mut query = "limit=4".to_owned();
+        loop {
+            let page = body(&list(&f.keys, &owner, &query).await);
+            names.extend(page["data"].as_array().unwrap().iter().map(|k| k["name"].clone()));
+            match page["next_cursor"].as_str() {
+                Some(cursor) => query = format!("limit=4&cursor={cursor}"),
+                None => break,
+            }
+        }
+        let expected: Vec<Value> = (0..6).rev().map(|i| format!("key {i}").into()).collect();
+        assert_eq!(names, expected);
+        for (query, status) in [
+            ("limit=0", 422),
+            ("limit=101", 422),
+            ("limit=x", 400),
+            ("cursor=nope", 422),
+        ] {
+            assert_eq!(list(&f.keys, &owner, query).await.status, status, "{query}");
+        }
+        let other = Admin {
+            team: TeamId::new("globex").unwrap(),
+            authority: Authority::whole_team(),
+        };
+        assert_eq!(
+            body(&list(&f.keys, &other, "").await)["data"],
+            serde_json::json!([])
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! `KeyManager`: the key lifecycle (create, list, revoke, rotate) and
 //! verification, over any [`KeyStore`].
 
-use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
 
@@ -13,45 +12,72 @@ use crate::format::{ApiKey, KeyFormat};
 use crate::hash::{Hasher, Pepper};
 use crate::ident::{KeyId, KeyName, Scopes, TeamId};
 use crate::last_used::LastUsed;
+use crate::page::{Cursor, ListQuery, Page, PageRequest};
 use crate::presented::HeaderRules;
 use crate::record::{KeyInfo, KeyRecord, Principal, RotateOutcome, Rotation};
+use crate::refusal_log::RefusalLog;
 use crate::store::KeyStore;
 
 /// How often last-used times are written by default.
 pub const DEFAULT_LAST_USED_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// The furthest expiry a new key may have by default: 10 years (3,650 days).
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::days(3_650);
+/// The longest grace period a rotation may give the old key by default: 7 days.
+pub const DEFAULT_MAX_GRACE: Duration = Duration::days(7);
+/// The most active keys one team may have by default.
+pub const DEFAULT_MAX_ACTIVE_KEYS: usize = 100;
 
 /// A fresh key id collides with an existing one with odds of about one in
 /// 2^71; a few tries turn "practically never" into "never".
 const ID_ATTEMPTS: usize = 3;
 
-/// Logs why a key was refused, with its key id, never the key: a bad key
-/// at `debug`, a server-side failure (store down, pepper missing) at `warn`.
-fn log_failure(error: &VerifyError) {
-    match error {
-        VerifyError::Store(source) => tracing::warn!(
-            error = %source,
-            cause = source.source().map(tracing::field::display),
-            "API key not verified: store unavailable"
-        ),
-        VerifyError::PepperMissing { key_id } => tracing::warn!(
-            key_id = %key_id,
-            "API key not verified: its record needs a pepper this server lacks"
-        ),
-        _ => tracing::debug!(
-            key_id = error.key_id().map(tracing::field::display),
-            reason = %error,
-            "API key rejected"
-        ),
-    }
-}
-
-/// Options for [`KeyManager::create`].
+/// Options for [`KeyManager::create`]: scopes and an expiry.
+///
+/// ```
+/// use teamkey_core::{CreateOptions, Scopes};
+/// use time::Duration;
+///
+/// let options = CreateOptions::new()
+///     .scopes(Scopes::new(["scans:read"]).unwrap())
+///     .expires_in(Duration::days(90));
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CreateOptions {
     /// The key's permissions.
     pub scopes: Scopes,
     /// When the key stops working; `None` for never. Must be in the future.
     pub expires_at: Option<OffsetDateTime>,
+    /// Or: how long from now the key works. Not both.
+    pub expires_in: Option<Duration>,
+}
+
+impl CreateOptions {
+    /// No scopes, no expiry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key's permissions.
+    #[must_use]
+    pub fn scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// The instant the key stops working (any offset; kept in UTC).
+    #[must_use]
+    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// How long from now the key works.
+    #[must_use]
+    pub fn expires_in(mut self, lifetime: Duration) -> Self {
+        self.expires_in = Some(lifetime);
+        self
+    }
 }
 
 /// A key just made: the full key, to show once, and its table row.
@@ -77,6 +103,16 @@ struct Inner {
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     last_used: LastUsed,
+    limits: Limits,
+    refusals: RefusalLog,
+}
+
+/// The manager's bounds on what management calls may ask for.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_lifetime: Duration,
+    max_grace: Duration,
+    max_active_keys: usize,
 }
 
 impl fmt::Debug for KeyManager {
@@ -85,6 +121,7 @@ impl fmt::Debug for KeyManager {
             .field("format", &self.inner.format)
             .field("hasher", &self.inner.hasher)
             .field("clock", &self.inner.clock)
+            .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +134,8 @@ pub struct KeyManagerBuilder {
     pepper: Option<Pepper>,
     clock: Arc<dyn Clock>,
     last_used_interval: std::time::Duration,
+    limits: Limits,
+    pepper_required: bool,
 }
 
 impl KeyManagerBuilder {
@@ -125,18 +164,69 @@ impl KeyManagerBuilder {
         self
     }
 
-    /// The manager.
-    pub fn build(self) -> KeyManager {
+    /// The furthest expiry a new key may have, counted from its creation.
+    /// Default: [`DEFAULT_MAX_LIFETIME`] (10 years). Keys without expiry
+    /// stay allowed; this bounds explicit expiries.
+    pub fn max_lifetime(mut self, max: Duration) -> Self {
+        self.limits.max_lifetime = max;
+        self
+    }
+
+    /// The longest grace period a rotation may give the old key. Default:
+    /// [`DEFAULT_MAX_GRACE`] (7 days).
+    pub fn max_grace(mut self, max: Duration) -> Self {
+        self.limits.max_grace = max;
+        self
+    }
+
+    /// The most active (unrevoked, unexpired) keys a team may have; past
+    /// it, creation is refused. Default: [`DEFAULT_MAX_ACTIVE_KEYS`].
+    /// Checked before each insert, so concurrent creations may pass it by
+    /// their number; rotations replace a key and are not counted.
+    pub fn max_active_keys(mut self, max: usize) -> Self {
+        self.limits.max_active_keys = max;
+        self
+    }
+
+    /// Refuse to build without a [`pepper`](Self::pepper): for services
+    /// whose keys must be peppered, so that a missing secret stops the
+    /// start-up instead of silently making unpeppered keys.
+    pub fn require_pepper(mut self) -> Self {
+        self.pepper_required = true;
+        self
+    }
+
+    /// The manager, or [`ValidationError::PepperRequired`] when
+    /// [`require_pepper`](Self::require_pepper) was set without a pepper.
+    pub fn try_build(self) -> Result<KeyManager, ValidationError> {
+        if self.pepper_required && self.pepper.is_none() {
+            return Err(ValidationError::PepperRequired);
+        }
         let interval = i64::try_from(self.last_used_interval.as_micros()).unwrap_or(i64::MAX);
         let now = self.clock.unix_micros();
-        KeyManager {
+        Ok(KeyManager {
             inner: Arc::new(Inner {
                 store: self.store,
                 format: self.format,
                 hasher: Hasher::new(self.pepper.as_ref()),
                 clock: self.clock,
                 last_used: LastUsed::new(interval, now),
+                limits: self.limits,
+                refusals: RefusalLog::default(),
             }),
+        })
+    }
+
+    /// The manager.
+    ///
+    /// # Panics
+    /// If [`require_pepper`](Self::require_pepper) was set and no pepper
+    /// given: a service that requires one must not start without it. Use
+    /// [`try_build`](Self::try_build) to handle that as an error.
+    pub fn build(self) -> KeyManager {
+        match self.try_build() {
+            Ok(manager) => manager,
+            Err(e) => panic!("teamkey: {e}"),
         }
     }
 }
@@ -155,6 +245,12 @@ impl KeyManager {
             pepper: None,
             clock: Arc::new(SystemClock),
             last_used_interval: DEFAULT_LAST_USED_INTERVAL,
+            limits: Limits {
+                max_lifetime: DEFAULT_MAX_LIFETIME,
+                max_grace: DEFAULT_MAX_GRACE,
+                max_active_keys: DEFAULT_MAX_ACTIVE_KEYS,
+            },
+            pepper_required: false,
         }
     }
 
@@ -173,11 +269,42 @@ impl KeyManager {
         stored_precision(self.inner.clock.now())
     }
 
+    /// The expiry `options` ask for, in UTC, checked against now and the
+    /// furthest expiry allowed. Nothing here can overflow or panic.
+    fn expiry(
+        &self,
+        options: &CreateOptions,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, ValidationError> {
+        let max_days = self.inner.limits.max_lifetime.whole_days();
+        let too_far = ValidationError::ExpiryTooFar { max_days };
+        let at = match (options.expires_at, options.expires_in) {
+            (Some(_), Some(_)) => return Err(ValidationError::ExpiryTwice),
+            (None, None) => return Ok(None),
+            (Some(at), None) => at
+                .checked_to_offset(time::UtcOffset::UTC)
+                .ok_or(too_far.clone())?,
+            (None, Some(lifetime)) => now.checked_add(lifetime).ok_or(too_far.clone())?,
+        };
+        let at = stored_precision(at);
+        if at <= now {
+            return Err(ValidationError::ExpiryNotInFuture);
+        }
+        match now.checked_add(self.inner.limits.max_lifetime) {
+            Some(limit) if at > limit => Err(too_far),
+            _ => Ok(Some(at)),
+        }
+    }
+
     /// Creates a key for `team_id`. The returned [`NewKey::key`] is the only
     /// copy of the full key there will ever be.
     ///
     /// The name is trimmed and must be 1 to 100 characters without control
-    /// characters; an expiry must be in the future.
+    /// characters; an expiry must be in the future and within the maximum
+    /// lifetime; the team must have fewer than the maximum of active keys.
+    /// This call acts with the operator's full authority: check a limited
+    /// caller first with [`Authority::check_grant`](crate::Authority::check_grant),
+    /// as the [`management`](crate::management) API does.
     pub async fn create(
         &self,
         team_id: &TeamId,
@@ -186,11 +313,13 @@ impl KeyManager {
     ) -> Result<NewKey, ManageError> {
         let name = KeyName::new(name)?;
         let now = self.now();
-        if options.expires_at.is_some_and(|at| at <= now) {
-            return Err(ValidationError::ExpiryNotInFuture.into());
+        let expires_at = self.expiry(&options, now)?;
+        let max = self.inner.limits.max_active_keys;
+        if self.inner.store.count_active(team_id, now).await? >= max {
+            return Err(ManageError::TooManyKeys { max });
         }
         for _ in 0..ID_ATTEMPTS {
-            let (key, record) = self.mint(team_id, &name, &options.scopes, options.expires_at, now)?;
+            let (key, record) = self.mint(team_id, &name, &options.scopes, expires_at, now)?;
             match self.inner.store.insert(&record).await {
                 Ok(()) => {
                     tracing::info!(key_id = %record.id, team_id = %team_id, "API key created");
@@ -206,6 +335,13 @@ impl KeyManager {
         Err(StoreError::Conflict.into())
     }
 
+    /// The expiry a key made now with `options` would get, checked as
+    /// [`create`](Self::create) checks it: for a caller's authority check
+    /// before creating.
+    pub fn resolve_expiry(&self, options: &CreateOptions) -> Result<Option<OffsetDateTime>, ValidationError> {
+        self.expiry(options, self.now())
+    }
+
     /// A new key and its record; nothing stored yet.
     fn mint(
         &self,
@@ -215,32 +351,62 @@ impl KeyManager {
         expires_at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<(ApiKey, KeyRecord), ManageError> {
-        let key = self.inner.format.generate()?;
-        let (version, digest) = self.inner.hasher.digest_new(key.secret());
-        let record = KeyRecord {
-            id: key.id(),
-            team_id: team_id.clone(),
-            name: name.clone(),
-            preview: key.preview(),
+        let format = &self.inner.format;
+        let key = format.generate()?;
+        let (version, digest) = self.inner.hasher.digest_new(format.prefix(), key.secret());
+        let mut record = KeyRecord::new(
+            key.id(),
+            team_id.clone(),
+            name.clone(),
+            key.preview(),
             digest,
-            hash_version: version,
-            scopes: scopes.clone(),
-            created_at: now,
-            last_used_at: None,
-            expires_at,
-            revoked_at: None,
-            replaced_by: None,
-        };
+            version,
+            scopes.clone(),
+            now,
+        );
+        record.expires_at = expires_at;
         Ok((key, record))
     }
 
-    /// The team's active keys, newest first. Never another team's.
+    /// The team's active keys, newest first. Never another team's. Reads
+    /// the whole table: prefer [`list_page`](Self::list_page) where a team
+    /// may have many keys.
     pub async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyInfo>, ManageError> {
         let now = self.now();
         let mut records = self.inner.store.list(team_id).await?;
         records.retain(|r| &r.team_id == team_id && r.is_active(now));
-        records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        records.sort_by(crate::page::newest_first);
         Ok(records.iter().map(KeyRecord::info).collect())
+    }
+
+    /// One page of the team's active keys, newest first. Never another
+    /// team's.
+    pub async fn list_page(&self, team_id: &TeamId, page: PageRequest) -> Result<Page, ManageError> {
+        let query = ListQuery::new(self.now(), page.cursor(), page.limit() + 1);
+        let mut records = self.inner.store.list_active(team_id, &query).await?;
+        // A store that answers more than asked cannot leak or stretch a page.
+        records.retain(|r| query.matches(team_id, r));
+        records.sort_by(crate::page::newest_first);
+        let more = records.len() > page.limit();
+        records.truncate(page.limit());
+        let next = if more {
+            records.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(Page {
+            keys: records.iter().map(KeyRecord::info).collect(),
+            next,
+        })
+    }
+
+    /// The team's active key with this id, if any.
+    pub async fn find(&self, team_id: &TeamId, key_id: &KeyId) -> Result<Option<KeyInfo>, ManageError> {
+        let now = self.now();
+        let record = self.inner.store.get(key_id).await?;
+        Ok(record
+            .filter(|r| &r.id == key_id && &r.team_id == team_id && r.is_active(now))
+            .map(|r| r.info()))
     }
 
     /// Revokes a key of `team_id`: it fails verification from the very next
@@ -255,11 +421,12 @@ impl KeyManager {
         }
     }
 
-    /// Rotates a key: makes a successor with the same name and scopes (and,
-    /// if the old key had a lifetime, the same lifetime from now); the old
-    /// key keeps working until now + `grace`, then stops. A zero grace
-    /// retires it at once. Of concurrent rotations of one key exactly one
-    /// succeeds; the others get [`ManageError::AlreadyRotated`].
+    /// Rotates a key: makes a successor with the same name, scopes and
+    /// expiry (rotation renews the secret, never the lifetime); the old key
+    /// keeps working until now + `grace` (at most the manager's maximum
+    /// grace), then stops. A zero grace retires it at once. Of concurrent
+    /// rotations of one key exactly one succeeds; the others get
+    /// [`ManageError::AlreadyRotated`].
     pub async fn rotate(
         &self,
         team_id: &TeamId,
@@ -269,24 +436,33 @@ impl KeyManager {
         if grace.is_negative() {
             return Err(ValidationError::NegativeGrace.into());
         }
+        let max_grace = self.inner.limits.max_grace;
+        if grace > max_grace {
+            return Err(ValidationError::GraceTooLong {
+                max_seconds: max_grace.whole_seconds(),
+            }
+            .into());
+        }
         let now = self.now();
         let old = self
             .inner
             .store
             .get(key_id)
             .await?
-            .filter(|r| &r.team_id == team_id && r.is_active(now))
+            .filter(|r| &r.id == key_id && &r.team_id == team_id && r.is_active(now))
             .ok_or(ManageError::NotFound)?;
         if old.replaced_by.is_some() {
             return Err(ManageError::AlreadyRotated);
         }
-        let expires_at = old.expires_at.map(|at| now + (at - old.created_at));
+        // Bounded by the maximum grace, so this cannot overflow in practice;
+        // saturating keeps it panic-free regardless.
+        let retire_at = now.saturating_add(grace);
         for _ in 0..ID_ATTEMPTS {
-            let (key, successor) = self.mint(team_id, &old.name, &old.scopes, expires_at, now)?;
+            let (key, successor) = self.mint(team_id, &old.name, &old.scopes, old.expires_at, now)?;
             let rotation = Rotation {
                 team_id: team_id.clone(),
                 old: old.id,
-                retire_at: now.saturating_add(grace),
+                retire_at,
                 successor,
             };
             match self.inner.store.rotate(&rotation).await {
@@ -314,7 +490,7 @@ impl KeyManager {
     /// key) and kept in the error; clients should only see
     /// [`VerifyError::rejection`].
     pub async fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
-        self.check(presented).await.inspect_err(log_failure)
+        self.check(presented).await.inspect_err(|e| self.log_refusal(e))
     }
 
     /// Reads the key from a request's header values by `rules`, then
@@ -328,12 +504,17 @@ impl KeyManager {
     ) -> Result<Principal, VerifyError> {
         match rules.presented(key_header, authorization) {
             Ok(presented) => self.verify(presented).await,
-            Err(problem) => Err(VerifyError::Header(problem)).inspect_err(log_failure),
+            Err(problem) => Err(VerifyError::Header(problem)).inspect_err(|e| self.log_refusal(e)),
         }
     }
 
+    fn log_refusal(&self, error: &VerifyError) {
+        self.inner.refusals.refused(error, self.inner.clock.unix_micros());
+    }
+
     async fn check(&self, presented: &str) -> Result<Principal, VerifyError> {
-        let parsed = self.inner.format.parse(presented)?;
+        let format = &self.inner.format;
+        let parsed = format.parse(presented)?;
         let key_id = parsed.key_id();
         let record = match self.inner.store.get(&key_id).await {
             Ok(Some(record)) if record.id == key_id => record,
@@ -343,10 +524,15 @@ impl KeyManager {
         let digest = self
             .inner
             .hasher
-            .digest(record.hash_version, parsed.secret())
+            .digest(record.hash_version, format.prefix(), parsed.secret())
             .ok_or(VerifyError::PepperMissing { key_id })?;
         // `SecretDigest`'s equality is constant-time (subtle).
         if digest != record.digest {
+            return Err(VerifyError::Mismatch { key_id });
+        }
+        // Records from before the prefix was hashed are tied to it by their
+        // preview, which begins with the prefix the key was issued under.
+        if !record.hash_version.binds_prefix() && !issued_under(&record.preview, format.prefix()) {
             return Err(VerifyError::Mismatch { key_id });
         }
         if record.revoked_at.is_some() {
@@ -360,6 +546,11 @@ impl KeyManager {
             self.spawn_flush();
         }
         Ok(Principal::new(record))
+    }
+
+    /// Whether the manager makes peppered keys.
+    pub fn has_pepper(&self) -> bool {
+        self.inner.hasher.has_pepper()
     }
 
     /// Starts a flush on the current Tokio runtime, off the request path.
@@ -391,4 +582,15 @@ impl KeyManager {
             }
         }
     }
+}
+
+/// Whether a preview (`<prefix>_<key id>…<tail>`) was made under `prefix`.
+fn issued_under(preview: &str, prefix: &str) -> bool {
+    preview
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|rest| {
+            rest.split_once('…')
+                .is_some_and(|(id, _)| id.len() == crate::ident::KEY_ID_LEN)
+        })
 }

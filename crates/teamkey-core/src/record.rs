@@ -12,7 +12,39 @@ use crate::ident::{KeyId, KeyName, Scopes, TeamId};
 
 /// Everything a store keeps about one key. Never the key itself: only the
 /// digest of its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The record grows from release to release, so it is `#[non_exhaustive]`:
+/// a store makes one with [`KeyRecord::new`] and sets the optional fields,
+/// which keeps compiling when fields are added (they start at their
+/// defaults). A key-value store can keep the whole record as one blob,
+/// [`KeyRecord::to_bytes`] / [`KeyRecord::from_bytes`], beside its indexed
+/// id and team columns; serde support is there for other encodings.
+///
+/// ```
+/// use teamkey_core::{HashVersion, KeyId, KeyName, KeyRecord, Scopes, SecretDigest, TeamId};
+/// use time::macros::datetime;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // As a store reads it back from its row:
+/// let mut record = KeyRecord::new(
+///     KeyId::parse("3xAmPle0Key1")?,
+///     TeamId::new("acme")?,
+///     KeyName::new("CI/CD Pipeline")?,
+///     "tk_live_3xAmPle0Key1…x9zK",
+///     SecretDigest::from_bytes([7; 32]),
+///     HashVersion::PrefixedSha256,
+///     Scopes::new(["scans:read"])?,
+///     datetime!(2026-11-27 9:00 UTC),
+/// );
+/// record.last_used_at = Some(datetime!(2026-11-27 10:00 UTC));
+///
+/// let blob = record.to_bytes();
+/// assert_eq!(KeyRecord::from_bytes(&blob)?, record);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct KeyRecord {
     /// Public key id; unique; the lookup key.
     pub id: KeyId,
@@ -27,20 +59,70 @@ pub struct KeyRecord {
     /// How `digest` was made.
     pub hash_version: HashVersion,
     /// Permissions.
+    #[serde(default)]
     pub scopes: Scopes,
     /// When the key was made.
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Last successful verification, as last flushed; `None` if never used.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
     /// After this instant the key no longer verifies.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// When the key was revoked, if it was.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
     /// The key that replaced this one in a rotation, if any.
+    #[serde(default)]
     pub replaced_by: Option<KeyId>,
 }
 
+/// The version [`KeyRecord::to_bytes`] writes.
+const RECORD_ENCODING: u8 = 1;
+
+/// A blob that [`KeyRecord::from_bytes`] cannot read. Never holds the blob.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordDecodeError {
+    /// Written by a newer teamkey than this one.
+    #[error("key record encoding version {0} is newer than this teamkey reads (up to {RECORD_ENCODING})")]
+    UnsupportedVersion(u64),
+    /// Not a key record, or one that breaks teamkey's rules.
+    #[error("invalid key record: {0}")]
+    Invalid(#[source] serde_json::Error),
+}
+
 impl KeyRecord {
+    /// A record with the required fields; every optional field starts
+    /// empty (never used, no expiry, not revoked, not rotated).
+    #[allow(clippy::too_many_arguments)] // one per required column, named by type
+    pub fn new(
+        id: KeyId,
+        team_id: TeamId,
+        name: KeyName,
+        preview: impl Into<String>,
+        digest: SecretDigest,
+        hash_version: HashVersion,
+        scopes: Scopes,
+        created_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id,
+            team_id,
+            name,
+            preview: preview.into(),
+            digest,
+            hash_version,
+            scopes,
+            created_at,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            replaced_by: None,
+        }
+    }
+
     /// Whether the key verifies at `now`: not revoked and not expired.
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
@@ -57,6 +139,39 @@ impl KeyRecord {
             expires_at: self.expires_at,
             scopes: self.scopes.clone(),
         }
+    }
+
+    /// The record as one versioned blob (JSON with a `"v"` field), for
+    /// key-value stores. [`KeyRecord::from_bytes`] reads every version
+    /// written so far; fields added later decode to their defaults.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            v: u8,
+            #[serde(flatten)]
+            record: &'a KeyRecord,
+        }
+        let envelope = Envelope {
+            v: RECORD_ENCODING,
+            record: self,
+        };
+        // Every field serializes infallibly: validated text, integers, and
+        // times that the manager keeps within years 1..=9999.
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// Reads a blob written by [`KeyRecord::to_bytes`], checking every
+    /// field as the constructors of its types do.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordDecodeError> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u64,
+        }
+        let Version { v } = serde_json::from_slice(bytes).map_err(RecordDecodeError::Invalid)?;
+        if v > u64::from(RECORD_ENCODING) {
+            return Err(RecordDecodeError::UnsupportedVersion(v));
+        }
+        serde_json::from_slice(bytes).map_err(RecordDecodeError::Invalid)
     }
 }
 
@@ -123,6 +238,11 @@ impl Principal {
     /// Whether the key carries `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.record.scopes.contains(scope)
+    }
+
+    /// When the key stops verifying, if it does.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        self.record.expires_at
     }
 }
 

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::error::StoreError;
 use crate::ident::{KeyId, TeamId};
+use crate::page::{ListQuery, newest_first};
 use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
 
 /// Where key records live. Implement it for your own database; the
@@ -30,6 +31,32 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The team's unrevoked records, in any order. Expired ones may be
     /// included; the manager filters them out.
     async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// One page of the team's active records (not revoked, not expired at
+    /// `query.now`), newest first (`created_at`, then id, descending), after
+    /// `query.after`, at most `query.limit`.
+    ///
+    /// The default filters [`list`](Self::list); a database should override
+    /// it with one indexed query, so that a team with many retired keys
+    /// still pages in bounded time and memory.
+    async fn list_active(&self, team_id: &TeamId, query: &ListQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut records = self.list(team_id).await?;
+        records.retain(|r| query.matches(team_id, r));
+        records.sort_by(newest_first);
+        records.truncate(query.limit);
+        Ok(records)
+    }
+
+    /// How many active records (not revoked, not expired at `now`) the team
+    /// has. The default counts [`list`](Self::list); a database should
+    /// override it with a `COUNT`.
+    async fn count_active(&self, team_id: &TeamId, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let records = self.list(team_id).await?;
+        Ok(records
+            .iter()
+            .filter(|r| &r.team_id == team_id && r.is_active(now))
+            .count())
+    }
 
     /// Sets `revoked_at` on the record if it belongs to `team_id` and is not
     /// yet revoked. `true` if it did; `false` (and no change) otherwise.
@@ -60,6 +87,16 @@ macro_rules! forward_store {
             }
             async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
                 (**self).list(team_id).await
+            }
+            async fn list_active(
+                &self,
+                team_id: &TeamId,
+                query: &ListQuery,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                (**self).list_active(team_id, query).await
+            }
+            async fn count_active(&self, team_id: &TeamId, now: OffsetDateTime) -> Result<usize, StoreError> {
+                (**self).count_active(team_id, now).await
             }
             async fn revoke(
                 &self,

@@ -287,10 +287,7 @@ fn invalid_management_input_writes_nothing() {
             "{name:?}"
         );
     }
-    let past = CreateOptions {
-        expires_at: Some(OffsetDateTime::now_utc()),
-        ..Default::default()
-    };
+    let past = CreateOptions::new().expires_at(OffsetDateTime::now_utc());
     assert!(rt.block_on(keys.create(&team(), "late", past)).is_err());
     assert!(Scopes::new(["ok", "not ok"]).is_err());
     assert!(TeamId::new("").is_err());

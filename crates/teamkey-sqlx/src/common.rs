@@ -77,25 +77,26 @@ impl RawRecord {
             .as_slice()
             .try_into()
             .map_err(|_| corrupt("digest", "not 32 bytes"))?;
-        Ok(KeyRecord {
-            id: KeyId::parse(&self.id).map_err(|e| corrupt("id", e))?,
-            team_id: TeamId::new(&self.team_id).map_err(|e| corrupt("team_id", e))?,
-            name: KeyName::new(&self.name).map_err(|e| corrupt("name", e))?,
-            preview: self.preview,
-            digest: SecretDigest::from_bytes(digest),
-            hash_version: HashVersion::from_code(self.hash_version)
+        let mut record = KeyRecord::new(
+            KeyId::parse(&self.id).map_err(|e| corrupt("id", e))?,
+            TeamId::new(&self.team_id).map_err(|e| corrupt("team_id", e))?,
+            KeyName::new(&self.name).map_err(|e| corrupt("name", e))?,
+            self.preview,
+            SecretDigest::from_bytes(digest),
+            HashVersion::from_code(self.hash_version)
                 .ok_or_else(|| corrupt("hash_version", self.hash_version))?,
-            scopes: Scopes::new(self.scopes.split_whitespace()).map_err(|e| corrupt("scopes", e))?,
-            created_at: self.created_at,
-            last_used_at: self.last_used_at,
-            expires_at: self.expires_at,
-            revoked_at: self.revoked_at,
-            replaced_by: self
-                .replaced_by
-                .map(|id| KeyId::parse(&id))
-                .transpose()
-                .map_err(|e| corrupt("replaced_by", e))?,
-        })
+            Scopes::new(self.scopes.split_whitespace()).map_err(|e| corrupt("scopes", e))?,
+            self.created_at,
+        );
+        record.last_used_at = self.last_used_at;
+        record.expires_at = self.expires_at;
+        record.revoked_at = self.revoked_at;
+        record.replaced_by = self
+            .replaced_by
+            .map(|id| KeyId::parse(&id))
+            .transpose()
+            .map_err(|e| corrupt("replaced_by", e))?;
+        Ok(record)
     }
 }
 

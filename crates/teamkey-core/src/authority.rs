@@ -1,0 +1,180 @@
+//! Least privilege in key management: what a caller may grant, and which
+//! keys it may rotate or revoke.
+
+use time::OffsetDateTime;
+
+use crate::ident::{Scope, Scopes};
+use crate::record::Principal;
+
+/// What a caller of the management API holds, and so may hand on.
+///
+/// - [`Authority::of_key`]: a caller that is itself an API key (teamkey's
+///   `ManagesKeys`). It grants only scopes it holds, never a key that
+///   outlives it, and rotates or revokes only keys whose scopes it holds.
+///   Without this, a `keys:manage` key could mint a key with any scope, or
+///   rotate a broader key and receive its successor.
+/// - [`Authority::whole_team`]: a signed-in person who administers the
+///   team (a dashboard session): every scope, any lifetime. The manager's
+///   own limits (maximum lifetime, grace and key count) still apply.
+///
+/// ```
+/// use teamkey_core::{Authority, Scopes};
+///
+/// let dashboard = Authority::whole_team();
+/// let billing = Scopes::new(["billing:admin"]).unwrap();
+/// assert!(dashboard.check_grant(&billing, None).is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// `None`: every scope of the team.
+    scopes: Option<Scopes>,
+    /// The caller's own expiry: nothing it makes may outlive it.
+    expires_at: Option<OffsetDateTime>,
+}
+
+/// Why a caller may not do what it asked. Rendered as a 403 naming it;
+/// nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The new key would carry scopes the caller lacks.
+    #[error("a caller can grant only scopes it holds; it lacks {}", list(.scopes))]
+    ScopesNotHeld {
+        /// The scopes asked for that the caller lacks.
+        scopes: Vec<Scope>,
+    },
+    /// The new key would outlive the caller's own key (or never expire).
+    #[error("the new key must expire no later than the caller's key")]
+    OutlivesCaller {
+        /// The caller's expiry: the latest the new key may have.
+        caller_expires_at: OffsetDateTime,
+    },
+    /// The key to rotate or revoke has scopes the caller lacks.
+    #[error("a caller can rotate or revoke only keys whose scopes it holds; it lacks {}", list(.scopes))]
+    KeyBroaderThanCaller {
+        /// The key's scopes that the caller lacks.
+        scopes: Vec<Scope>,
+    },
+}
+
+fn list(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+    names.join(", ")
+}
+
+impl Authority {
+    /// The authority of a caller that is an API key: its scopes and expiry.
+    pub fn of_key(principal: &Principal) -> Self {
+        Self {
+            scopes: Some(principal.scopes().clone()),
+            expires_at: principal.expires_at(),
+        }
+    }
+
+    /// Every scope, any lifetime: for a signed-in administrator of the
+    /// team, never for an API key.
+    pub fn whole_team() -> Self {
+        Self {
+            scopes: None,
+            expires_at: None,
+        }
+    }
+
+    /// Whether the caller may make a key with `scopes` expiring at
+    /// `expires_at` (`None`: never).
+    pub fn check_grant(&self, scopes: &Scopes, expires_at: Option<OffsetDateTime>) -> Result<(), Refusal> {
+        self.check_scopes(scopes)
+            .map_err(|scopes| Refusal::ScopesNotHeld { scopes })?;
+        match (self.expires_at, expires_at) {
+            (Some(limit), Some(at)) if at <= limit => Ok(()),
+            (Some(limit), _) => Err(Refusal::OutlivesCaller {
+                caller_expires_at: limit,
+            }),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// Whether the caller may rotate or revoke a key with `scopes`.
+    pub fn check_manage(&self, scopes: &Scopes) -> Result<(), Refusal> {
+        self.check_scopes(scopes)
+            .map_err(|scopes| Refusal::KeyBroaderThanCaller { scopes })
+    }
+
+    /// The scopes of `scopes` the caller lacks, if any.
+    fn check_scopes(&self, scopes: &Scopes) -> Result<(), Vec<Scope>> {
+        let Some(held) = &self.scopes else {
+            return Ok(());
+        };
+        let lacking: Vec<Scope> = scopes.not_in(held).cloned().collect();
+        if lacking.is_empty() { Ok(()) } else { Err(lacking) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn key_authority(scopes: &[&str], expires_at: Option<OffsetDateTime>) -> Authority {
+        Authority {
+            scopes: Some(Scopes::new(scopes).unwrap()),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_key_grants_only_what_it_holds() {
+        let caller = key_authority(&["keys:manage", "scans:read"], None);
+        let asked = Scopes::new(["scans:read", "billing:admin", "scans:write"]).unwrap();
+        let Err(Refusal::ScopesNotHeld { scopes }) = caller.check_grant(&asked, None) else {
+            panic!("broader scopes must be refused");
+        };
+        let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+        assert_eq!(names, ["billing:admin", "scans:write"]);
+        assert!(
+            caller
+                .check_grant(&Scopes::new(["scans:read"]).unwrap(), None)
+                .is_ok()
+        );
+        assert!(caller.check_grant(&Scopes::default(), None).is_ok());
+    }
+
+    #[test]
+    fn a_key_that_expires_cannot_make_one_that_outlives_it() {
+        let end = datetime!(2030-01-01 0:00 UTC);
+        let caller = key_authority(&["keys:manage"], Some(end));
+        let none = Scopes::default();
+        assert!(caller.check_grant(&none, Some(end)).is_ok());
+        assert!(
+            caller
+                .check_grant(&none, Some(datetime!(2029-01-01 0:00 UTC)))
+                .is_ok()
+        );
+        for later in [None, Some(datetime!(2030-01-01 0:00:01 UTC))] {
+            assert_eq!(
+                caller.check_grant(&none, later),
+                Err(Refusal::OutlivesCaller {
+                    caller_expires_at: end
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_manages_only_keys_no_broader_than_itself() {
+        let caller = key_authority(&["keys:manage", "scans:read"], None);
+        assert!(caller.check_manage(&Scopes::new(["scans:read"]).unwrap()).is_ok());
+        assert!(matches!(
+            caller.check_manage(&Scopes::new(["scans:write"]).unwrap()),
+            Err(Refusal::KeyBroaderThanCaller { .. })
+        ));
+    }
+
+    #[test]
+    fn a_team_admin_may_do_everything() {
+        let admin = Authority::whole_team();
+        let all = Scopes::new(["billing:admin", "keys:manage"]).unwrap();
+        assert!(admin.check_grant(&all, None).is_ok());
+        assert!(admin.check_manage(&all).is_ok());
+    }
+}
