@@ -66,6 +66,9 @@ mod store;
 pub mod test_kit;
 
 pub use answer::Answer;
+/// The attribute [`KeyStore`] implementations need, re-exported so that a
+/// custom store depends on teamkey alone: `#[teamkey::async_trait]`.
+pub use async_trait::async_trait;
 pub use authority::{Authority, Refusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
