@@ -1,8 +1,15 @@
 //! `AuthRejection`: how a refused request is answered.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use teamkey_core::{Answer, Rejection, VerifyError};
+
+/// The body of [`AuthRejection::Misconfigured`]: generic, because the
+/// client can do nothing about it and the setup is none of its business;
+/// the fix is in the server's error log.
+const MISCONFIGURED_BODY: &str = r#"{"error":"internal","message":"Internal server error."}"#;
 
 /// Why a request was refused. Every key failure renders the same 401
 /// (status, headers and body, byte for byte); the precise reason was
@@ -15,6 +22,10 @@ pub enum AuthRejection {
     Unavailable,
     /// A valid key without the scope the route needs: 403.
     MissingScope(String),
+    /// The guards are set up wrongly, so no key can be checked: 500. A bug
+    /// of the application, logged with its fix; never a 401, which would
+    /// blame a caller whose key may be fine.
+    Misconfigured,
 }
 
 impl AuthRejection {
@@ -23,6 +34,13 @@ impl AuthRejection {
             Self::Unauthorized => Answer::unauthorized(),
             Self::Unavailable => Answer::unavailable(),
             Self::MissingScope(scope) => Answer::missing_scope(scope),
+            // Not one of the core's answers yet: built here from the same
+            // parts, so it renders like every other refusal.
+            Self::Misconfigured => Answer {
+                status: 500,
+                headers: &[("cache-control", "no-store")],
+                body: Cow::Borrowed(MISCONFIGURED_BODY),
+            },
         }
     }
 
