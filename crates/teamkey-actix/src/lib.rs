@@ -29,7 +29,10 @@
 //!
 //! The header rules, status codes and bodies are the core's, shared with the
 //! axum adapter: one byte-identical 401 for every key failure, 503 for a
-//! store failure (never a 500), 403 for a missing scope.
+//! store failure (never a 500), 403 for a missing scope. No `KeyManager`
+//! (neither `App::app_data(web::Data::new(manager))` nor
+//! [`RequireApiKey::with_manager`]) is a setup bug: 500 and an error log
+//! naming the fix, never a 503 "retry later".
 //!
 //! [actix-web]: https://docs.rs/actix-web
 #![forbid(unsafe_code)]

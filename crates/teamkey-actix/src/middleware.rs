@@ -9,11 +9,11 @@ use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::Method;
 use actix_web::http::header::ACCESS_CONTROL_REQUEST_METHOD;
-use actix_web::{Error, HttpMessage, ResponseError, web};
+use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 
 use crate::AuthError;
-use crate::extract::verify;
+use crate::extract::{app_manager, log_no_manager, verify};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
@@ -23,7 +23,8 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 /// preflights (`OPTIONS` with `Access-Control-Request-Method`) pass.
 ///
 /// The [`KeyManager`] is the one given here, or else the app's
-/// `web::Data<KeyManager>`.
+/// `web::Data<KeyManager>`; with neither, every request is a 500
+/// ([`AuthError::Misconfigured`]) and an error log naming the fix.
 #[derive(Debug, Clone, Default)]
 pub struct RequireApiKey {
     manager: Option<KeyManager>,
@@ -97,10 +98,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let rules = Rc::clone(&self.rules);
-        let manager = self.manager.clone().or_else(|| {
-            req.app_data::<web::Data<KeyManager>>()
-                .map(|d| KeyManager::clone(d))
-        });
+        let manager = self.manager.clone().or_else(|| app_manager(req.request()));
         Box::pin(async move {
             if !is_preflight(&req) {
                 let verified = match &manager {
@@ -108,8 +106,8 @@ where
                         .await
                         .map_err(AuthError::from),
                     None => {
-                        tracing::error!("teamkey: no KeyManager given or in web::Data; refusing with 503");
-                        Err(AuthError::Unavailable)
+                        log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
+                        Err(AuthError::Misconfigured)
                     }
                 };
                 match verified {

@@ -202,7 +202,7 @@ async fn optional_auth_is_none_only_without_a_key() {
 }
 
 #[actix_web::test]
-async fn store_failure_and_missing_setup_are_503_never_500() {
+async fn a_store_failure_is_503_never_401_or_a_pass() {
     let key = teamkey_core::KeyFormat::default().generate().unwrap();
     let down = test::init_service(
         App::new()
@@ -218,14 +218,121 @@ async fn store_failure_and_missing_setup_are_503_never_500() {
         call!(down, Method::GET, [("x-api-key", "garbage")]).0,
         StatusCode::UNAUTHORIZED
     );
+}
 
-    let unconfigured = test::init_service(App::new().route(
+/// Log lines written while the guard is alive (this thread only).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+const INTERNAL: &str = r#"{"error":"internal","message":"Internal server error."}"#;
+
+/// Sends a request to `uri`; returns status, headers (sorted) and body.
+async fn send<S, B>(
+    app: &S,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Vec<(String, String)>, String)
+where
+    S: actix_web::dev::Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+    B: actix_web::body::MessageBody,
+{
+    let mut request = test::TestRequest::default().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.append_header((*name, *value));
+    }
+    let response = test::call_service(app, request.to_request()).await;
+    let status = response.status();
+    let mut names: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    names.sort();
+    let body = test::read_body(response).await;
+    (status, names, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[actix_web::test]
+async fn no_key_manager_is_a_loud_500_never_a_503_retry_later() {
+    let logs = Logs::default();
+    let _logging = logs.capture();
+    let key = teamkey_core::KeyFormat::default().generate().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let middleware = test::init_service(App::new().wrap(RequireApiKey::new()).route(
         "/",
-        web::get().to(|_: Authenticated| async { HttpResponse::Ok().finish() }),
+        web::get().to(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            HttpResponse::Ok()
+        }),
     ))
     .await;
-    assert_eq!(
-        call!(unconfigured, Method::GET, [("x-api-key", key.expose_secret())]).0,
-        StatusCode::SERVICE_UNAVAILABLE
+    let extractors = test::init_service(
+        App::new()
+            .route(
+                "/",
+                web::get().to(|_: Authenticated| async { HttpResponse::Ok().finish() }),
+            )
+            .route(
+                "/maybe",
+                web::get().to(|_: MaybeAuthenticated| async { HttpResponse::Ok().finish() }),
+            ),
+    )
+    .await;
+    // With or without a key: nothing can be checked, and that is no
+    // caller's fault, nor something a retry would fix.
+    for headers in [vec![("x-api-key", key.expose_secret())], vec![]] {
+        for (status, names, body) in [
+            send(&middleware, Method::GET, "/", &headers).await,
+            send(&extractors, Method::GET, "/", &headers).await,
+            send(&extractors, Method::GET, "/maybe", &headers).await,
+        ] {
+            assert_eq!(
+                (status, body.as_str()),
+                (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
+            );
+            assert!(
+                names.iter().all(|(n, _)| n != "retry-after"),
+                "no retry-after: {names:?}"
+            );
+            assert!(names.contains(&("content-type".into(), "application/json".into())));
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let logs = logs.text();
+    assert!(
+        logs.contains("ERROR") && logs.contains("App::app_data(web::Data::new(manager))"),
+        "the log names the fix: {logs}"
     );
+    assert!(logs.contains("RequireApiKey::with_manager"), "{logs}");
 }
