@@ -25,6 +25,9 @@
 //! - [`Authenticated`]: the extractor, with or without the middleware;
 //!   [`MaybeAuthenticated`] for optional auth.
 //! - [`RequireScope`] and [`Authenticated::require_scope`]: 403 without a scope.
+//!   The middleware checks the principal of a [`RequireApiKey`] outside it,
+//!   or verifies the key itself (app data or [`RequireScope::with_manager`]);
+//!   never a 401 for a valid key that has the scope.
 //! - [`management_scope`]: the key-management endpoints.
 //!
 //! The header rules, status codes and bodies are the core's, shared with the

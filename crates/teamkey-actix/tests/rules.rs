@@ -336,3 +336,178 @@ async fn no_key_manager_is_a_loud_500_never_a_503_retry_later() {
     );
     assert!(logs.contains("RequireApiKey::with_manager"), "{logs}");
 }
+
+/// A handler that counts its calls and echoes the principal's team.
+fn echo_team(
+    calls: &Arc<AtomicUsize>,
+) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone + 'static + use<> {
+    let calls = Arc::clone(calls);
+    move |req: HttpRequest| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let team = req
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.team_id().to_string());
+        std::future::ready(HttpResponse::Ok().body(team.unwrap_or_default()))
+    }
+}
+
+async fn manager_with_writer_and_plain() -> (KeyManager, String, String) {
+    let (keys, plain) = manager_with_key(&[]).await;
+    let writer = keys
+        .create(
+            &TeamId::new("acme").unwrap(),
+            "writer",
+            CreateOptions {
+                scopes: Scopes::new(["scans:write"]).unwrap(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (keys, writer.key.expose_secret().to_owned(), plain)
+}
+
+#[actix_web::test]
+async fn require_scope_verifies_the_key_itself_alone_or_in_the_wrong_order() {
+    let (keys, writer, plain) = manager_with_writer_and_plain().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let alone = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys.clone()))
+            .wrap(RequireScope::new("scans:write"))
+            .route("/", web::get().to(echo_team(&calls))),
+    )
+    .await;
+    // actix: the last `wrap` is the outer one, so the scope runs first here.
+    let wrong_order = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys.clone()))
+            .wrap(RequireApiKey::new())
+            .wrap(RequireScope::new("scans:write"))
+            .route("/", web::get().to(echo_team(&calls))),
+    )
+    .await;
+    let key_guard = test::init_service(
+        App::new()
+            .wrap(RequireApiKey::with_manager(keys))
+            .route("/", web::get().to(HttpResponse::Ok)),
+    )
+    .await;
+    let the_401 = send(&key_guard, Method::GET, "/", &[]).await;
+    assert_eq!(the_401.0, StatusCode::UNAUTHORIZED);
+
+    for (status, _, body) in [
+        send(&alone, Method::GET, "/", &[("x-api-key", &writer)]).await,
+        send(&wrong_order, Method::GET, "/", &[("x-api-key", &writer)]).await,
+    ] {
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "acme"),
+            "a valid key with the scope"
+        );
+    }
+    for app_answer in [
+        send(&alone, Method::GET, "/", &[("x-api-key", &plain)]).await,
+        send(&wrong_order, Method::GET, "/", &[("x-api-key", &plain)]).await,
+    ] {
+        assert_eq!(app_answer.0, StatusCode::FORBIDDEN);
+        assert!(
+            app_answer.2.contains(r#""required_scope":"scans:write""#),
+            "{}",
+            app_answer.2
+        );
+    }
+    for bad in [
+        vec![],
+        vec![("x-api-key", "nope")],
+        vec![("x-api-key", &writer[..40])],
+    ] {
+        assert_eq!(
+            send(&alone, Method::GET, "/", &bad).await,
+            the_401,
+            "one 401, byte for byte"
+        );
+        assert_eq!(send(&wrong_order, Method::GET, "/", &bad).await, the_401);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "only the writer's requests ran");
+
+    let key = teamkey_core::KeyFormat::default().generate().unwrap();
+    let down = test::init_service(
+        App::new()
+            .app_data(web::Data::new(KeyManager::new(UnavailableStore)))
+            .wrap(RequireScope::new("scans:write"))
+            .route("/", web::get().to(echo_team(&calls))),
+    )
+    .await;
+    let (status, _, body) = send(&down, Method::GET, "/", &[("x-api-key", key.expose_secret())]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[actix_web::test]
+async fn require_scope_without_any_manager_is_a_loud_500_never_a_401() {
+    let (_, writer, _) = manager_with_writer_and_plain().await;
+    let logs = Logs::default();
+    let _logging = logs.capture();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = test::init_service(
+        App::new()
+            .wrap(RequireScope::new("scans:write"))
+            .route("/", web::get().to(echo_team(&calls))),
+    )
+    .await;
+    let (status, _, body) = send(&app, Method::GET, "/", &[("x-api-key", &writer)]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let logs = logs.text();
+    assert!(
+        logs.contains("ERROR")
+            && logs.contains("RequireScope")
+            && logs.contains("App::app_data(web::Data::new(manager))"),
+        "the log names the fix: {logs}"
+    );
+}
+
+#[actix_web::test]
+async fn require_scope_takes_its_own_manager_and_header_rules_or_the_apps() {
+    let (keys, writer, _) = manager_with_writer_and_plain().await;
+    let custom = || HeaderRules::new().header("X-Team-Key").unwrap();
+    let given = test::init_service(
+        App::new()
+            .wrap(
+                RequireScope::new("scans:write")
+                    .with_manager(keys.clone())
+                    .rules(custom()),
+            )
+            .route("/", web::get().to(HttpResponse::Ok)),
+    )
+    .await;
+    // As for the extractor: the app's `HeaderRules` when none are given.
+    let from_app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys))
+            .app_data(custom())
+            .wrap(RequireScope::new("scans:write"))
+            .route("/", web::get().to(HttpResponse::Ok)),
+    )
+    .await;
+    for (name, value, status) in [
+        ("x-api-key", writer.as_str(), StatusCode::UNAUTHORIZED),
+        ("x-team-key", writer.as_str(), StatusCode::OK),
+    ] {
+        assert_eq!(
+            send(&given, Method::GET, "/", &[(name, value)]).await.0,
+            status,
+            "{name}"
+        );
+        assert_eq!(
+            send(&from_app, Method::GET, "/", &[(name, value)]).await.0,
+            status,
+            "{name}"
+        );
+    }
+}
