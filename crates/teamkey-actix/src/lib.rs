@@ -37,6 +37,33 @@
 //! [`RequireApiKey::with_manager`]) is a setup bug: 500 and an error log
 //! naming the fix, never a 503 "retry later".
 //!
+//! ## Guard order
+//!
+//! actix runs the middleware wrapped last first. From the outside in: CORS,
+//! then [`RequireApiKey`], then [`RequireScope`]. The guards exempt no
+//! method: a CORS preflight carries no key and gets the 401 like any other
+//! request, so the CORS middleware must be outside them to answer it.
+//!
+//! ```
+//! use actix_cors::Cors;
+//! use actix_web::{App, HttpResponse, web};
+//! use teamkey_actix::{RequireApiKey, RequireScope};
+//! use teamkey_core::{KeyManager, MemoryStore};
+//!
+//! let keys = web::Data::new(KeyManager::new(MemoryStore::new()));
+//! let app = App::new().app_data(keys).service(
+//!     web::scope("/api/v1")
+//!         .wrap(RequireScope::new("scans:write")) // 3. the scope
+//!         .wrap(RequireApiKey::new()) // 2. the key
+//!         .wrap(Cors::permissive()) // 1. CORS, outermost: answers preflights
+//!         .route("/scans", web::post().to(HttpResponse::Ok)),
+//! );
+//! # drop(app);
+//! ```
+//!
+//! [`RequireScope`] also works alone or in the other order: it then
+//! verifies the key itself, with the app's `web::Data<KeyManager>`.
+//!
 //! [actix-web]: https://docs.rs/actix-web
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -7,8 +7,6 @@ use std::rc::Rc;
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::Method;
-use actix_web::http::header::ACCESS_CONTROL_REQUEST_METHOD;
 use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 
@@ -19,8 +17,12 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
 /// Guards everything it wraps: a request without a valid key never reaches
 /// a handler. The verified [`Principal`] goes into the request extensions
-/// (and [`Authenticated`](crate::Authenticated) finds it there). CORS
-/// preflights (`OPTIONS` with `Access-Control-Request-Method`) pass.
+/// (and [`Authenticated`](crate::Authenticated) finds it there).
+///
+/// No method is exempt: a CORS preflight carries no key, so it gets the 401
+/// too. Wrap the CORS middleware outside this one
+/// (`.wrap(RequireApiKey::new()).wrap(cors)`, the last `wrap` being the
+/// outer one) so that it answers preflights before they get here.
 ///
 /// The [`KeyManager`] is the one given here, or else the app's
 /// `web::Data<KeyManager>`; with neither, every request is a 500
@@ -80,10 +82,6 @@ pub struct RequireApiKeyMiddleware<S> {
     rules: Rc<HeaderRules>,
 }
 
-fn is_preflight(req: &ServiceRequest) -> bool {
-    req.method() == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-}
-
 impl<S, B> Service<ServiceRequest> for RequireApiKeyMiddleware<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
@@ -100,23 +98,23 @@ where
         let rules = Rc::clone(&self.rules);
         let manager = self.manager.clone().or_else(|| app_manager(req.request()));
         Box::pin(async move {
-            if !is_preflight(&req) {
-                let verified = match &manager {
-                    Some(manager) => verify(manager, &rules, req.headers())
-                        .await
-                        .map_err(AuthError::from),
-                    None => {
-                        log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
-                        Err(AuthError::Misconfigured)
-                    }
-                };
-                match verified {
-                    Ok(principal) => {
-                        req.extensions_mut().insert(principal);
-                    }
-                    Err(refusal) => {
-                        return Ok(req.into_response(refusal.error_response()).map_into_right_body());
-                    }
+            // Preflights included: behind `web::route()` or a default
+            // service, letting one through would run the handler without a key.
+            let verified = match &manager {
+                Some(manager) => verify(manager, &rules, req.headers())
+                    .await
+                    .map_err(AuthError::from),
+                None => {
+                    log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
+                    Err(AuthError::Misconfigured)
+                }
+            };
+            match verified {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                }
+                Err(refusal) => {
+                    return Ok(req.into_response(refusal.error_response()).map_into_right_body());
                 }
             }
             service.call(req).await.map(ServiceResponse::map_into_left_body)

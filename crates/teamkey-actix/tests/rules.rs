@@ -85,7 +85,7 @@ async fn the_middleware_keeps_bad_keys_away_from_handlers() {
 }
 
 #[actix_web::test]
-async fn preflight_passes_and_rules_are_configurable() {
+async fn header_rules_are_configurable() {
     let (keys, key) = manager_with_key(&[]).await;
     let bearer = format!("Bearer {key}");
     let app = test::init_service(
@@ -98,15 +98,9 @@ async fn preflight_passes_and_rules_are_configurable() {
                         .allow_bearer(true),
                 ),
             )
-            .route("/", web::get().to(HttpResponse::Ok))
-            .route("/", web::method(Method::OPTIONS).to(HttpResponse::NoContent)),
+            .route("/", web::get().to(HttpResponse::Ok)),
     )
     .await;
-    assert_eq!(
-        call!(app, Method::OPTIONS, [("access-control-request-method", "GET")]).0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(call!(app, Method::OPTIONS, []).0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         call!(app, Method::GET, [("x-api-key", key.as_str())]).0,
         StatusCode::UNAUTHORIZED
@@ -510,4 +504,43 @@ async fn require_scope_takes_its_own_manager_and_header_rules_or_the_apps() {
             "{name}"
         );
     }
+}
+
+#[actix_web::test]
+async fn a_preflight_never_reaches_a_guarded_handler() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // `web::route()` and the default service take OPTIONS too: only the
+    // guard stands between a preflight and the handler.
+    let by_route = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys.clone()))
+            .wrap(RequireApiKey::new())
+            .route("/", web::route().to(echo_team(&calls))),
+    )
+    .await;
+    let by_default = test::init_service(
+        App::new()
+            .wrap(RequireApiKey::with_manager(keys))
+            .default_service(web::to(echo_team(&calls))),
+    )
+    .await;
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "x-api-key"),
+    ];
+    let the_401 = send(&by_route, Method::GET, "/", &[]).await;
+    assert_eq!(the_401.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&by_route, Method::OPTIONS, "/", &preflight).await,
+        the_401,
+        "a keyless preflight is the one 401"
+    );
+    assert_eq!(send(&by_default, Method::OPTIONS, "/", &preflight).await, the_401);
+    assert_eq!(send(&by_route, Method::OPTIONS, "/", &[]).await, the_401);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler ran for a preflight");
+    // The guard looks at keys, not methods: OPTIONS with a key passes.
+    let (status, _, body) = send(&by_route, Method::OPTIONS, "/", &[("x-api-key", &key)]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "acme"));
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 use tower_layer::Layer;
@@ -21,8 +20,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// Guards every route below it: a request without a valid key never
 /// reaches a handler. The verified [`Principal`] goes into the request's
 /// extensions (and [`Authenticated`](crate::Authenticated) finds it there).
-/// CORS preflights (`OPTIONS` with `Access-Control-Request-Method`) pass,
-/// so that a CORS layer outside can answer them.
+///
+/// No method is exempt: a CORS preflight carries no key, so it gets the 401
+/// too. Put the CORS layer outside this one (`.layer(guard).layer(cors)`)
+/// so that it answers preflights before they get here.
 #[derive(Debug, Clone)]
 pub struct RequireApiKeyLayer {
     manager: KeyManager,
@@ -65,13 +66,6 @@ pub struct RequireApiKey<S> {
     rules: Arc<HeaderRules>,
 }
 
-fn is_preflight(request: &Request) -> bool {
-    request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-}
-
 impl<S> Service<Request> for RequireApiKey<S>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
@@ -91,13 +85,13 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (manager, rules) = (self.manager.clone(), Arc::clone(&self.rules));
         Box::pin(async move {
-            if !is_preflight(&request) {
-                match verify(&manager, &rules, request.headers()).await {
-                    Ok(principal) => {
-                        request.extensions_mut().insert(principal);
-                    }
-                    Err(e) => return Ok(AuthRejection::from(e).into_response()),
+            // Preflights included: behind `any(..)` or a fallback, letting
+            // one through would run the handler without a key.
+            match verify(&manager, &rules, request.headers()).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
                 }
+                Err(e) => return Ok(AuthRejection::from(e).into_response()),
             }
             inner.call(request).await
         })

@@ -38,6 +38,32 @@
 //! store failure is 503, a missing scope 403, guards that cannot check keys
 //! (a setup bug) 500.
 //!
+//! ## Guard order
+//!
+//! axum runs the layer added last first. From the outside in: CORS, then
+//! [`RequireApiKeyLayer`], then [`RequireScopeLayer`] next to the routes.
+//! The guards exempt no method: a CORS preflight carries no key and gets
+//! the 401 like any other request, so the CORS layer must be outside them
+//! to answer it.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use teamkey_axum::{RequireApiKeyLayer, RequireScopeLayer};
+//! use teamkey_core::{KeyManager, MemoryStore};
+//! use tower_http::cors::CorsLayer;
+//!
+//! let keys = KeyManager::new(MemoryStore::new());
+//! let app: Router = Router::new()
+//!     .route("/scans", post(|| async { "written" }))
+//!     .route_layer(RequireScopeLayer::new("scans:write")) // 3. the scope
+//!     .layer(RequireApiKeyLayer::new(keys)) // 2. the key
+//!     .layer(CorsLayer::permissive()); // 1. CORS, outermost: answers preflights
+//! ```
+//!
+//! A [`RequireScopeLayer`] with no key layer outside it needs the manager,
+//! `RequireScopeLayer::new("scans:write").with_manager(keys)`; without one it
+//! answers 500 and logs the fix.
+//!
 //! [axum]: https://docs.rs/axum
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

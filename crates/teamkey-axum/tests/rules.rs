@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, FromRef};
 use axum::http::{Method, Request, StatusCode};
-use axum::routing::get;
+use axum::routing::{any, get};
 use http_body_util::BodyExt;
 use teamkey_axum::{Authenticated, RequireApiKeyLayer, RequireScopeLayer};
 use teamkey_core::test_kit::UnavailableStore;
@@ -86,13 +86,35 @@ async fn the_layer_keeps_bad_keys_away_from_handlers() {
 }
 
 #[tokio::test]
-async fn preflight_passes_the_layer_and_plain_options_does_not() {
-    let (keys, _) = manager_with_key(&[]).await;
-    let app = guarded(keys, HeaderRules::default(), Arc::default());
-    let (status, _) = call(&app, Method::OPTIONS, &[("access-control-request-method", "GET")]).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(&app, Method::OPTIONS, &[]).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+async fn a_preflight_never_reaches_a_guarded_handler() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // `any` and a fallback take OPTIONS too: only the guard stands between
+    // a preflight and the handler.
+    let by_any = Router::new()
+        .route("/", any(counting(&calls)))
+        .layer(RequireApiKeyLayer::new(keys.clone()));
+    let by_fallback = Router::new()
+        .fallback(counting(&calls))
+        .layer(RequireApiKeyLayer::new(keys.clone()));
+    let by_options = guarded(keys, HeaderRules::default(), Arc::clone(&calls));
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "x-api-key"),
+    ];
+    for app in [&by_any, &by_fallback, &by_options] {
+        let the_401 = answer(app, &[]).await;
+        assert_eq!(the_401.0, StatusCode::UNAUTHORIZED);
+        let refused = answer_to(app, Method::OPTIONS, &preflight).await;
+        assert_eq!(refused, the_401, "a keyless preflight is the one 401");
+        let (status, _) = call(app, Method::OPTIONS, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler ran for a preflight");
+    // The guard looks at keys, not methods: OPTIONS with a key passes.
+    let (status, body) = call(&by_any, Method::OPTIONS, &[("x-api-key", &key)]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ran"));
 }
 
 #[tokio::test]
@@ -347,7 +369,15 @@ async fn a_scope_layer_with_no_principal_and_no_manager_is_a_loud_500_never_a_40
 /// Status, headers (sorted) and body: a whole answer, to compare refusals
 /// byte for byte.
 async fn answer(app: &Router, headers: &[(&str, &str)]) -> (StatusCode, Vec<(String, String)>, String) {
-    let mut request = Request::builder().uri("/");
+    answer_to(app, Method::GET, headers).await
+}
+
+async fn answer_to(
+    app: &Router,
+    method: Method,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Vec<(String, String)>, String) {
+    let mut request = Request::builder().method(method).uri("/");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
