@@ -14,6 +14,9 @@ mod app;
 #[path = "../examples/gecko_api_actix/app.rs"]
 mod actix_app;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode};
@@ -238,6 +241,43 @@ enum Expect {
     Status(StatusCode),
     /// This status and exactly this body.
     Exactly(StatusCode, &'static str),
+    /// The CORS layer's answer to a preflight for `GET` with `X-API-Key`.
+    CorsPreflight,
+}
+
+/// What a browser sends before a cross-origin `GET` with `X-API-Key`.
+fn preflight() -> Headers {
+    vec![
+        ("Origin", text("https://app.example")),
+        ("Access-Control-Request-Method", text("GET")),
+        ("Access-Control-Request-Headers", text("x-api-key")),
+    ]
+}
+
+/// A 2xx from the CORS layer that lets the browser send the real request.
+fn assert_cors_preflight(answer: &Answer, name: &str) {
+    assert!(
+        answer.status.is_success(),
+        "{name}: {} {}",
+        answer.status,
+        answer.body
+    );
+    assert!(
+        answer.header("access-control-allow-origin").is_some(),
+        "{name}: {:?}",
+        answer.headers
+    );
+    let allowed = |header: &str| answer.header(header).unwrap_or_default().to_ascii_lowercase();
+    assert!(
+        allowed("access-control-allow-methods").contains("get"),
+        "{name}: {:?}",
+        answer.headers
+    );
+    assert!(
+        allowed("access-control-allow-headers").contains("x-api-key"),
+        "{name}: {:?}",
+        answer.headers
+    );
 }
 
 /// One row: name, method, path and query, headers, expected answer.
@@ -396,14 +436,13 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
             ),
         ),
         (
+            // Answered by the CORS layer outside the key guard: a preflight
+            // carries no key, and the guard itself would refuse it.
             "OPTIONS preflight",
             "OPTIONS",
             scans.into(),
-            vec![
-                ("Origin", text("https://app.example")),
-                ("Access-Control-Request-Method", text("GET")),
-            ],
-            Expect::Status(StatusCode::OK),
+            preflight(),
+            Expect::CorsPreflight,
         ),
         (
             "bad limit",
@@ -424,6 +463,7 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
                 assert_eq!(answer.body, body, "{name}");
                 assert_eq!(answer.header("content-type"), Some("application/json"), "{name}");
             }
+            Expect::CorsPreflight => assert_cors_preflight(&answer, name),
         }
         if answer.status == StatusCode::UNAUTHORIZED {
             // CORS headers vary by framework and request, never by key failure.
@@ -453,6 +493,103 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
     let answer = send("GET", scans.into(), key(&f.plain), String::new()).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "store down");
     assert_eq!(answer.body, UNAVAILABLE);
+}
+
+/// A handler behind the example's guard and CORS layer that takes every
+/// method (`any`, `web::route()`), counting its calls: preflights must never
+/// reach it.
+fn counting(calls: &Arc<AtomicUsize>) -> impl Fn() -> std::future::Ready<&'static str> + Clone + use<> {
+    let calls = Arc::clone(calls);
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready("ran")
+    }
+}
+
+#[tokio::test]
+async fn axum_preflights_get_the_cors_answer_and_never_a_handler() {
+    use teamkey::axum::RequireApiKeyLayer;
+
+    let f = fixture().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let route = || Router::new().route("/api/v1/anything", axum::routing::any(counting(&calls)));
+    // As in the example: the layer added last is the outer one.
+    let cors_outside = route()
+        .layer(RequireApiKeyLayer::new(f.keys.clone()))
+        .layer(app::cors());
+    let cors_inside = route()
+        .layer(app::cors())
+        .layer(RequireApiKeyLayer::new(f.keys.clone()));
+    let uri = "/api/v1/anything";
+
+    let answered = axum_send(&cors_outside, "OPTIONS", uri, &preflight(), "").await;
+    assert_cors_preflight(&answered, "CORS outside the guard");
+    let refused = axum_send(&cors_inside, "OPTIONS", uri, &preflight(), "").await;
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        "CORS inside the guard: the keyless preflight is refused"
+    );
+    // tower-http's CorsLayer answers every OPTIONS itself, preflight or not.
+    let keyless = axum_send(&cors_outside, "OPTIONS", uri, &vec![], "").await;
+    assert_ne!(keyless.body, "ran");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler ran without a key");
+
+    let with_key = vec![("X-API-Key", text(&f.plain))];
+    let ran = axum_send(&cors_outside, "GET", uri, &with_key, "").await;
+    assert_eq!((ran.status, ran.body.as_str()), (StatusCode::OK, "ran"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[actix_web::test]
+async fn actix_preflights_get_the_cors_answer_and_never_a_handler() {
+    use actix_web::{App, test, web};
+    use teamkey::actix::RequireApiKey;
+
+    let f = fixture().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // As in the example: the last `wrap` is the outer one.
+    let cors_outside = test::init_service(
+        App::new().app_data(web::Data::new(f.keys.clone())).service(
+            web::scope("/api/v1")
+                .wrap(RequireApiKey::new())
+                .wrap(actix_app::cors())
+                .route("/anything", web::route().to(counting(&calls))),
+        ),
+    )
+    .await;
+    let cors_inside = test::init_service(
+        App::new().app_data(web::Data::new(f.keys.clone())).service(
+            web::scope("/api/v1")
+                .wrap(actix_app::cors())
+                .wrap(RequireApiKey::new())
+                .route("/anything", web::route().to(counting(&calls))),
+        ),
+    )
+    .await;
+    let uri = "/api/v1/anything";
+
+    let answered = actix_send(&cors_outside, "OPTIONS", uri, &preflight(), "").await;
+    assert_cors_preflight(&answered, "CORS outside the guard");
+    let refused = actix_send(&cors_inside, "OPTIONS", uri, &preflight(), "").await;
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        "CORS inside the guard: the keyless preflight is refused"
+    );
+    // actix-cors passes an OPTIONS that is no preflight on, to the guard.
+    let keyless = actix_send(&cors_outside, "OPTIONS", uri, &vec![], "").await;
+    assert_eq!(
+        keyless.status,
+        StatusCode::UNAUTHORIZED,
+        "a plain OPTIONS is no preflight"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler ran without a key");
+
+    let with_key = vec![("X-API-Key", text(&f.plain))];
+    let ran = actix_send(&cors_outside, "GET", uri, &with_key, "").await;
+    assert_eq!((ran.status, ran.body.as_str()), (StatusCode::OK, "ran"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::axum::{AuthRejection, Authenticated, ManagesKeys, management_router};
+use teamkey::axum::{AuthRejection, Authenticated, ManagesKeys, RequireApiKeyLayer, management_router};
 use teamkey::sqlx::SqlitePool;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -25,21 +25,31 @@ pub(crate) struct AppState {
     pub(crate) db: SqlitePool,
 }
 
-/// The whole API.
+/// The whole API. Layer order, outermost first: CORS, the key guard, the
+/// routes (the layer added last runs first).
 pub(crate) fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/scans", get(list_scans).post(start_scan))
-        .merge(management_router::<AppState, ManagesKeys>());
-    // Browsers may call the API from other origins: answer their preflights.
-    let cors = CorsLayer::new()
+        .merge(management_router::<AppState, ManagesKeys>())
+        // Every /api/v1 request needs a key; the handlers' extractors take
+        // the principal the guard verified.
+        .layer(RequireApiKeyLayer::new(state.keys.clone()));
+    // Outside the guard: a preflight carries no key, so CORS must answer it
+    // before the guard would refuse it.
+    Router::new().nest("/api/v1", v1).layer(cors()).with_state(state)
+}
+
+/// Browsers may call the API from other origins: this answers their
+/// preflights, and must sit outside the key guard.
+pub(crate) fn cors() -> CorsLayer {
+    CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             HeaderName::from_static("x-api-key"),
             header::CONTENT_TYPE,
             header::ACCEPT,
-        ]);
-    Router::new().nest("/api/v1", v1).layer(cors).with_state(state)
+        ])
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::actix::{AuthError, Authenticated, ManagesKeys, management_scope};
+use teamkey::actix::{AuthError, Authenticated, ManagesKeys, RequireApiKey, management_scope};
 use teamkey::sqlx::SqlitePool;
 
 use crate::demo;
@@ -14,18 +14,27 @@ use crate::demo;
 /// Registers the API; the app data must hold `web::Data<KeyManager>` and
 /// `web::Data<SqlitePool>`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    // Browsers may call the API from other origins: answer their preflights.
-    let cors = Cors::default()
-        .allow_any_origin()
-        .allowed_methods(["GET", "POST", "DELETE"])
-        .allowed_headers(["x-api-key", "content-type", "accept"]);
     cfg.service(
         web::scope("/api/v1")
-            .wrap(cors)
+            // Every /api/v1 request needs a key; the handlers' extractors
+            // take the principal the guard verified.
+            .wrap(RequireApiKey::new())
+            // The last `wrap` is the outer one: CORS answers a preflight,
+            // which carries no key, before the guard would refuse it.
+            .wrap(cors())
             .route("/scans", web::get().to(list_scans))
             .route("/scans", web::post().to(start_scan))
             .service(management_scope::<ManagesKeys>()),
     );
+}
+
+/// Browsers may call the API from other origins: this answers their
+/// preflights, and must sit outside the key guard.
+pub(crate) fn cors() -> Cors {
+    Cors::default()
+        .allow_any_origin()
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers(["x-api-key", "content-type", "accept"])
 }
 
 /// The app data `configure` needs.

@@ -9,15 +9,20 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 
 /// Why a request was refused, answered exactly as the axum adapter does:
 /// every key failure is the same 401 byte for byte, a store failure 503
-/// (never a 500), a missing scope 403.
+/// (never a 500), a missing scope 403, and teamkey set up without a
+/// [`KeyManager`](teamkey_core::KeyManager) 500.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
     Unauthorized,
-    /// The key store is down, or teamkey is not configured: 503.
+    /// The key store is down: 503.
     Unavailable,
     /// A valid key without the scope the route needs: 403.
     MissingScope(String),
+    /// No [`KeyManager`](teamkey_core::KeyManager) to check keys with: 500.
+    /// A bug of the application, logged with its fix; not a 503, since
+    /// retrying cannot help, and not a 401, since the key may be fine.
+    Misconfigured,
 }
 
 impl AuthError {
@@ -26,6 +31,7 @@ impl AuthError {
             Self::Unauthorized => Answer::unauthorized(),
             Self::Unavailable => Answer::unavailable(),
             Self::MissingScope(scope) => Answer::missing_scope(scope),
+            Self::Misconfigured => Answer::misconfigured(),
         }
     }
 }
@@ -45,6 +51,7 @@ impl fmt::Display for AuthError {
             Self::Unauthorized => f.write_str("unauthorized"),
             Self::Unavailable => f.write_str("API keys cannot be checked"),
             Self::MissingScope(scope) => write!(f, "missing scope {scope}"),
+            Self::Misconfigured => f.write_str("teamkey has no KeyManager"),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use actix_web::dev::Payload;
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, StoreError, VerifyError};
+use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
 use crate::AuthError;
 
@@ -49,6 +49,27 @@ impl std::ops::Deref for Authenticated {
 #[derive(Debug, Clone)]
 pub struct MaybeAuthenticated(pub Option<Authenticated>);
 
+/// The rules when the application sets none.
+pub(crate) fn default_rules() -> &'static HeaderRules {
+    static DEFAULT_RULES: LazyLock<HeaderRules> = LazyLock::new(HeaderRules::default);
+    &DEFAULT_RULES
+}
+
+/// The app's `web::Data<KeyManager>`, if it has one.
+pub(crate) fn app_manager(req: &HttpRequest) -> Option<KeyManager> {
+    req.app_data::<web::Data<KeyManager>>()
+        .map(|data| KeyManager::clone(data))
+}
+
+/// Logs, for `guard`, the setup bug behind [`AuthError::Misconfigured`]
+/// and how to fix it: `or_else` names the guard's own alternative.
+pub(crate) fn log_no_manager(guard: &str, or_else: &str) {
+    tracing::error!(
+        "teamkey: {guard} has no KeyManager: add App::app_data(web::Data::new(manager)), \
+         or use {or_else}; answering 500"
+    );
+}
+
 /// Verifies the key in `headers` by `rules`.
 pub(crate) async fn verify(
     manager: &KeyManager,
@@ -60,19 +81,36 @@ pub(crate) async fn verify(
     manager.verify_headers(rules, key_header, authorization).await
 }
 
-async fn principal(req: HttpRequest) -> Result<Principal, VerifyError> {
+/// Why no principal: the key, or the setup.
+enum Failure {
+    Key(VerifyError),
+    NoManager,
+}
+
+impl From<Failure> for AuthError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Key(error) => error.into(),
+            Failure::NoManager => Self::Misconfigured,
+        }
+    }
+}
+
+async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
     if let Some(principal) = req.extensions().get::<Principal>() {
         return Ok(principal.clone());
     }
-    let Some(manager) = req.app_data::<web::Data<KeyManager>>() else {
-        tracing::error!("teamkey: no web::Data<KeyManager> in the app data; refusing with 503");
-        return Err(VerifyError::Store(StoreError::backend(
-            "no KeyManager configured",
-        )));
+    // Checked before the key: a missing manager is found on the first
+    // request, with a key or without.
+    let Some(manager) = app_manager(&req) else {
+        log_no_manager(
+            "the Authenticated extractor",
+            "RequireApiKey::with_manager(manager) in front of the handler",
+        );
+        return Err(Failure::NoManager);
     };
-    static DEFAULT_RULES: LazyLock<HeaderRules> = LazyLock::new(HeaderRules::default);
-    let rules = req.app_data::<HeaderRules>().unwrap_or(&DEFAULT_RULES);
-    verify(manager, rules, req.headers()).await
+    let rules = req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules());
+    verify(&manager, rules, req.headers()).await.map_err(Failure::Key)
 }
 
 impl FromRequest for Authenticated {
@@ -94,7 +132,7 @@ impl FromRequest for MaybeAuthenticated {
         Box::pin(async move {
             match principal(req).await {
                 Ok(principal) => Ok(Self(Some(Authenticated(principal)))),
-                Err(VerifyError::Header(HeaderProblem::Missing)) => Ok(Self(None)),
+                Err(Failure::Key(VerifyError::Header(HeaderProblem::Missing))) => Ok(Self(None)),
                 Err(e) => Err(e.into()),
             }
         })

@@ -7,23 +7,26 @@ use std::rc::Rc;
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::Method;
-use actix_web::http::header::ACCESS_CONTROL_REQUEST_METHOD;
-use actix_web::{Error, HttpMessage, ResponseError, web};
+use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 
 use crate::AuthError;
-use crate::extract::verify;
+use crate::extract::{app_manager, default_rules, log_no_manager, verify};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
 /// Guards everything it wraps: a request without a valid key never reaches
 /// a handler. The verified [`Principal`] goes into the request extensions
-/// (and [`Authenticated`](crate::Authenticated) finds it there). CORS
-/// preflights (`OPTIONS` with `Access-Control-Request-Method`) pass.
+/// (and [`Authenticated`](crate::Authenticated) finds it there).
+///
+/// No method is exempt: a CORS preflight carries no key, so it gets the 401
+/// too. Wrap the CORS middleware outside this one
+/// (`.wrap(RequireApiKey::new()).wrap(cors)`, the last `wrap` being the
+/// outer one) so that it answers preflights before they get here.
 ///
 /// The [`KeyManager`] is the one given here, or else the app's
-/// `web::Data<KeyManager>`.
+/// `web::Data<KeyManager>`; with neither, every request is a 500
+/// ([`AuthError::Misconfigured`]) and an error log naming the fix.
 #[derive(Debug, Clone, Default)]
 pub struct RequireApiKey {
     manager: Option<KeyManager>,
@@ -79,10 +82,6 @@ pub struct RequireApiKeyMiddleware<S> {
     rules: Rc<HeaderRules>,
 }
 
-fn is_preflight(req: &ServiceRequest) -> bool {
-    req.method() == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-}
-
 impl<S, B> Service<ServiceRequest> for RequireApiKeyMiddleware<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
@@ -97,28 +96,25 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let rules = Rc::clone(&self.rules);
-        let manager = self.manager.clone().or_else(|| {
-            req.app_data::<web::Data<KeyManager>>()
-                .map(|d| KeyManager::clone(d))
-        });
+        let manager = self.manager.clone().or_else(|| app_manager(req.request()));
         Box::pin(async move {
-            if !is_preflight(&req) {
-                let verified = match &manager {
-                    Some(manager) => verify(manager, &rules, req.headers())
-                        .await
-                        .map_err(AuthError::from),
-                    None => {
-                        tracing::error!("teamkey: no KeyManager given or in web::Data; refusing with 503");
-                        Err(AuthError::Unavailable)
-                    }
-                };
-                match verified {
-                    Ok(principal) => {
-                        req.extensions_mut().insert(principal);
-                    }
-                    Err(refusal) => {
-                        return Ok(req.into_response(refusal.error_response()).map_into_right_body());
-                    }
+            // Preflights included: behind `web::route()` or a default
+            // service, letting one through would run the handler without a key.
+            let verified = match &manager {
+                Some(manager) => verify(manager, &rules, req.headers())
+                    .await
+                    .map_err(AuthError::from),
+                None => {
+                    log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
+                    Err(AuthError::Misconfigured)
+                }
+            };
+            match verified {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                }
+                Err(refusal) => {
+                    return Ok(req.into_response(refusal.error_response()).map_into_right_body());
                 }
             }
             service.call(req).await.map(ServiceResponse::map_into_left_body)
@@ -126,18 +122,48 @@ where
     }
 }
 
-/// Requires a scope of the principal [`RequireApiKey`] verified:
-/// `.wrap(RequireScope::new("keys:manage"))` inside it. A missing scope is
-/// a 403; no principal at all is a 401.
+/// Requires a scope: a missing scope is a 403.
+///
+/// Inside [`RequireApiKey`] it checks the principal the middleware
+/// verified: `.wrap(RequireScope::new("keys:manage")).wrap(RequireApiKey::new())`,
+/// the last `wrap` being the outer one. On its own, or outside
+/// `RequireApiKey`, it verifies the key itself, as
+/// [`Authenticated`](crate::Authenticated) does: with the manager given by
+/// [`with_manager`](Self::with_manager) or else the app's
+/// `web::Data<KeyManager>`, and the header rules given by
+/// [`rules`](Self::rules) or else the app's `HeaderRules` (or the default).
+/// A bad key is the same 401 as everywhere, a store failure 503; with no
+/// manager at all it answers 500 and logs the fix, never a 401 to a caller
+/// whose key may be valid.
 #[derive(Debug, Clone)]
 pub struct RequireScope {
     scope: Rc<str>,
+    manager: Option<KeyManager>,
+    rules: Option<Rc<HeaderRules>>,
 }
 
 impl RequireScope {
     /// Requires `scope`.
     pub fn new(scope: &str) -> Self {
-        Self { scope: scope.into() }
+        Self {
+            scope: scope.into(),
+            manager: None,
+            rules: None,
+        }
+    }
+
+    /// Verifies keys with this manager rather than the app data, when no
+    /// [`RequireApiKey`] did it first.
+    pub fn with_manager(mut self, manager: KeyManager) -> Self {
+        self.manager = Some(manager);
+        self
+    }
+
+    /// Header rules for the keys this middleware verifies itself, rather
+    /// than the app's `HeaderRules`.
+    pub fn rules(mut self, rules: HeaderRules) -> Self {
+        self.rules = Some(Rc::new(rules));
+        self
     }
 }
 
@@ -156,6 +182,8 @@ where
         ready(Ok(RequireScopeMiddleware {
             service: Rc::new(service),
             scope: Rc::clone(&self.scope),
+            manager: self.manager.clone(),
+            rules: self.rules.clone(),
         }))
     }
 }
@@ -165,6 +193,8 @@ where
 pub struct RequireScopeMiddleware<S> {
     service: Rc<S>,
     scope: Rc<str>,
+    manager: Option<KeyManager>,
+    rules: Option<Rc<HeaderRules>>,
 }
 
 impl<S, B> Service<ServiceRequest> for RequireScopeMiddleware<S>
@@ -179,13 +209,38 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let refusal = match req.extensions().get::<Principal>() {
-            Some(p) if p.has_scope(&self.scope) => None,
-            Some(_) => Some(AuthError::MissingScope(self.scope.to_string())),
-            None => Some(AuthError::Unauthorized),
-        };
         let service = Rc::clone(&self.service);
+        let scope = Rc::clone(&self.scope);
+        let verified_outside = req.extensions().get::<Principal>().map(|p| p.has_scope(&scope));
+        let manager = self.manager.clone().or_else(|| app_manager(req.request()));
+        let rules = self.rules.clone();
         Box::pin(async move {
+            let refusal = match (verified_outside, manager) {
+                (Some(true), _) => None,
+                (Some(false), _) => Some(AuthError::MissingScope(scope.to_string())),
+                (None, None) => {
+                    log_no_manager(
+                        "RequireScope",
+                        "RequireScope::new(scope).with_manager(manager), or wrap RequireApiKey outside RequireScope",
+                    );
+                    Some(AuthError::Misconfigured)
+                }
+                (None, Some(manager)) => {
+                    let rules = match &rules {
+                        Some(rules) => rules,
+                        None => req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules()),
+                    };
+                    match verify(&manager, rules, req.headers()).await {
+                        Ok(principal) if principal.has_scope(&scope) => {
+                            // Handlers and extractors inside take it from here.
+                            req.extensions_mut().insert(principal);
+                            None
+                        }
+                        Ok(_) => Some(AuthError::MissingScope(scope.to_string())),
+                        Err(e) => Some(e.into()),
+                    }
+                }
+            };
             match refusal {
                 Some(refusal) => Ok(req.into_response(refusal.error_response()).map_into_right_body()),
                 None => service.call(req).await.map(ServiceResponse::map_into_left_body),

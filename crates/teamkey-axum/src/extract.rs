@@ -41,6 +41,12 @@ impl std::ops::Deref for Authenticated {
     }
 }
 
+/// The rules when the application sets none.
+pub(crate) fn default_rules() -> &'static HeaderRules {
+    static DEFAULT_RULES: LazyLock<HeaderRules> = LazyLock::new(HeaderRules::default);
+    &DEFAULT_RULES
+}
+
 /// Verifies the key in `headers` by `rules`.
 pub(crate) async fn verify(
     manager: &KeyManager,
@@ -65,9 +71,11 @@ where
     if let Some(principal) = parts.extensions.get::<Principal>() {
         return Ok(principal.clone());
     }
-    static DEFAULT_RULES: LazyLock<HeaderRules> = LazyLock::new(HeaderRules::default);
     let manager = KeyManager::from_ref(state);
-    let rules = parts.extensions.get::<HeaderRules>().unwrap_or(&DEFAULT_RULES);
+    let rules = parts
+        .extensions
+        .get::<HeaderRules>()
+        .unwrap_or_else(|| default_rules());
     verify(&manager, rules, &parts.headers).await
 }
 

@@ -7,22 +7,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::AuthRejection;
-use crate::extract::verify;
+use crate::extract::{default_rules, verify};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Guards every route below it: a request without a valid key never
 /// reaches a handler. The verified [`Principal`] goes into the request's
 /// extensions (and [`Authenticated`](crate::Authenticated) finds it there).
-/// CORS preflights (`OPTIONS` with `Access-Control-Request-Method`) pass,
-/// so that a CORS layer outside can answer them.
+///
+/// No method is exempt: a CORS preflight carries no key, so it gets the 401
+/// too. Put the CORS layer outside this one (`.layer(guard).layer(cors)`)
+/// so that it answers preflights before they get here.
 #[derive(Debug, Clone)]
 pub struct RequireApiKeyLayer {
     manager: KeyManager,
@@ -65,13 +66,6 @@ pub struct RequireApiKey<S> {
     rules: Arc<HeaderRules>,
 }
 
-fn is_preflight(request: &Request) -> bool {
-    request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-}
-
 impl<S> Service<Request> for RequireApiKey<S>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
@@ -91,31 +85,61 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (manager, rules) = (self.manager.clone(), Arc::clone(&self.rules));
         Box::pin(async move {
-            if !is_preflight(&request) {
-                match verify(&manager, &rules, request.headers()).await {
-                    Ok(principal) => {
-                        request.extensions_mut().insert(principal);
-                    }
-                    Err(e) => return Ok(AuthRejection::from(e).into_response()),
+            // Preflights included: behind `any(..)` or a fallback, letting
+            // one through would run the handler without a key.
+            match verify(&manager, &rules, request.headers()).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
                 }
+                Err(e) => return Ok(AuthRejection::from(e).into_response()),
             }
             inner.call(request).await
         })
     }
 }
 
-/// Guards a route by scope: `.route_layer(RequireScopeLayer::new("keys:manage"))`
-/// under a [`RequireApiKeyLayer`]. A missing scope is a 403; no principal
-/// at all (no key layer above) is a 401.
+/// Guards a route by scope: a missing scope is a 403.
+///
+/// Under a [`RequireApiKeyLayer`] it checks the principal that layer
+/// verified: `.route_layer(RequireScopeLayer::new("keys:manage"))` then
+/// `.layer(RequireApiKeyLayer::new(keys))`, the later call being the outer
+/// layer. On its own, or outside the key layer, it verifies the key itself
+/// with the manager given by [`with_manager`](Self::with_manager) (a route
+/// layer sees no state): a bad key is the same 401 as everywhere, a store
+/// failure 503. With neither a principal nor a manager it cannot tell a
+/// good key from a bad one, so it answers 500 and logs the fix: never a 401
+/// to a caller whose key may be valid.
 #[derive(Debug, Clone)]
 pub struct RequireScopeLayer {
     scope: Arc<str>,
+    manager: Option<KeyManager>,
+    rules: Option<Arc<HeaderRules>>,
 }
 
 impl RequireScopeLayer {
-    /// Requires `scope`.
+    /// Requires `scope` of the principal verified by a [`RequireApiKeyLayer`]
+    /// outside this layer.
     pub fn new(scope: &str) -> Self {
-        Self { scope: scope.into() }
+        Self {
+            scope: scope.into(),
+            manager: None,
+            rules: None,
+        }
+    }
+
+    /// Verifies the key with `manager` when no [`RequireApiKeyLayer`] did
+    /// it first, so the layer also works alone or in either order.
+    pub fn with_manager(mut self, manager: KeyManager) -> Self {
+        self.manager = Some(manager);
+        self
+    }
+
+    /// Header rules for the keys this layer verifies itself; without them,
+    /// the [`HeaderRules`] from an `Extension` (as for
+    /// [`Authenticated`](crate::Authenticated)), or the default rules.
+    pub fn rules(mut self, rules: HeaderRules) -> Self {
+        self.rules = Some(Arc::new(rules));
+        self
     }
 }
 
@@ -126,6 +150,8 @@ impl<S> Layer<S> for RequireScopeLayer {
         RequireScope {
             inner,
             scope: Arc::clone(&self.scope),
+            manager: self.manager.clone(),
+            rules: self.rules.clone(),
         }
     }
 }
@@ -135,11 +161,13 @@ impl<S> Layer<S> for RequireScopeLayer {
 pub struct RequireScope<S> {
     inner: S,
     scope: Arc<str>,
+    manager: Option<KeyManager>,
+    rules: Option<Arc<HeaderRules>>,
 }
 
 impl<S> Service<Request> for RequireScope<S>
 where
-    S: Service<Request, Response = Response> + Send + 'static,
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -150,15 +178,48 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        let refusal = match request.extensions().get::<Principal>() {
-            Some(p) if p.has_scope(&self.scope) => None,
-            Some(_) => Some(AuthRejection::MissingScope(self.scope.to_string())),
-            None => Some(AuthRejection::Unauthorized),
-        };
-        match refusal {
-            Some(rejection) => Box::pin(async move { Ok(rejection.into_response()) }),
-            None => Box::pin(self.inner.call(request)),
-        }
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let scope = Arc::clone(&self.scope);
+        let (manager, rules) = (self.manager.clone(), self.rules.clone());
+        Box::pin(async move {
+            let verified_outside = request
+                .extensions()
+                .get::<Principal>()
+                .map(|p| p.has_scope(&scope));
+            match verified_outside {
+                Some(true) => return inner.call(request).await,
+                Some(false) => return Ok(AuthRejection::MissingScope(scope.to_string()).into_response()),
+                None => {}
+            }
+            let Some(manager) = manager else {
+                tracing::error!(
+                    scope = &*scope,
+                    "teamkey: RequireScopeLayer found no verified key and has no KeyManager; \
+                     put RequireApiKeyLayer outside RequireScopeLayer, or give RequireScopeLayer \
+                     the KeyManager (RequireScopeLayer::new(scope).with_manager(manager)); answering 500"
+                );
+                return Ok(AuthRejection::Misconfigured.into_response());
+            };
+            let rules = match &rules {
+                Some(rules) => rules,
+                None => request
+                    .extensions()
+                    .get::<HeaderRules>()
+                    .unwrap_or_else(|| default_rules()),
+            };
+            let principal = match verify(&manager, rules, request.headers()).await {
+                Ok(principal) => principal,
+                Err(e) => return Ok(AuthRejection::from(e).into_response()),
+            };
+            if !principal.has_scope(&scope) {
+                return Ok(AuthRejection::MissingScope(scope.to_string()).into_response());
+            }
+            // Handlers and extractors below take it from here: one verification.
+            request.extensions_mut().insert(principal);
+            inner.call(request).await
+        })
     }
 }

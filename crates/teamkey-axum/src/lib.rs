@@ -24,6 +24,10 @@
 //! - [`Authenticated`]: the extractor; `Option<Authenticated>` for optional auth.
 //! - [`RequireApiKeyLayer`]: guards a whole router; handlers never run for a bad key.
 //! - [`RequireScopeLayer`] and [`Authenticated::require_scope`]: 403 without a scope.
+//!   The layer checks the principal of a [`RequireApiKeyLayer`] outside it,
+//!   or verifies the key itself when given the manager
+//!   ([`RequireScopeLayer::with_manager`]); with neither it answers 500 and
+//!   logs the fix, never a 401.
 //! - [`management_router`]: `GET/POST /api-keys`, `DELETE /api-keys/{id}`,
 //!   `POST /api-keys/{id}/rotate`, for the team of a [`KeyAdmin`].
 //!
@@ -31,7 +35,34 @@
 //! default, configurable, optionally `Authorization: Bearer`; exactly one
 //! key header; visible ASCII; a length cap checked before any hashing; a key
 //! in the query string is never read. Every key failure is the same 401, a
-//! store failure is 503, a missing scope 403.
+//! store failure is 503, a missing scope 403, guards that cannot check keys
+//! (a setup bug) 500.
+//!
+//! ## Guard order
+//!
+//! axum runs the layer added last first. From the outside in: CORS, then
+//! [`RequireApiKeyLayer`], then [`RequireScopeLayer`] next to the routes.
+//! The guards exempt no method: a CORS preflight carries no key and gets
+//! the 401 like any other request, so the CORS layer must be outside them
+//! to answer it.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use teamkey_axum::{RequireApiKeyLayer, RequireScopeLayer};
+//! use teamkey_core::{KeyManager, MemoryStore};
+//! use tower_http::cors::CorsLayer;
+//!
+//! let keys = KeyManager::new(MemoryStore::new());
+//! let app: Router = Router::new()
+//!     .route("/scans", post(|| async { "written" }))
+//!     .route_layer(RequireScopeLayer::new("scans:write")) // 3. the scope
+//!     .layer(RequireApiKeyLayer::new(keys)) // 2. the key
+//!     .layer(CorsLayer::permissive()); // 1. CORS, outermost: answers preflights
+//! ```
+//!
+//! A [`RequireScopeLayer`] with no key layer outside it needs the manager,
+//! `RequireScopeLayer::new("scans:write").with_manager(keys)`; without one it
+//! answers 500 and logs the fix.
 //!
 //! [axum]: https://docs.rs/axum
 #![forbid(unsafe_code)]

@@ -15,6 +15,10 @@ pub enum AuthRejection {
     Unavailable,
     /// A valid key without the scope the route needs: 403.
     MissingScope(String),
+    /// The guards are set up wrongly, so no key can be checked: 500. A bug
+    /// of the application, logged with its fix; never a 401, which would
+    /// blame a caller whose key may be fine.
+    Misconfigured,
 }
 
 impl AuthRejection {
@@ -23,6 +27,7 @@ impl AuthRejection {
             Self::Unauthorized => Answer::unauthorized(),
             Self::Unavailable => Answer::unavailable(),
             Self::MissingScope(scope) => Answer::missing_scope(scope),
+            Self::Misconfigured => Answer::misconfigured(),
         }
     }
 

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, FromRef};
 use axum::http::{Method, Request, StatusCode};
-use axum::routing::get;
+use axum::routing::{any, get};
 use http_body_util::BodyExt;
 use teamkey_axum::{Authenticated, RequireApiKeyLayer, RequireScopeLayer};
 use teamkey_core::test_kit::UnavailableStore;
@@ -83,13 +83,35 @@ async fn the_layer_keeps_bad_keys_away_from_handlers() {
 }
 
 #[tokio::test]
-async fn preflight_passes_the_layer_and_plain_options_does_not() {
-    let (keys, _) = manager_with_key(&[]).await;
-    let app = guarded(keys, HeaderRules::default(), Arc::default());
-    let (status, _) = call(&app, Method::OPTIONS, &[("access-control-request-method", "GET")]).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(&app, Method::OPTIONS, &[]).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+async fn a_preflight_never_reaches_a_guarded_handler() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // `any` and a fallback take OPTIONS too: only the guard stands between
+    // a preflight and the handler.
+    let by_any = Router::new()
+        .route("/", any(counting(&calls)))
+        .layer(RequireApiKeyLayer::new(keys.clone()));
+    let by_fallback = Router::new()
+        .fallback(counting(&calls))
+        .layer(RequireApiKeyLayer::new(keys.clone()));
+    let by_options = guarded(keys, HeaderRules::default(), Arc::clone(&calls));
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "x-api-key"),
+    ];
+    for app in [&by_any, &by_fallback, &by_options] {
+        let the_401 = answer(app, &[]).await;
+        assert_eq!(the_401.0, StatusCode::UNAUTHORIZED);
+        let refused = answer_to(app, Method::OPTIONS, &preflight).await;
+        assert_eq!(refused, the_401, "a keyless preflight is the one 401");
+        let (status, _) = call(app, Method::OPTIONS, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler ran for a preflight");
+    // The guard looks at keys, not methods: OPTIONS with a key passes.
+    let (status, body) = call(&by_any, Method::OPTIONS, &[("x-api-key", &key)]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ran"));
 }
 
 #[tokio::test]
@@ -260,4 +282,202 @@ async fn a_store_failure_is_503_never_401_or_a_pass() {
             .0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+/// Log lines written while the guard is alive (this thread only).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// A handler that counts its calls.
+fn counting(calls: &Arc<AtomicUsize>) -> impl Fn() -> std::future::Ready<&'static str> + Clone + use<> {
+    let calls = Arc::clone(calls);
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready("ran")
+    }
+}
+
+const INTERNAL: &str = r#"{"error":"internal","message":"Internal server error."}"#;
+
+#[tokio::test]
+async fn a_scope_layer_with_no_principal_and_no_manager_is_a_loud_500_never_a_401() {
+    let (keys, writer) = manager_with_key(&["scans:write"]).await;
+    let logs = Logs::default();
+    let _logging = logs.capture();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // `route_layer(key).route_layer(scope)` puts the scope layer outside,
+    // where no principal is in the request yet.
+    let wrong_order = Router::new()
+        .route("/", get(counting(&calls)))
+        .route_layer(RequireApiKeyLayer::new(keys))
+        .route_layer(RequireScopeLayer::new("scans:write"));
+    let alone = Router::new()
+        .route("/", get(counting(&calls)))
+        .route_layer(RequireScopeLayer::new("scans:write"));
+    for app in [wrong_order, alone] {
+        for headers in [vec![("x-api-key", writer.as_str())], vec![]] {
+            let (status, body) = call(&app, Method::GET, &headers).await;
+            assert_eq!(
+                (status, body.as_str()),
+                (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
+                "a setup bug, not the caller's fault"
+            );
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let logs = logs.text();
+    assert!(
+        logs.contains("ERROR")
+            && logs.contains(
+                "put RequireApiKeyLayer outside RequireScopeLayer, or give RequireScopeLayer the KeyManager"
+            ),
+        "the log names the fix: {logs}"
+    );
+}
+
+/// Status, headers (sorted) and body: a whole answer, to compare refusals
+/// byte for byte.
+async fn answer(app: &Router, headers: &[(&str, &str)]) -> (StatusCode, Vec<(String, String)>, String) {
+    answer_to(app, Method::GET, headers).await
+}
+
+async fn answer_to(
+    app: &Router,
+    method: Method,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Vec<(String, String)>, String) {
+    let mut request = Request::builder().method(method).uri("/");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let mut names: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    names.sort();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, names, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_scope_layer_with_the_manager_verifies_the_key_itself_in_either_order() {
+    let (keys, plain) = manager_with_key(&[]).await;
+    let writer = keys
+        .create(
+            &TeamId::new("acme").unwrap(),
+            "writer",
+            CreateOptions::new().scopes(Scopes::new(["scans:write"]).unwrap()),
+        )
+        .await
+        .unwrap();
+    let writer = writer.key.expose_secret();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The handler reads the principal the scope layer verified.
+    let handler = {
+        let calls = Arc::clone(&calls);
+        move |Extension(principal): Extension<Principal>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(principal.team_id().to_string())
+        }
+    };
+    let scope = || RequireScopeLayer::new("scans:write").with_manager(keys.clone());
+    let alone = Router::new()
+        .route("/", get(handler.clone()))
+        .route_layer(scope());
+    let wrong_order = Router::new()
+        .route("/", get(handler.clone()))
+        .route_layer(RequireApiKeyLayer::new(keys.clone()))
+        .route_layer(scope());
+    let key_layer_401 = answer(
+        &guarded(keys.clone(), HeaderRules::default(), Arc::default()),
+        &[],
+    )
+    .await;
+    assert_eq!(key_layer_401.0, StatusCode::UNAUTHORIZED);
+
+    for app in [&alone, &wrong_order] {
+        let (status, _, body) = answer(app, &[("x-api-key", writer)]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "acme"));
+        let (status, _, body) = answer(app, &[("x-api-key", &plain)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains(r#""required_scope":"scans:write""#), "{body}");
+        for bad in [
+            vec![],
+            vec![("x-api-key", "nope")],
+            vec![("x-api-key", &writer[..40])],
+        ] {
+            assert_eq!(
+                answer(app, &bad).await,
+                key_layer_401,
+                "a bad key gets the one 401, byte for byte"
+            );
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "only the writer's requests ran");
+
+    let down = Router::new()
+        .route("/", get(handler))
+        .route_layer(RequireScopeLayer::new("scans:write").with_manager(KeyManager::new(UnavailableStore)));
+    let key = teamkey_core::KeyFormat::default().generate().unwrap();
+    let (status, _, body) = answer(&down, &[("x-api-key", key.expose_secret())]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_scope_layer_on_its_own_follows_the_header_rules() {
+    let (keys, writer) = manager_with_key(&["scans:write"]).await;
+    let custom = HeaderRules::new().header("X-Team-Key").unwrap();
+    let by_rules = Router::new().route("/", get(|| async { "ran" })).route_layer(
+        RequireScopeLayer::new("scans:write")
+            .with_manager(keys.clone())
+            .rules(custom.clone()),
+    );
+    // As for the extractor: the rules from an `Extension`, when none are given.
+    let by_extension = Router::new()
+        .route("/", get(|| async { "ran" }))
+        .route_layer(RequireScopeLayer::new("scans:write").with_manager(keys))
+        .layer(Extension(custom));
+    for app in [by_rules, by_extension] {
+        assert_eq!(
+            call(&app, Method::GET, &[("x-api-key", &writer)]).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(&app, Method::GET, &[("x-team-key", &writer)]).await,
+            (StatusCode::OK, "ran".into())
+        );
+    }
 }

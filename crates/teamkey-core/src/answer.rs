@@ -40,6 +40,17 @@ impl Answer {
         }
     }
 
+    /// The application's guards are set up wrongly (no `KeyManager` to
+    /// check keys with): a 500, since retrying cannot help and the key may
+    /// be fine. The body is generic; the fix is in the server's error log.
+    pub fn misconfigured() -> Self {
+        Self {
+            status: 500,
+            headers: &[NO_STORE],
+            body: Cow::Borrowed(r#"{"error":"internal","message":"Internal server error."}"#),
+        }
+    }
+
     /// A valid key without the scope the route needs.
     pub fn missing_scope(scope: &str) -> Self {
         // Scopes are `[A-Za-z0-9:._-]` (see `Scope`); anything else is
