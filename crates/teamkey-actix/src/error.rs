@@ -12,6 +12,7 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 /// (never a 500), a missing scope 403, and teamkey set up without a
 /// [`KeyManager`](teamkey_core::KeyManager) 500.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthError {
     /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
     Unauthorized,

@@ -8,6 +8,7 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 /// (status, headers and body, byte for byte); the precise reason was
 /// already logged by the core, with the key id only.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthRejection {
     /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
     Unauthorized,
