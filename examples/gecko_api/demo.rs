@@ -228,9 +228,11 @@ pub(crate) async fn start_scan(db: &SqlitePool, team: &TeamId, body: &[u8]) -> (
             );
         }
     };
+    // Whole seconds, like the seeded scans.
     let now = teamkey::time::OffsetDateTime::now_utc();
-    // Unique enough for a demo: one SQLite file, nanosecond clock.
-    let id = format!("scn_{}", now.unix_timestamp_nanos());
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    // Unique enough for a demo: one SQLite file, a nanosecond clock.
+    let id = format!("scn_{}", teamkey::time::OffsetDateTime::now_utc().unix_timestamp_nanos());
     let created_at = now
         .format(&teamkey::time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
