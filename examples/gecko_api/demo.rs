@@ -232,7 +232,10 @@ pub(crate) async fn start_scan(db: &SqlitePool, team: &TeamId, body: &[u8]) -> (
     let now = teamkey::time::OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     // Unique enough for a demo: one SQLite file, a nanosecond clock.
-    let id = format!("scn_{}", teamkey::time::OffsetDateTime::now_utc().unix_timestamp_nanos());
+    let id = format!(
+        "scn_{}",
+        teamkey::time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
     let created_at = now
         .format(&teamkey::time::format_description::well_known::Rfc3339)
         .unwrap_or_default();

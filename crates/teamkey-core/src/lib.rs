@@ -46,6 +46,7 @@
 
 mod answer;
 mod authority;
+mod cache;
 mod clock;
 mod error;
 mod format;
@@ -70,6 +71,10 @@ pub use answer::Answer;
 /// custom store depends on teamkey alone: `#[teamkey::async_trait]`.
 pub use async_trait::async_trait;
 pub use authority::{Authority, Refusal};
+pub use cache::{
+    CacheConfig, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_AGE, DEFAULT_NEGATIVE_TTL, DEFAULT_TRUST_WINDOW,
+    InvalidationSink, InvalidationSource,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
     HeaderProblem, MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
+use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup};
 use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
 use crate::format::{ApiKey, KeyFormat};
@@ -105,6 +106,54 @@ struct Inner {
     last_used: LastUsed,
     limits: Limits,
     refusals: RefusalLog,
+    cache: Option<Cache>,
+}
+
+/// The verification cache and the task that keeps it honest.
+struct Cache {
+    state: Arc<CacheState>,
+    source: Arc<dyn InvalidationSource>,
+    /// The task running `source`, once started (on the first verification
+    /// inside a Tokio runtime); aborted when the manager goes.
+    task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(cache) = &self.cache {
+            let task = cache
+                .task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(task) = task.as_ref() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Runs the invalidation source for ever: after each failure the cache is
+/// distrusted and flushed, and the source restarted after a short pause.
+async fn supervise(source: Arc<dyn InvalidationSource>, sink: InvalidationSink) {
+    const MIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+    const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut pause = MIN_PAUSE;
+    loop {
+        let started = std::time::Instant::now();
+        let error = source.run(sink.clone()).await;
+        sink.lost();
+        tracing::warn!(
+            error = %error,
+            "teamkey cache: invalidation channel lost; verifying against the store until it is back"
+        );
+        // A channel that held for a while gets retried at once.
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            pause = MIN_PAUSE;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
 }
 
 /// The manager's bounds on what management calls may ask for.
@@ -136,9 +185,29 @@ pub struct KeyManagerBuilder {
     last_used_interval: std::time::Duration,
     limits: Limits,
     pepper_required: bool,
+    cache: Option<(Arc<dyn InvalidationSource>, CacheConfig)>,
 }
 
 impl KeyManagerBuilder {
+    /// Caches verifications in memory, kept honest by `source`: the store's
+    /// feed of every writer's changes (for example
+    /// `SqlxStore::invalidations()`). A cache hit costs no store call; a
+    /// revocation by this manager is refused at once, one by any other
+    /// writer within a second; if the feed is lost, the cache is bypassed
+    /// until it is back. See docs/caching.md.
+    ///
+    /// Needs a Tokio runtime: the feed runs on a task started by the first
+    /// verification.
+    pub fn cache(self, source: impl InvalidationSource) -> Self {
+        self.cache_with(source, CacheConfig::default())
+    }
+
+    /// [`cache`](Self::cache) with other bounds than the defaults.
+    pub fn cache_with(mut self, source: impl InvalidationSource, config: CacheConfig) -> Self {
+        self.cache = Some((Arc::new(source), config));
+        self
+    }
+
     /// The key format (prefix, secret length). Default: `tk_live`, 40.
     pub fn format(mut self, format: KeyFormat) -> Self {
         self.format = format;
@@ -204,7 +273,7 @@ impl KeyManagerBuilder {
         }
         let interval = i64::try_from(self.last_used_interval.as_micros()).unwrap_or(i64::MAX);
         let now = self.clock.unix_micros();
-        Ok(KeyManager {
+        let manager = KeyManager {
             inner: Arc::new(Inner {
                 store: self.store,
                 format: self.format,
@@ -213,8 +282,20 @@ impl KeyManagerBuilder {
                 last_used: LastUsed::new(interval, now),
                 limits: self.limits,
                 refusals: RefusalLog::default(),
+                cache: self.cache.map(|(source, config)| Cache {
+                    state: CacheState::new(config),
+                    source,
+                    task: std::sync::Mutex::new(None),
+                    started: std::sync::atomic::AtomicBool::new(false),
+                }),
             }),
-        })
+        };
+        // Start the cache's feed now if there is a runtime; else on the
+        // first verification.
+        if let Some(cache) = &manager.inner.cache {
+            manager.start_cache(cache);
+        }
+        Ok(manager)
     }
 
     /// The manager.
@@ -251,6 +332,7 @@ impl KeyManager {
                 max_active_keys: DEFAULT_MAX_ACTIVE_KEYS,
             },
             pepper_required: false,
+            cache: None,
         }
     }
 
@@ -320,7 +402,10 @@ impl KeyManager {
         }
         for _ in 0..ID_ATTEMPTS {
             let (key, record) = self.mint(team_id, &name, &options.scopes, expires_at, now)?;
-            match self.inner.store.insert(&record).await {
+            let inserted = self.inner.store.insert(&record).await;
+            // An unknown id may be cached as unknown; it is known now.
+            self.forget(&record.id);
+            match inserted {
                 Ok(()) => {
                     tracing::info!(key_id = %record.id, team_id = %team_id, "API key created");
                     return Ok(NewKey {
@@ -413,7 +498,10 @@ impl KeyManager {
     /// call. A key of another team, an unknown or an already revoked key is
     /// [`ManageError::NotFound`] and nothing changes.
     pub async fn revoke(&self, team_id: &TeamId, key_id: &KeyId) -> Result<(), ManageError> {
-        if self.inner.store.revoke(team_id, key_id, self.now()).await? {
+        let revoked = self.inner.store.revoke(team_id, key_id, self.now()).await;
+        // Whatever the outcome: the next verification reads the store.
+        self.forget(key_id);
+        if revoked? {
             tracing::info!(key_id = %key_id, team_id = %team_id, "API key revoked");
             Ok(())
         } else {
@@ -465,7 +553,10 @@ impl KeyManager {
                 retire_at,
                 successor,
             };
-            match self.inner.store.rotate(&rotation).await {
+            let outcome = self.inner.store.rotate(&rotation).await;
+            self.forget(&old.id);
+            self.forget(&rotation.successor.id);
+            match outcome {
                 Ok(RotateOutcome::Rotated) => {
                     tracing::info!(key_id = %old.id, successor = %key.id(), team_id = %team_id, "API key rotated");
                     return Ok(NewKey {
@@ -513,14 +604,16 @@ impl KeyManager {
     }
 
     async fn check(&self, presented: &str) -> Result<Principal, VerifyError> {
+        if let Some(cache) = &self.inner.cache {
+            self.start_cache(cache);
+        }
         let format = &self.inner.format;
         let parsed = format.parse(presented)?;
         let key_id = parsed.key_id();
-        let record = match self.inner.store.get(&key_id).await {
-            Ok(Some(record)) if record.id == key_id => record,
-            Ok(_) => return Err(VerifyError::Unknown { key_id }),
-            Err(e) => return Err(VerifyError::Store(e)),
-        };
+        let record = self
+            .record(key_id)
+            .await?
+            .ok_or(VerifyError::Unknown { key_id })?;
         let digest = self
             .inner
             .hasher
@@ -546,6 +639,63 @@ impl KeyManager {
             self.spawn_flush();
         }
         Ok(Principal::new(record))
+    }
+
+    /// The record of `key_id`, from the cache when it may be trusted.
+    async fn record(&self, key_id: KeyId) -> Result<Option<Arc<KeyRecord>>, VerifyError> {
+        let Some(cache) = &self.inner.cache else {
+            return self.read(key_id).await;
+        };
+        match cache.state.lookup(&key_id) {
+            Lookup::Hit(record) => Ok(Some(record)),
+            Lookup::Unknown => Ok(None),
+            Lookup::Miss(ticket) => {
+                let record = self.read(key_id).await?;
+                cache.state.fill(key_id, record.clone(), ticket);
+                Ok(record)
+            }
+        }
+    }
+
+    /// The record of `key_id`, from the store.
+    async fn read(&self, key_id: KeyId) -> Result<Option<Arc<KeyRecord>>, VerifyError> {
+        match self.inner.store.get(&key_id).await {
+            Ok(record) => Ok(record.filter(|r| r.id == key_id)),
+            Err(e) => Err(VerifyError::Store(e)),
+        }
+    }
+
+    /// Starts the cache's invalidation feed, once, on the current runtime.
+    fn start_cache(&self, cache: &Cache) {
+        use std::sync::atomic::Ordering;
+        if cache.started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut task = cache
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if task.is_none() {
+            let feed = supervise(Arc::clone(&cache.source), cache.state.sink());
+            *task = Some(runtime.spawn(feed).abort_handle());
+            cache.started.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops what the cache knows of `key_id`, after a write through this
+    /// manager: its own changes are seen at once, without waiting for the feed.
+    fn forget(&self, key_id: &KeyId) {
+        if let Some(cache) = &self.inner.cache {
+            cache.state.invalidate(key_id);
+        }
+    }
+
+    /// Whether verifications are cached, and how many entries are held.
+    pub fn cached_entries(&self) -> Option<usize> {
+        self.inner.cache.as_ref().map(|c| c.state.len())
     }
 
     /// Whether the manager makes peppered keys.
