@@ -35,6 +35,7 @@ pub async fn check_store(store: impl KeyStore) {
     record_round_trip(&store).await;
     duplicate_id_is_a_conflict(&store).await;
     list_is_team_scoped(&store).await;
+    team_ids_are_compared_exactly(&store).await;
     revoke_is_team_scoped_and_immediate(&store).await;
     rotation_follows_the_contract(&store).await;
     concurrent_rotations_yield_one_successor(&store).await;
@@ -337,6 +338,72 @@ async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
             .is_empty(),
         "list_is_team_scoped: an unknown team has no keys"
     );
+}
+
+/// Pairs of team ids that a case- or accent-insensitive collation (MySQL's
+/// `_ci`, ICU nondeterministic ones), a Unicode normalisation or a prefix
+/// match would take for one team. Trailing spaces, which PAD SPACE
+/// collations ignore, cannot be tried: a `TeamId` has none.
+fn look_alike_teams() -> [(TeamId, TeamId); 5] {
+    let r = random_text(12);
+    let team = |id: String| TeamId::new(id).expect("valid team id");
+    [
+        (format!("kit-case-ABC-{r}"), format!("kit-case-abc-{r}")),
+        (format!("kit-accent-\u{e9}-{r}"), format!("kit-accent-e-{r}")),
+        // Precomposed é against e + combining acute: canonically equivalent.
+        (format!("kit-nfd-\u{e9}-{r}"), format!("kit-nfd-e\u{301}-{r}")),
+        // One more trailing character, as `LIKE 'team%'` would match.
+        (format!("kit-prefix-{r}"), format!("kit-prefix-{r}0")),
+        // A trailing zero-width space, which Unicode collations ignore.
+        (format!("kit-zwsp-{r}"), format!("kit-zwsp-{r}\u{200b}")),
+    ]
+    .map(|(a, b)| (team(a), team(b)))
+}
+
+async fn team_ids_are_compared_exactly(store: &Arc<dyn KeyStore>) {
+    for (a, b) in look_alike_teams() {
+        teams_stay_apart(store, &a, &b).await;
+        teams_stay_apart(store, &b, &a).await;
+    }
+}
+
+/// A key of `owner` is out of reach of `other`, whose id only looks alike.
+async fn teams_stay_apart(store: &Arc<dyn KeyStore>, owner: &TeamId, other: &TeamId) {
+    let check = format!(
+        "team ids must compare exactly, case, accents and every character included: {owner:?} is not {other:?}"
+    );
+    let key = record(owner, "look-alike");
+    store.insert(&key).await.expect("insert must succeed");
+    let listed = store.list(other).await.expect("list must succeed");
+    assert!(
+        listed.iter().all(|r| &r.team_id == other),
+        "{check}; list of the second returned a key of the first"
+    );
+    assert!(
+        !revoke(store, other, key.id, T0).await,
+        "{check}; revoke by the second must return false for a key of the first"
+    );
+    let successor = record(other, "look-alike");
+    let rotation = Rotation {
+        team_id: other.clone(),
+        old: key.id,
+        retire_at: T0,
+        successor: successor.clone(),
+    };
+    assert_eq!(
+        store.rotate(&rotation).await.expect("rotate must succeed"),
+        RotateOutcome::NotFound,
+        "{check}; rotate by the second must be NotFound for a key of the first"
+    );
+    assert!(
+        store
+            .get(&successor.id)
+            .await
+            .expect("get must succeed")
+            .is_none(),
+        "{check}; a refused rotation must insert nothing"
+    );
+    assert_same_record(&check, &get(store, &key.id, &check).await, &key);
 }
 
 /// The store's own answer, which the manager turns into `NotFound`.

@@ -28,6 +28,9 @@ async fn memory_store_passes_on_a_single_thread_too() {
 /// Changes one field of a record.
 type Mangle = fn(&mut KeyRecord);
 
+/// Whether the stored team id and the one asked for are taken as one.
+type SameTeam = fn(stored: &str, asked: &str) -> bool;
+
 /// How a [`TestStore`] breaks the contract.
 #[derive(Clone, Copy)]
 enum Flaw {
@@ -39,6 +42,9 @@ enum Flaw {
     GetHidesRevoked,
     /// `revoke` of a revoked key revokes it again and says it did.
     RevokesTwice,
+    /// `list`, `revoke` and `rotate` match team ids with this, as a
+    /// collation would.
+    LooseTeams(SameTeam),
 }
 
 /// A plain map behind a lock, broken in one chosen way.
@@ -60,15 +66,22 @@ impl TestStore {
     fn rows(&self) -> std::sync::MutexGuard<'_, Rows> {
         self.rows.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// What `rotate` decides from the old record, or `None` to go ahead.
-fn refuse_rotation(rows: &Rows, rotation: &Rotation) -> Option<RotateOutcome> {
-    match rows.get(&rotation.old) {
-        Some(old) if old.team_id == rotation.team_id && old.revoked_at.is_none() => {
-            old.replaced_by.is_some().then_some(RotateOutcome::AlreadyRotated)
+    fn same_team(&self, stored: &TeamId, asked: &TeamId) -> bool {
+        match self.flaw {
+            Flaw::LooseTeams(same) => same(stored.as_str(), asked.as_str()),
+            _ => stored == asked,
         }
-        _ => Some(RotateOutcome::NotFound),
+    }
+
+    /// What `rotate` decides from the old record, or `None` to go ahead.
+    fn refuse_rotation(&self, rows: &Rows, rotation: &Rotation) -> Option<RotateOutcome> {
+        match rows.get(&rotation.old) {
+            Some(old) if self.same_team(&old.team_id, &rotation.team_id) && old.revoked_at.is_none() => {
+                old.replaced_by.is_some().then_some(RotateOutcome::AlreadyRotated)
+            }
+            _ => Some(RotateOutcome::NotFound),
+        }
     }
 }
 
@@ -108,7 +121,7 @@ impl KeyStore for TestStore {
         let rows = self.rows();
         let listed = rows
             .values()
-            .filter(|r| &r.team_id == team_id && r.revoked_at.is_none());
+            .filter(|r| self.same_team(&r.team_id, team_id) && r.revoked_at.is_none());
         Ok(listed.cloned().collect())
     }
 
@@ -116,7 +129,7 @@ impl KeyStore for TestStore {
         let again = matches!(self.flaw, Flaw::RevokesTwice);
         let mut rows = self.rows();
         match rows.get_mut(key_id) {
-            Some(r) if &r.team_id == team_id && (again || r.revoked_at.is_none()) => {
+            Some(r) if self.same_team(&r.team_id, team_id) && (again || r.revoked_at.is_none()) => {
                 r.revoked_at = Some(at);
                 Ok(true)
             }
@@ -126,7 +139,7 @@ impl KeyStore for TestStore {
 
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         let mut rows = self.rows();
-        if let Some(refused) = refuse_rotation(&rows, rotation) {
+        if let Some(refused) = self.refuse_rotation(&rows, rotation) {
             return Ok(refused);
         }
         write_rotation(&mut rows, rotation);
@@ -253,4 +266,41 @@ async fn a_second_revoke_that_says_true_is_told_revoke_must_return_false() {
         &["revoke must return false for a key already revoked"],
     )
     .await;
+}
+
+/// Team matches a database might make, each with a pair of look-alike ids
+/// the kit must catch it on.
+const LOOSE_TEAM_MATCHES: [(&str, SameTeam); 5] = [
+    ("kit-case-", |stored, asked| {
+        stored.to_lowercase() == asked.to_lowercase()
+    }),
+    ("kit-accent-", |stored, asked| {
+        without_accents(stored) == without_accents(asked)
+    }),
+    ("kit-nfd-", |stored, asked| composed(stored) == composed(asked)),
+    ("kit-prefix-", |stored, asked| stored.starts_with(asked)),
+    ("kit-zwsp-", |stored, asked| {
+        stored.replace('\u{200b}', "") == asked.replace('\u{200b}', "")
+    }),
+];
+
+fn without_accents(team: &str) -> String {
+    team.replace('\u{e9}', "e").replace('\u{301}', "")
+}
+
+fn composed(team: &str) -> String {
+    team.replace("e\u{301}", "\u{e9}")
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn team_ids_a_collation_would_conflate_are_kept_apart() {
+    for (pair, same_team) in LOOSE_TEAM_MATCHES {
+        let message = kit_failure(Flaw::LooseTeams(same_team))
+            .await
+            .unwrap_or_else(|| panic!("the kit must notice {pair}* ids taken as one team"));
+        assert!(
+            message.contains("team ids must compare exactly") && message.contains(pair),
+            "the message must name the {pair}* pair, was: {message}"
+        );
+    }
 }
