@@ -11,8 +11,10 @@
 //! # }
 //! ```
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 
 use async_trait::async_trait;
 use rand::SeedableRng;
@@ -20,10 +22,12 @@ use rand::distr::{Alphanumeric, SampleString};
 use rand::rngs::{StdRng, SysRng};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
 
 use crate::{
-    Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManageError,
-    ManualClock, RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
+    Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManualClock,
+    RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
 };
 
 /// Runs every check of the [`KeyStore`] contract against `store`.
@@ -574,39 +578,137 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
     );
 }
 
+/// Simultaneous rotations of one key in each round.
+const RACERS: usize = 8;
+/// Rounds of [`RACERS`] rotations, each of a fresh key, alternating between
+/// the two ways of racing them ([`Race`]).
+const RACE_ROUNDS: usize = 24;
+
+/// How a round runs its rotations.
+#[derive(Debug, Clone, Copy)]
+enum Race {
+    /// All polled in turn by the kit's own task: every rotation reaches its
+    /// first `.await` before any resumes, whatever the runtime. A store
+    /// that awaits between its check and its write fails every such round.
+    Interleaved,
+    /// Each on a task of its own: on a multi-thread runtime they also run
+    /// in parallel, which catches races without an `.await`, if only
+    /// likely.
+    Spawned,
+}
+
 async fn concurrent_rotations_yield_one_successor(store: &Arc<dyn KeyStore>) {
-    const RACERS: usize = 16;
-    let clock = ManualClock::new(T0);
-    let keys = manager(store, &clock);
+    for round in 1..=RACE_ROUNDS {
+        let race = if round % 2 == 1 {
+            Race::Interleaved
+        } else {
+            Race::Spawned
+        };
+        race_round(store, round, race).await;
+    }
+}
+
+/// One key, [`RACERS`] rotations at once: exactly one may win, and the
+/// store must hold the old key and that one successor, no other.
+async fn race_round(store: &Arc<dyn KeyStore>, round: usize, race: Race) {
+    let check = format!("concurrent rotation (round {round} of {RACE_ROUNDS}, {race:?})");
     let team = fresh_team("race");
-    let created = keys
-        .create(&team, "raced", CreateOptions::default())
-        .await
-        .expect("create");
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..RACERS {
-        let (keys, team, id) = (keys.clone(), team.clone(), created.info.id);
-        tasks.spawn(async move { keys.rotate(&team, &id, Duration::minutes(10)).await });
-    }
-    let (mut won, mut lost) = (0, 0);
-    while let Some(joined) = tasks.join_next().await {
-        match joined.expect("rotation task must not panic") {
-            Ok(_) => won += 1,
-            Err(ManageError::AlreadyRotated) => lost += 1,
-            Err(e) => panic!("concurrent rotation: unexpected error {e}"),
-        }
-    }
+    let old = record(&team, "raced");
+    store.insert(&old).await.expect("insert must succeed");
+    let outcomes = race_rotations(store, &team, old.id, race).await;
+    let won = outcomes.iter().filter(|o| **o == RotateOutcome::Rotated).count();
+    let lost = outcomes
+        .iter()
+        .filter(|o| **o == RotateOutcome::AlreadyRotated)
+        .count();
     assert_eq!(
         (won, lost),
         (1, RACERS - 1),
-        "concurrent rotation: exactly one successor"
+        "{check}: of {RACERS} simultaneous rotations of one key exactly one must be Rotated, \
+         the others AlreadyRotated; got {outcomes:?}"
     );
-    let listed = keys.list(&team).await.expect("list");
+    let winner = get(store, &old.id, &check)
+        .await
+        .replaced_by
+        .unwrap_or_else(|| panic!("{check}: the old key must name its successor in replaced_by"));
+    let listed = store.list(&team).await.expect("list must succeed");
+    let mut held: Vec<KeyId> = listed.iter().map(|r| r.id).collect();
+    held.sort();
+    let mut want = vec![old.id, winner];
+    want.sort();
     assert_eq!(
-        listed.len(),
-        2,
-        "concurrent rotation: the old key (in grace) and one successor"
+        held, want,
+        "{check}: the team must hold the old key and the one successor it names, no other"
     );
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Rotates `old` [`RACERS`] times at once, each with its own successor. A
+/// barrier releases them together, so that no rotation is done before the
+/// last one starts.
+async fn race_rotations(
+    store: &Arc<dyn KeyStore>,
+    team: &TeamId,
+    old: KeyId,
+    race: Race,
+) -> Vec<RotateOutcome> {
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let racers = (0..RACERS).map(|_| {
+        let (store, barrier) = (Arc::clone(store), Arc::clone(&barrier));
+        let rotation = Rotation {
+            team_id: team.clone(),
+            old,
+            retire_at: T0 + Duration::minutes(10),
+            successor: record(team, "raced"),
+        };
+        Box::pin(async move {
+            barrier.wait().await;
+            store.rotate(&rotation).await
+        }) as BoxFuture<Result<RotateOutcome, StoreError>>
+    });
+    let results = match race {
+        Race::Interleaved => poll_in_turn(racers.collect()).await,
+        Race::Spawned => join_spawned(racers).await,
+    };
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("concurrent rotation: rotate must succeed, got {e}")))
+        .collect()
+}
+
+/// Polls every unfinished future, in order, each time this task wakes, until
+/// all are done. Deterministic: no scheduler decides who runs first.
+async fn poll_in_turn<T>(futures: Vec<BoxFuture<T>>) -> Vec<T> {
+    let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut done: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, out) in pending.iter_mut().zip(&mut done) {
+            if let Some(Poll::Ready(value)) = slot.as_mut().map(|f| f.as_mut().poll(cx)) {
+                *out = Some(value);
+                *slot = None;
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
+}
+
+async fn join_spawned<T: Send + 'static>(futures: impl Iterator<Item = BoxFuture<T>>) -> Vec<T> {
+    let mut tasks = JoinSet::new();
+    for future in futures {
+        tasks.spawn(future);
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        done.push(joined.expect("concurrent rotation: a rotate task must not panic"));
+    }
+    done
 }
 
 async fn expiry_and_grace_are_enforced(store: &Arc<dyn KeyStore>) {

@@ -45,6 +45,9 @@ enum Flaw {
     /// `list`, `revoke` and `rotate` match team ids with this, as a
     /// collation would.
     LooseTeams(SameTeam),
+    /// `rotate` reads and checks, yields, then writes: two rotations of one
+    /// key can both pass the check.
+    RacyRotate,
 }
 
 /// A plain map behind a lock, broken in one chosen way.
@@ -82,6 +85,18 @@ impl TestStore {
             }
             _ => Some(RotateOutcome::NotFound),
         }
+    }
+
+    /// A read-check-write with a gap, as a store without a transaction or a
+    /// conditional update has: another rotation may run in the gap.
+    async fn rotate_racily(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let refused = self.refuse_rotation(&self.rows(), rotation);
+        if let Some(refused) = refused {
+            return Ok(refused);
+        }
+        tokio::task::yield_now().await;
+        write_rotation(&mut self.rows(), rotation);
+        Ok(RotateOutcome::Rotated)
     }
 }
 
@@ -138,6 +153,9 @@ impl KeyStore for TestStore {
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        if matches!(self.flaw, Flaw::RacyRotate) {
+            return self.rotate_racily(rotation).await;
+        }
         let mut rows = self.rows();
         if let Some(refused) = self.refuse_rotation(&rows, rotation) {
             return Ok(refused);
@@ -303,4 +321,27 @@ async fn team_ids_a_collation_would_conflate_are_kept_apart() {
             "the message must name the {pair}* pair, was: {message}"
         );
     }
+}
+
+/// The kit must catch a racy rotate on every run, not most.
+async fn assert_racy_rotation_is_always_caught() {
+    for run in 0..20 {
+        let message = kit_failure(Flaw::RacyRotate)
+            .await
+            .unwrap_or_else(|| panic!("run {run}: the kit missed a racy rotate"));
+        assert!(
+            message.contains("concurrent rotation"),
+            "run {run}: failed for another reason: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_racy_rotate_fails_the_kit_every_time_on_one_thread() {
+    assert_racy_rotation_is_always_caught().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_racy_rotate_fails_the_kit_every_time_on_two_threads() {
+    assert_racy_rotation_is_always_caught().await;
 }
