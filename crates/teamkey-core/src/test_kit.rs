@@ -2,7 +2,9 @@
 //!
 //! Call [`check_store`] from a test of your own; it panics, naming the
 //! check, on the first broken rule. Every check works under fresh random
-//! team ids, so it may run against a database that other tests share.
+//! team ids, so it may run against a database that other tests share. It
+//! runs on a current-thread runtime as well as on a multi-thread one; the
+//! latter also races rotations in parallel.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -10,10 +12,36 @@
 //! teamkey_core::test_kit::check_store(teamkey_core::MemoryStore::new()).await;
 //! # }
 //! ```
+//!
+//! # Cleaning up
+//!
+//! The kit deletes nothing (a [`KeyStore`] cannot), so each run leaves its
+//! rows behind, some eighty. They all belong to team ids of the form
+//! `kit-<label>-<random>` ([`TEAM_PREFIX`]), and [`check_store`] returns
+//! the run's own in a [`KitReport`]. On a database that outlives the test,
+//! delete them afterwards, with the schema of `teamkey-sqlx`:
+//!
+//! ```sql
+//! -- This run's rows (PostgreSQL; bind the report's team ids as text[]):
+//! DELETE FROM api_keys WHERE team_id = ANY($1);
+//! -- Every kit run's rows, failed runs' included (a failed run returns
+//! -- no report). Not while another kit run is going, and not if real
+//! -- team ids may start with 'kit-':
+//! DELETE FROM api_keys WHERE team_id LIKE 'kit-%';
+//! ```
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use teamkey_core::test_kit::{TEAM_PREFIX, check_store};
+//! let report = check_store(teamkey_core::MemoryStore::new()).await;
+//! assert!(report.teams.iter().all(|t| t.as_str().starts_with(TEAM_PREFIX)));
+//! # }
+//! ```
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
 use async_trait::async_trait;
@@ -30,22 +58,72 @@ use crate::{
     RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
 };
 
-/// Runs every check of the [`KeyStore`] contract against `store`.
+/// Runs every check of the [`KeyStore`] contract against `store`, and
+/// reports the team ids it wrote under (see [Cleaning up](self#cleaning-up)).
 ///
 /// # Panics
 /// On the first rule the store breaks, with a message naming it.
-pub async fn check_store(store: impl KeyStore) {
-    let store: Arc<dyn KeyStore> = Arc::new(store);
-    record_round_trip(&store).await;
-    duplicate_id_is_a_conflict(&store).await;
-    list_is_team_scoped(&store).await;
-    team_ids_are_compared_exactly(&store).await;
-    revoke_is_team_scoped_and_immediate(&store).await;
-    rotation_follows_the_contract(&store).await;
-    concurrent_rotations_yield_one_successor(&store).await;
-    expiry_and_grace_are_enforced(&store).await;
-    last_used_only_moves_forward(&store).await;
-    last_used_is_batched(&store).await;
+pub async fn check_store(store: impl KeyStore) -> KitReport {
+    let kit = Kit {
+        store: Arc::new(store),
+        teams: Mutex::default(),
+    };
+    record_round_trip(&kit).await;
+    duplicate_id_is_a_conflict(&kit).await;
+    list_is_team_scoped(&kit).await;
+    team_ids_are_compared_exactly(&kit).await;
+    revoke_is_team_scoped_and_immediate(&kit).await;
+    rotation_follows_the_contract(&kit).await;
+    concurrent_rotations_yield_one_successor(&kit).await;
+    expiry_and_grace_are_enforced(&kit).await;
+    last_used_only_moves_forward(&kit).await;
+    last_used_is_batched(&kit).await;
+    KitReport {
+        teams: kit.teams.into_inner().unwrap_or_else(PoisonError::into_inner),
+    }
+}
+
+/// What a [`check_store`] run leaves behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KitReport {
+    /// Every team id the run made, in order, each starting with
+    /// [`TEAM_PREFIX`]. The rows the run wrote all belong to these.
+    pub teams: Vec<TeamId>,
+}
+
+/// How every team id the kit makes starts: `kit-<label>-<random>`.
+pub const TEAM_PREFIX: &str = "kit-";
+
+/// One run: the store under test, and the team ids made so far.
+struct Kit {
+    store: Arc<dyn KeyStore>,
+    teams: Mutex<Vec<TeamId>>,
+}
+
+impl Kit {
+    /// A team id no other run uses.
+    fn team(&self, label: &str) -> TeamId {
+        self.named(format!("{TEAM_PREFIX}{label}-{}", random_text(12)))
+    }
+
+    /// Exactly this team id, remembered for the report.
+    fn named(&self, id: String) -> TeamId {
+        debug_assert!(
+            id.starts_with(TEAM_PREFIX),
+            "kit team ids start with {TEAM_PREFIX}"
+        );
+        let team = TeamId::new(id).expect("valid team id");
+        let mut teams = self.teams.lock().unwrap_or_else(PoisonError::into_inner);
+        teams.push(team.clone());
+        team
+    }
+
+    fn manager(&self, clock: &ManualClock) -> KeyManager {
+        KeyManager::builder(Arc::clone(&self.store))
+            .clock(clock.clone())
+            .build()
+    }
 }
 
 /// Counts the calls made to a store, to prove what was (not) asked of it.
@@ -178,19 +256,8 @@ fn random_text(len: usize) -> String {
     Alphanumeric.sample_string(&mut rng, len)
 }
 
-/// A team id no other run uses.
-fn fresh_team(label: &str) -> TeamId {
-    TeamId::new(format!("kit-{label}-{}", random_text(12))).expect("valid team id")
-}
-
 fn fresh_key_id() -> KeyId {
     KeyId::parse(&random_text(12)).expect("valid key id")
-}
-
-fn manager(store: &Arc<dyn KeyStore>, clock: &ManualClock) -> KeyManager {
-    KeyManager::builder(Arc::clone(store))
-        .clock(clock.clone())
-        .build()
 }
 
 fn record(team: &TeamId, name: &str) -> KeyRecord {
@@ -265,8 +332,9 @@ fn record_diffs(got: &KeyRecord, want: &KeyRecord) -> Vec<String> {
     diffs
 }
 
-async fn record_round_trip(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("o'brien\"; DROP TABLE api_keys;--🦎");
+async fn record_round_trip(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("o'brien\"; DROP TABLE api_keys;--🦎");
     let mut full = record(&team, "Prod 🦎 \"quoted\" 'single' ; -- % _ \\");
     let mut digest = [0u8; 32];
     for (i, b) in digest.iter_mut().enumerate() {
@@ -295,11 +363,12 @@ async fn record_round_trip(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn duplicate_id_is_a_conflict(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("dup");
+async fn duplicate_id_is_a_conflict(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("dup");
     let first = record(&team, "first");
     store.insert(&first).await.expect("insert must succeed");
-    let mut second = record(&fresh_team("dup2"), "second");
+    let mut second = record(&kit.team("dup2"), "second");
     second.id = first.id;
     assert!(
         matches!(store.insert(&second).await, Err(StoreError::Conflict)),
@@ -309,9 +378,10 @@ async fn duplicate_id_is_a_conflict(store: &Arc<dyn KeyStore>) {
     assert_same_record(check, &get(store, &first.id, check).await, &first);
 }
 
-async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
-    let acme = fresh_team("acme");
-    let globex = fresh_team("globex");
+async fn list_is_team_scoped(kit: &Kit) {
+    let store = &kit.store;
+    let acme = kit.team("acme");
+    let globex = kit.team("globex");
     let a1 = record(&acme, "a1");
     let a2 = record(&acme, "a2");
     let mut a3 = record(&acme, "a3 revoked");
@@ -336,7 +406,7 @@ async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
     );
     assert!(
         store
-            .list(&fresh_team("nobody"))
+            .list(&kit.team("nobody"))
             .await
             .expect("list must succeed")
             .is_empty(),
@@ -348,9 +418,8 @@ async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
 /// `_ci`, ICU nondeterministic ones), a Unicode normalisation or a prefix
 /// match would take for one team. Trailing spaces, which PAD SPACE
 /// collations ignore, cannot be tried: a `TeamId` has none.
-fn look_alike_teams() -> [(TeamId, TeamId); 5] {
+fn look_alike_teams(kit: &Kit) -> [(TeamId, TeamId); 5] {
     let r = random_text(12);
-    let team = |id: String| TeamId::new(id).expect("valid team id");
     [
         (format!("kit-case-ABC-{r}"), format!("kit-case-abc-{r}")),
         (format!("kit-accent-\u{e9}-{r}"), format!("kit-accent-e-{r}")),
@@ -361,11 +430,12 @@ fn look_alike_teams() -> [(TeamId, TeamId); 5] {
         // A trailing zero-width space, which Unicode collations ignore.
         (format!("kit-zwsp-{r}"), format!("kit-zwsp-{r}\u{200b}")),
     ]
-    .map(|(a, b)| (team(a), team(b)))
+    .map(|(a, b)| (kit.named(a), kit.named(b)))
 }
 
-async fn team_ids_are_compared_exactly(store: &Arc<dyn KeyStore>) {
-    for (a, b) in look_alike_teams() {
+async fn team_ids_are_compared_exactly(kit: &Kit) {
+    let store = &kit.store;
+    for (a, b) in look_alike_teams(kit) {
         teams_stay_apart(store, &a, &b).await;
         teams_stay_apart(store, &b, &a).await;
     }
@@ -415,11 +485,12 @@ async fn revoke(store: &Arc<dyn KeyStore>, team: &TeamId, id: KeyId, at: OffsetD
     store.revoke(team, &id, at).await.expect("revoke must succeed")
 }
 
-async fn revoke_is_team_scoped_and_immediate(store: &Arc<dyn KeyStore>) {
+async fn revoke_is_team_scoped_and_immediate(kit: &Kit) {
+    let store = &kit.store;
     let clock = ManualClock::new(T0);
-    let keys = manager(store, &clock);
-    let acme = fresh_team("acme");
-    let globex = fresh_team("globex");
+    let keys = kit.manager(&clock);
+    let acme = kit.team("acme");
+    let globex = kit.team("globex");
     let created = keys
         .create(&acme, "to revoke", CreateOptions::default())
         .await
@@ -463,8 +534,9 @@ async fn revoke_is_team_scoped_and_immediate(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("rot");
+async fn rotation_follows_the_contract(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("rot");
     let old = record(&team, "old");
     store.insert(&old).await.expect("insert must succeed");
     let retire_at = T0 + Duration::hours(1);
@@ -477,7 +549,7 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
 
     let stray = record(&team, "stray");
     let outcome = store
-        .rotate(&rotation(&fresh_team("other"), stray.clone()))
+        .rotate(&rotation(&kit.team("other"), stray.clone()))
         .await
         .expect("rotate");
     assert_eq!(
@@ -597,22 +669,23 @@ enum Race {
     Spawned,
 }
 
-async fn concurrent_rotations_yield_one_successor(store: &Arc<dyn KeyStore>) {
+async fn concurrent_rotations_yield_one_successor(kit: &Kit) {
     for round in 1..=RACE_ROUNDS {
         let race = if round % 2 == 1 {
             Race::Interleaved
         } else {
             Race::Spawned
         };
-        race_round(store, round, race).await;
+        race_round(kit, round, race).await;
     }
 }
 
 /// One key, [`RACERS`] rotations at once: exactly one may win, and the
 /// store must hold the old key and that one successor, no other.
-async fn race_round(store: &Arc<dyn KeyStore>, round: usize, race: Race) {
+async fn race_round(kit: &Kit, round: usize, race: Race) {
+    let store = &kit.store;
     let check = format!("concurrent rotation (round {round} of {RACE_ROUNDS}, {race:?})");
-    let team = fresh_team("race");
+    let team = kit.team("race");
     let old = record(&team, "raced");
     store.insert(&old).await.expect("insert must succeed");
     let outcomes = race_rotations(store, &team, old.id, race).await;
@@ -711,10 +784,10 @@ async fn join_spawned<T: Send + 'static>(futures: impl Iterator<Item = BoxFuture
     done
 }
 
-async fn expiry_and_grace_are_enforced(store: &Arc<dyn KeyStore>) {
+async fn expiry_and_grace_are_enforced(kit: &Kit) {
     let clock = ManualClock::new(T0);
-    let keys = manager(store, &clock);
-    let team = fresh_team("expiry");
+    let keys = kit.manager(&clock);
+    let team = kit.team("expiry");
 
     let options = CreateOptions {
         expires_at: Some(T0 + Duration::hours(1)),
@@ -792,8 +865,9 @@ async fn expiry_and_grace_are_enforced(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn last_used_only_moves_forward(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("lu");
+async fn last_used_only_moves_forward(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("lu");
     let a = record(&team, "a");
     let b = record(&team, "b");
     store.insert(&a).await.expect("insert");
@@ -842,14 +916,15 @@ async fn last_used_only_moves_forward(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn last_used_is_batched(store: &Arc<dyn KeyStore>) {
+async fn last_used_is_batched(kit: &Kit) {
     const USES: usize = 10_000;
+    let store = &kit.store;
     let counting = Arc::new(CountingStore::new(Arc::clone(store)));
     let clock = ManualClock::new(T0);
     let keys = KeyManager::builder(Arc::clone(&counting))
         .clock(clock.clone())
         .build();
-    let team = fresh_team("batch");
+    let team = kit.team("batch");
     let one = keys
         .create(&team, "one", CreateOptions::default())
         .await

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use teamkey_core::test_kit::check_store;
+use teamkey_core::test_kit::{TEAM_PREFIX, check_store};
 use teamkey_core::{
     HashVersion, KeyId, KeyName, KeyRecord, KeyStore, KeyUse, MemoryStore, RotateOutcome, Rotation, Scopes,
     SecretDigest, StoreError, TeamId,
@@ -344,4 +344,22 @@ async fn a_racy_rotate_fails_the_kit_every_time_on_one_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_racy_rotate_fails_the_kit_every_time_on_two_threads() {
     assert_racy_rotation_is_always_caught().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_names_the_team_of_every_row_the_kit_left() {
+    let store = Arc::new(TestStore::new(Flaw::Sound));
+    let report = check_store(Arc::clone(&store)).await;
+    let rows = store.rows();
+    assert!(!rows.is_empty());
+    for row in rows.values() {
+        assert!(
+            report.teams.contains(&row.team_id),
+            "{:?} is not in the report",
+            row.team_id
+        );
+    }
+    for team in &report.teams {
+        assert!(team.as_str().starts_with(TEAM_PREFIX), "{team:?}");
+    }
 }
