@@ -2,7 +2,9 @@
 //!
 //! Call [`check_store`] from a test of your own; it panics, naming the
 //! check, on the first broken rule. Every check works under fresh random
-//! team ids, so it may run against a database that other tests share.
+//! team ids, so it may run against a database that other tests share. It
+//! runs on a current-thread runtime as well as on a multi-thread one; the
+//! latter also races rotations in parallel.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -10,9 +12,37 @@
 //! teamkey_core::test_kit::check_store(teamkey_core::MemoryStore::new()).await;
 //! # }
 //! ```
+//!
+//! # Cleaning up
+//!
+//! The kit deletes nothing (a [`KeyStore`] cannot), so each run leaves its
+//! rows behind, some eighty. They all belong to team ids of the form
+//! `kit-<label>-<random>` ([`TEAM_PREFIX`]), and [`check_store`] returns
+//! the run's own in a [`KitReport`]. On a database that outlives the test,
+//! delete them afterwards, with the schema of `teamkey-sqlx`:
+//!
+//! ```sql
+//! -- This run's rows (PostgreSQL; bind the report's team ids as text[]):
+//! DELETE FROM api_keys WHERE team_id = ANY($1);
+//! -- Every kit run's rows, failed runs' included (a failed run returns
+//! -- no report). Not while another kit run is going, and not if real
+//! -- team ids may start with 'kit-':
+//! DELETE FROM api_keys WHERE team_id LIKE 'kit-%';
+//! ```
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use teamkey_core::test_kit::{TEAM_PREFIX, check_store};
+//! let report = check_store(teamkey_core::MemoryStore::new()).await;
+//! assert!(report.teams.iter().all(|t| t.as_str().starts_with(TEAM_PREFIX)));
+//! # }
+//! ```
 
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
 use async_trait::async_trait;
 use rand::SeedableRng;
@@ -20,27 +50,80 @@ use rand::distr::{Alphanumeric, SampleString};
 use rand::rngs::{StdRng, SysRng};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
 
 use crate::{
-    Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManageError,
-    ManualClock, RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
+    Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManualClock,
+    RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
 };
 
-/// Runs every check of the [`KeyStore`] contract against `store`.
+/// Runs every check of the [`KeyStore`] contract against `store`, and
+/// reports the team ids it wrote under (see [Cleaning up](self#cleaning-up)).
 ///
 /// # Panics
 /// On the first rule the store breaks, with a message naming it.
-pub async fn check_store(store: impl KeyStore) {
-    let store: Arc<dyn KeyStore> = Arc::new(store);
-    record_round_trip(&store).await;
-    duplicate_id_is_a_conflict(&store).await;
-    list_is_team_scoped(&store).await;
-    revoke_is_team_scoped_and_immediate(&store).await;
-    rotation_follows_the_contract(&store).await;
-    concurrent_rotations_yield_one_successor(&store).await;
-    expiry_and_grace_are_enforced(&store).await;
-    last_used_only_moves_forward(&store).await;
-    last_used_is_batched(&store).await;
+pub async fn check_store(store: impl KeyStore) -> KitReport {
+    let kit = Kit {
+        store: Arc::new(store),
+        teams: Mutex::default(),
+    };
+    record_round_trip(&kit).await;
+    duplicate_id_is_a_conflict(&kit).await;
+    list_is_team_scoped(&kit).await;
+    team_ids_are_compared_exactly(&kit).await;
+    revoke_is_team_scoped_and_immediate(&kit).await;
+    rotation_follows_the_contract(&kit).await;
+    concurrent_rotations_yield_one_successor(&kit).await;
+    expiry_and_grace_are_enforced(&kit).await;
+    last_used_only_moves_forward(&kit).await;
+    last_used_is_batched(&kit).await;
+    KitReport {
+        teams: kit.teams.into_inner().unwrap_or_else(PoisonError::into_inner),
+    }
+}
+
+/// What a [`check_store`] run leaves behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KitReport {
+    /// Every team id the run made, in order, each starting with
+    /// [`TEAM_PREFIX`]. The rows the run wrote all belong to these.
+    pub teams: Vec<TeamId>,
+}
+
+/// How every team id the kit makes starts: `kit-<label>-<random>`.
+pub const TEAM_PREFIX: &str = "kit-";
+
+/// One run: the store under test, and the team ids made so far.
+struct Kit {
+    store: Arc<dyn KeyStore>,
+    teams: Mutex<Vec<TeamId>>,
+}
+
+impl Kit {
+    /// A team id no other run uses.
+    fn team(&self, label: &str) -> TeamId {
+        self.named(format!("{TEAM_PREFIX}{label}-{}", random_text(12)))
+    }
+
+    /// Exactly this team id, remembered for the report.
+    fn named(&self, id: String) -> TeamId {
+        debug_assert!(
+            id.starts_with(TEAM_PREFIX),
+            "kit team ids start with {TEAM_PREFIX}"
+        );
+        let team = TeamId::new(id).expect("valid team id");
+        let mut teams = self.teams.lock().unwrap_or_else(PoisonError::into_inner);
+        teams.push(team.clone());
+        team
+    }
+
+    fn manager(&self, clock: &ManualClock) -> KeyManager {
+        KeyManager::builder(Arc::clone(&self.store))
+            .clock(clock.clone())
+            .build()
+    }
 }
 
 /// Counts the calls made to a store, to prove what was (not) asked of it.
@@ -173,19 +256,8 @@ fn random_text(len: usize) -> String {
     Alphanumeric.sample_string(&mut rng, len)
 }
 
-/// A team id no other run uses.
-fn fresh_team(label: &str) -> TeamId {
-    TeamId::new(format!("kit-{label}-{}", random_text(12))).expect("valid team id")
-}
-
 fn fresh_key_id() -> KeyId {
     KeyId::parse(&random_text(12)).expect("valid key id")
-}
-
-fn manager(store: &Arc<dyn KeyStore>, clock: &ManualClock) -> KeyManager {
-    KeyManager::builder(Arc::clone(store))
-        .clock(clock.clone())
-        .build()
 }
 
 fn record(team: &TeamId, name: &str) -> KeyRecord {
@@ -205,13 +277,64 @@ fn record(team: &TeamId, name: &str) -> KeyRecord {
     }
 }
 
-async fn get(store: &Arc<dyn KeyStore>, id: &KeyId) -> KeyRecord {
-    let record = store.get(id).await.expect("get must succeed");
-    KeyRecord::clone(&record.unwrap_or_else(|| panic!("record {id} must exist")))
+const GET_RETURNS_ALL: &str = "get must return every stored record, revoked and rotated ones included";
+
+/// The stored record. `get` must return every record, revoked and rotated
+/// ones included: the manager tells why a key fails from the record.
+async fn get(store: &Arc<dyn KeyStore>, id: &KeyId, check: &str) -> KeyRecord {
+    let record = store
+        .get(id)
+        .await
+        .unwrap_or_else(|e| panic!("{check}: get({id}) must succeed, got {e}"));
+    let record = record.unwrap_or_else(|| panic!("{check}: get({id}) returned None; {GET_RETURNS_ALL}"));
+    KeyRecord::clone(&record)
 }
 
-async fn record_round_trip(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("o'brien\"; DROP TABLE api_keys;--🦎");
+/// Panics unless `got` is `want`, naming every field that differs.
+fn assert_same_record(check: &str, got: &KeyRecord, want: &KeyRecord) {
+    let diffs = record_diffs(got, want);
+    assert!(
+        diffs.is_empty(),
+        "{check}: record {} did not come back as stored: {}",
+        want.id,
+        diffs.join("; ")
+    );
+}
+
+/// Appends `field: expected .., got ..` for each listed field that differs.
+macro_rules! push_diffs {
+    ($diffs:ident, $got:ident, $want:ident: $($field:ident),+) => {$(
+        if $got.$field != $want.$field {
+            $diffs.push(format!(
+                "{}: expected {:?}, got {:?}",
+                stringify!($field),
+                $want.$field,
+                $got.$field
+            ));
+        }
+    )+};
+}
+
+fn record_diffs(got: &KeyRecord, want: &KeyRecord) -> Vec<String> {
+    let mut diffs = Vec::new();
+    push_diffs!(diffs, got, want: id, team_id, name, preview);
+    // Never the bytes: test logs are often public, and a digest is a secret's.
+    if got.digest != want.digest {
+        diffs.push("digest differs".to_owned());
+    }
+    push_diffs!(
+        diffs, got, want: hash_version, scopes, created_at, last_used_at, expires_at, revoked_at, replaced_by
+    );
+    // A field added to KeyRecord after this list was written.
+    if diffs.is_empty() && got != want {
+        diffs.push("a field the kit does not name differs".to_owned());
+    }
+    diffs
+}
+
+async fn record_round_trip(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("o'brien\"; DROP TABLE api_keys;--🦎");
     let mut full = record(&team, "Prod 🦎 \"quoted\" 'single' ; -- % _ \\");
     let mut digest = [0u8; 32];
     for (i, b) in digest.iter_mut().enumerate() {
@@ -225,19 +348,13 @@ async fn record_round_trip(store: &Arc<dyn KeyStore>) {
     full.revoked_at = Some(T0 + Duration::days(1));
     full.replaced_by = Some(fresh_key_id());
     store.insert(&full).await.expect("insert must succeed");
-    assert_eq!(
-        get(store, &full.id).await,
-        full,
-        "record_round_trip: every field must come back exactly"
-    );
+    let check = "record_round_trip (every field set)";
+    assert_same_record(check, &get(store, &full.id, check).await, &full);
 
     let bare = record(&team, "bare");
     store.insert(&bare).await.expect("insert must succeed");
-    assert_eq!(
-        get(store, &bare.id).await,
-        bare,
-        "record_round_trip: empty optionals must come back empty"
-    );
+    let check = "record_round_trip (optionals empty)";
+    assert_same_record(check, &get(store, &bare.id, check).await, &bare);
 
     let unknown = fresh_key_id();
     assert!(
@@ -246,26 +363,25 @@ async fn record_round_trip(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn duplicate_id_is_a_conflict(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("dup");
+async fn duplicate_id_is_a_conflict(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("dup");
     let first = record(&team, "first");
     store.insert(&first).await.expect("insert must succeed");
-    let mut second = record(&fresh_team("dup2"), "second");
+    let mut second = record(&kit.team("dup2"), "second");
     second.id = first.id;
     assert!(
         matches!(store.insert(&second).await, Err(StoreError::Conflict)),
         "duplicate_id_is_a_conflict: inserting an existing id must be StoreError::Conflict"
     );
-    assert_eq!(
-        get(store, &first.id).await,
-        first,
-        "duplicate_id_is_a_conflict: the original must be unchanged"
-    );
+    let check = "duplicate_id_is_a_conflict: the original must be unchanged";
+    assert_same_record(check, &get(store, &first.id, check).await, &first);
 }
 
-async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
-    let acme = fresh_team("acme");
-    let globex = fresh_team("globex");
+async fn list_is_team_scoped(kit: &Kit) {
+    let store = &kit.store;
+    let acme = kit.team("acme");
+    let globex = kit.team("globex");
     let a1 = record(&acme, "a1");
     let a2 = record(&acme, "a2");
     let mut a3 = record(&acme, "a3 revoked");
@@ -290,7 +406,7 @@ async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
     );
     assert!(
         store
-            .list(&fresh_team("nobody"))
+            .list(&kit.team("nobody"))
             .await
             .expect("list must succeed")
             .is_empty(),
@@ -298,64 +414,129 @@ async fn list_is_team_scoped(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn revoke_is_team_scoped_and_immediate(store: &Arc<dyn KeyStore>) {
+/// Pairs of team ids that a case- or accent-insensitive collation (MySQL's
+/// `_ci`, ICU nondeterministic ones), a Unicode normalisation or a prefix
+/// match would take for one team. Trailing spaces, which PAD SPACE
+/// collations ignore, cannot be tried: a `TeamId` has none.
+fn look_alike_teams(kit: &Kit) -> [(TeamId, TeamId); 5] {
+    let r = random_text(12);
+    [
+        (format!("kit-case-ABC-{r}"), format!("kit-case-abc-{r}")),
+        (format!("kit-accent-\u{e9}-{r}"), format!("kit-accent-e-{r}")),
+        // Precomposed é against e + combining acute: canonically equivalent.
+        (format!("kit-nfd-\u{e9}-{r}"), format!("kit-nfd-e\u{301}-{r}")),
+        // One more trailing character, as `LIKE 'team%'` would match.
+        (format!("kit-prefix-{r}"), format!("kit-prefix-{r}0")),
+        // A trailing zero-width space, which Unicode collations ignore.
+        (format!("kit-zwsp-{r}"), format!("kit-zwsp-{r}\u{200b}")),
+    ]
+    .map(|(a, b)| (kit.named(a), kit.named(b)))
+}
+
+async fn team_ids_are_compared_exactly(kit: &Kit) {
+    let store = &kit.store;
+    for (a, b) in look_alike_teams(kit) {
+        teams_stay_apart(store, &a, &b).await;
+        teams_stay_apart(store, &b, &a).await;
+    }
+}
+
+/// A key of `owner` is out of reach of `other`, whose id only looks alike.
+async fn teams_stay_apart(store: &Arc<dyn KeyStore>, owner: &TeamId, other: &TeamId) {
+    let check = format!(
+        "team ids must compare exactly, case, accents and every character included: {owner:?} is not {other:?}"
+    );
+    let key = record(owner, "look-alike");
+    store.insert(&key).await.expect("insert must succeed");
+    let listed = store.list(other).await.expect("list must succeed");
+    assert!(
+        listed.iter().all(|r| &r.team_id == other),
+        "{check}; list of the second returned a key of the first"
+    );
+    assert!(
+        !revoke(store, other, key.id, T0).await,
+        "{check}; revoke by the second must return false for a key of the first"
+    );
+    let successor = record(other, "look-alike");
+    let rotation = Rotation {
+        team_id: other.clone(),
+        old: key.id,
+        retire_at: T0,
+        successor: successor.clone(),
+    };
+    assert_eq!(
+        store.rotate(&rotation).await.expect("rotate must succeed"),
+        RotateOutcome::NotFound,
+        "{check}; rotate by the second must be NotFound for a key of the first"
+    );
+    assert!(
+        store
+            .get(&successor.id)
+            .await
+            .expect("get must succeed")
+            .is_none(),
+        "{check}; a refused rotation must insert nothing"
+    );
+    assert_same_record(&check, &get(store, &key.id, &check).await, &key);
+}
+
+/// The store's own answer, which the manager turns into `NotFound`.
+async fn revoke(store: &Arc<dyn KeyStore>, team: &TeamId, id: KeyId, at: OffsetDateTime) -> bool {
+    store.revoke(team, &id, at).await.expect("revoke must succeed")
+}
+
+async fn revoke_is_team_scoped_and_immediate(kit: &Kit) {
+    let store = &kit.store;
     let clock = ManualClock::new(T0);
-    let keys = manager(store, &clock);
-    let acme = fresh_team("acme");
-    let globex = fresh_team("globex");
+    let keys = kit.manager(&clock);
+    let acme = kit.team("acme");
+    let globex = kit.team("globex");
     let created = keys
         .create(&acme, "to revoke", CreateOptions::default())
         .await
         .expect("create");
-    let key = created.key.expose_secret();
+    let (key, id) = (created.key.expose_secret(), created.info.id);
     keys.verify(key).await.expect("revoke: a new key must verify");
+    let at = T0 + Duration::seconds(1);
 
     assert!(
-        matches!(
-            keys.revoke(&globex, &created.info.id).await,
-            Err(ManageError::NotFound)
-        ),
-        "revoke: another team's key must be NotFound"
+        !revoke(store, &globex, id, at).await,
+        "revoke must return false for another team's key"
     );
     keys.verify(key)
         .await
         .expect("revoke: another team's revoke must change nothing");
     assert!(
-        matches!(
-            keys.revoke(&acme, &fresh_key_id()).await,
-            Err(ManageError::NotFound)
-        ),
-        "revoke: an unknown key must be NotFound"
+        !revoke(store, &acme, fresh_key_id(), at).await,
+        "revoke must return false for an unknown key"
     );
 
-    keys.revoke(&acme, &created.info.id)
-        .await
-        .expect("revoke: the owner's revoke must succeed");
+    assert!(
+        revoke(store, &acme, id, at).await,
+        "revoke must return true for an active key of its team"
+    );
     assert!(
         matches!(keys.verify(key).await, Err(VerifyError::Revoked { .. })),
         "revoke: the very next verification must fail as revoked"
     );
     assert!(
-        matches!(
-            keys.revoke(&acme, &created.info.id).await,
-            Err(ManageError::NotFound)
-        ),
-        "revoke: revoking twice must be NotFound"
+        !revoke(store, &acme, id, at + Duration::minutes(1)).await,
+        "revoke must return false for a key already revoked"
     );
     assert!(
-        keys.list(&acme).await.expect("list").is_empty(),
+        store.list(&acme).await.expect("list").is_empty(),
         "revoke: a revoked key leaves the list"
     );
-    let stored = get(store, &created.info.id).await;
     assert_eq!(
-        stored.revoked_at,
-        Some(T0),
-        "revoke: revoked_at must be the manager's time"
+        get(store, &id, "revoke").await.revoked_at,
+        Some(at),
+        "revoke: revoked_at must be the time of the first revoke"
     );
 }
 
-async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("rot");
+async fn rotation_follows_the_contract(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("rot");
     let old = record(&team, "old");
     store.insert(&old).await.expect("insert must succeed");
     let retire_at = T0 + Duration::hours(1);
@@ -368,7 +549,7 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
 
     let stray = record(&team, "stray");
     let outcome = store
-        .rotate(&rotation(&fresh_team("other"), stray.clone()))
+        .rotate(&rotation(&kit.team("other"), stray.clone()))
         .await
         .expect("rotate");
     assert_eq!(
@@ -391,7 +572,7 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
         RotateOutcome::Rotated,
         "rotate: must rotate an active key"
     );
-    let after = get(store, &old.id).await;
+    let after = get(store, &old.id, "rotate").await;
     assert_eq!(
         after.replaced_by,
         Some(successor.id),
@@ -402,11 +583,8 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
         Some(retire_at),
         "rotate: old.expires_at must become retire_at"
     );
-    assert_eq!(
-        get(store, &successor.id).await,
-        successor,
-        "rotate: the successor must be inserted as given"
-    );
+    let check = "rotate: the successor must be inserted as given";
+    assert_same_record(check, &get(store, &successor.id, check).await, &successor);
 
     let again = record(&team, "again");
     let outcome = store
@@ -437,9 +615,13 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
         })
         .await
         .expect("rotate");
-    assert_eq!(outcome, RotateOutcome::Rotated);
     assert_eq!(
-        get(store, &soon.id).await.expires_at,
+        outcome,
+        RotateOutcome::Rotated,
+        "rotate: must rotate an active key that expires before retire_at"
+    );
+    assert_eq!(
+        get(store, &soon.id, "rotate").await.expires_at,
         soon.expires_at,
         "rotate: an expiry earlier than retire_at must be kept"
     );
@@ -447,7 +629,10 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
     // A revoked key cannot be rotated.
     let revoked = record(&team, "revoked");
     store.insert(&revoked).await.expect("insert must succeed");
-    assert!(store.revoke(&team, &revoked.id, T0).await.expect("revoke"));
+    assert!(
+        store.revoke(&team, &revoked.id, T0).await.expect("revoke"),
+        "revoke must return true for an active key of its team"
+    );
     let successor = record(&team, "revoked");
     let outcome = store
         .rotate(&Rotation {
@@ -465,45 +650,144 @@ async fn rotation_follows_the_contract(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn concurrent_rotations_yield_one_successor(store: &Arc<dyn KeyStore>) {
-    const RACERS: usize = 16;
-    let clock = ManualClock::new(T0);
-    let keys = manager(store, &clock);
-    let team = fresh_team("race");
-    let created = keys
-        .create(&team, "raced", CreateOptions::default())
-        .await
-        .expect("create");
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..RACERS {
-        let (keys, team, id) = (keys.clone(), team.clone(), created.info.id);
-        tasks.spawn(async move { keys.rotate(&team, &id, Duration::minutes(10)).await });
+/// Simultaneous rotations of one key in each round.
+const RACERS: usize = 8;
+/// Rounds of [`RACERS`] rotations, each of a fresh key, alternating between
+/// the two ways of racing them ([`Race`]).
+const RACE_ROUNDS: usize = 24;
+
+/// How a round runs its rotations.
+#[derive(Debug, Clone, Copy)]
+enum Race {
+    /// All polled in turn by the kit's own task: every rotation reaches its
+    /// first `.await` before any resumes, whatever the runtime. A store
+    /// that awaits between its check and its write fails every such round.
+    Interleaved,
+    /// Each on a task of its own: on a multi-thread runtime they also run
+    /// in parallel, which catches races without an `.await`, if only
+    /// likely.
+    Spawned,
+}
+
+async fn concurrent_rotations_yield_one_successor(kit: &Kit) {
+    for round in 1..=RACE_ROUNDS {
+        let race = if round % 2 == 1 {
+            Race::Interleaved
+        } else {
+            Race::Spawned
+        };
+        race_round(kit, round, race).await;
     }
-    let (mut won, mut lost) = (0, 0);
-    while let Some(joined) = tasks.join_next().await {
-        match joined.expect("rotation task must not panic") {
-            Ok(_) => won += 1,
-            Err(ManageError::AlreadyRotated) => lost += 1,
-            Err(e) => panic!("concurrent rotation: unexpected error {e}"),
-        }
-    }
+}
+
+/// One key, [`RACERS`] rotations at once: exactly one may win, and the
+/// store must hold the old key and that one successor, no other.
+async fn race_round(kit: &Kit, round: usize, race: Race) {
+    let store = &kit.store;
+    let check = format!("concurrent rotation (round {round} of {RACE_ROUNDS}, {race:?})");
+    let team = kit.team("race");
+    let old = record(&team, "raced");
+    store.insert(&old).await.expect("insert must succeed");
+    let outcomes = race_rotations(store, &team, old.id, race).await;
+    let won = outcomes.iter().filter(|o| **o == RotateOutcome::Rotated).count();
+    let lost = outcomes
+        .iter()
+        .filter(|o| **o == RotateOutcome::AlreadyRotated)
+        .count();
     assert_eq!(
         (won, lost),
         (1, RACERS - 1),
-        "concurrent rotation: exactly one successor"
+        "{check}: of {RACERS} simultaneous rotations of one key exactly one must be Rotated, \
+         the others AlreadyRotated; got {outcomes:?}"
     );
-    let listed = keys.list(&team).await.expect("list");
+    let winner = get(store, &old.id, &check)
+        .await
+        .replaced_by
+        .unwrap_or_else(|| panic!("{check}: the old key must name its successor in replaced_by"));
+    let listed = store.list(&team).await.expect("list must succeed");
+    let mut held: Vec<KeyId> = listed.iter().map(|r| r.id).collect();
+    held.sort();
+    let mut want = vec![old.id, winner];
+    want.sort();
     assert_eq!(
-        listed.len(),
-        2,
-        "concurrent rotation: the old key (in grace) and one successor"
+        held, want,
+        "{check}: the team must hold the old key and the one successor it names, no other"
     );
 }
 
-async fn expiry_and_grace_are_enforced(store: &Arc<dyn KeyStore>) {
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Rotates `old` [`RACERS`] times at once, each with its own successor. A
+/// barrier releases them together, so that no rotation is done before the
+/// last one starts.
+async fn race_rotations(
+    store: &Arc<dyn KeyStore>,
+    team: &TeamId,
+    old: KeyId,
+    race: Race,
+) -> Vec<RotateOutcome> {
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let racers = (0..RACERS).map(|_| {
+        let (store, barrier) = (Arc::clone(store), Arc::clone(&barrier));
+        let rotation = Rotation {
+            team_id: team.clone(),
+            old,
+            retire_at: T0 + Duration::minutes(10),
+            successor: record(team, "raced"),
+        };
+        Box::pin(async move {
+            barrier.wait().await;
+            store.rotate(&rotation).await
+        }) as BoxFuture<Result<RotateOutcome, StoreError>>
+    });
+    let results = match race {
+        Race::Interleaved => poll_in_turn(racers.collect()).await,
+        Race::Spawned => join_spawned(racers).await,
+    };
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("concurrent rotation: rotate must succeed, got {e}")))
+        .collect()
+}
+
+/// Polls every unfinished future, in order, each time this task wakes, until
+/// all are done. Deterministic: no scheduler decides who runs first.
+async fn poll_in_turn<T>(futures: Vec<BoxFuture<T>>) -> Vec<T> {
+    let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut done: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, out) in pending.iter_mut().zip(&mut done) {
+            if let Some(Poll::Ready(value)) = slot.as_mut().map(|f| f.as_mut().poll(cx)) {
+                *out = Some(value);
+                *slot = None;
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
+}
+
+async fn join_spawned<T: Send + 'static>(futures: impl Iterator<Item = BoxFuture<T>>) -> Vec<T> {
+    let mut tasks = JoinSet::new();
+    for future in futures {
+        tasks.spawn(future);
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        done.push(joined.expect("concurrent rotation: a rotate task must not panic"));
+    }
+    done
+}
+
+async fn expiry_and_grace_are_enforced(kit: &Kit) {
     let clock = ManualClock::new(T0);
-    let keys = manager(store, &clock);
-    let team = fresh_team("expiry");
+    let keys = kit.manager(&clock);
+    let team = kit.team("expiry");
 
     let options = CreateOptions {
         expires_at: Some(T0 + Duration::hours(1)),
@@ -581,8 +865,9 @@ async fn expiry_and_grace_are_enforced(store: &Arc<dyn KeyStore>) {
     );
 }
 
-async fn last_used_only_moves_forward(store: &Arc<dyn KeyStore>) {
-    let team = fresh_team("lu");
+async fn last_used_only_moves_forward(kit: &Kit) {
+    let store = &kit.store;
+    let team = kit.team("lu");
     let a = record(&team, "a");
     let b = record(&team, "b");
     store.insert(&a).await.expect("insert");
@@ -608,12 +893,12 @@ async fn last_used_only_moves_forward(store: &Arc<dyn KeyStore>) {
         .await
         .expect("last used: a batch with an unknown id must succeed");
     assert_eq!(
-        get(store, &a.id).await.last_used_at,
+        get(store, &a.id, "last used").await.last_used_at,
         Some(late),
         "last used: every key of a batch is written"
     );
     assert_eq!(
-        get(store, &b.id).await.last_used_at,
+        get(store, &b.id, "last used").await.last_used_at,
         Some(early),
         "last used: every key of a batch is written"
     );
@@ -625,20 +910,21 @@ async fn last_used_only_moves_forward(store: &Arc<dyn KeyStore>) {
         .await
         .expect("record_last_used");
     assert_eq!(
-        get(store, &a.id).await.last_used_at,
+        get(store, &a.id, "last used").await.last_used_at,
         Some(late),
         "last used: an older time must not overwrite"
     );
 }
 
-async fn last_used_is_batched(store: &Arc<dyn KeyStore>) {
+async fn last_used_is_batched(kit: &Kit) {
     const USES: usize = 10_000;
+    let store = &kit.store;
     let counting = Arc::new(CountingStore::new(Arc::clone(store)));
     let clock = ManualClock::new(T0);
     let keys = KeyManager::builder(Arc::clone(&counting))
         .clock(clock.clone())
         .build();
-    let team = fresh_team("batch");
+    let team = kit.team("batch");
     let one = keys
         .create(&team, "one", CreateOptions::default())
         .await

@@ -20,7 +20,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{MySql, Postgres};
 use support::databases::{MyDatabase, PgSchema, env_url, my_store, pg_store, unique};
-use teamkey_core::{CreateOptions, KeyManager, TeamId, VerifyError};
+use teamkey_core::{CreateOptions, KeyManager, KeyStore, TeamId, VerifyError};
 use teamkey_sqlx::SqlxStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -80,6 +80,60 @@ async fn mysql_passes_the_conformance_kit() {
     teamkey_core::test_kit::check_store(store).await;
     pool.close().await;
     database.drop().await;
+}
+
+/// The kit's panic message on `store`, which it must reject.
+async fn kit_rejection(store: impl KeyStore) -> String {
+    let panic = tokio::spawn(teamkey_core::test_kit::check_store(store))
+        .await
+        .expect_err("the kit must reject this store")
+        .into_panic();
+    panic.downcast::<String>().map(|m| *m).unwrap_or_default()
+}
+
+const LOOSE_TEAMS: &str = "team ids must compare exactly";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_with_a_ci_team_column_fails_the_conformance_kit() {
+    let Some(url) = env_url("TEAMKEY_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (database, options) = MyDatabase::new(&url).await;
+    let store = my_store(options, 8).await;
+    let pool = store.pool().clone();
+    // What a hand-written schema with the server's default collation does.
+    sqlx::query(
+        "ALTER TABLE api_keys MODIFY team_id VARCHAR(128) \
+         CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let message = kit_rejection(store).await;
+    assert!(message.contains(LOOSE_TEAMS), "was: {message}");
+    pool.close().await;
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_with_a_nondeterministic_team_collation_fails_the_conformance_kit() {
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, options) = PgSchema::new(&url).await;
+    let store = pg_store(options, 8).await;
+    let pool = store.pool().clone();
+    // Case- and accent-insensitive (ICU strength 1).
+    for sql in [
+        "CREATE COLLATION loose (provider = icu, locale = 'und-u-ks-level1', deterministic = false)",
+        "ALTER TABLE api_keys ALTER COLUMN team_id TYPE VARCHAR(128) COLLATE loose",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let message = kit_rejection(store).await;
+    assert!(message.contains(LOOSE_TEAMS), "was: {message}");
+    pool.close().await;
+    schema.drop().await;
 }
 
 /// The application's migrations and teamkey's, in one database, in any order.
