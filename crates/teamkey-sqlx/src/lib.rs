@@ -39,7 +39,7 @@
 //!
 //! Times are stored with microsecond precision, in UTC, within years 1 to
 //! 9999: the store refuses any other instant with a
-//! [`StoreError::Backend`](teamkey_core::StoreError::Backend) before it
+//! [`StoreError::Backend`] before it
 //! reaches the database, and a row holding one reads as that error too,
 //! never as a panic.
 //!
