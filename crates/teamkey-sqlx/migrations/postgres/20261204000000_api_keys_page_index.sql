@@ -4,4 +4,4 @@
 -- Ids are compared bytewise (COLLATE "C"), as teamkey orders them, whatever
 -- the database's default collation.
 CREATE INDEX api_keys_team_page_idx ON api_keys (team_id, created_at, id COLLATE "C");
-DROP INDEX api_keys_team_id_idx;
+DROP INDEX IF EXISTS api_keys_team_id_idx;
