@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use teamkey_core::{KeyFormat, KeyManager};
+use teamkey_core::{KeyFormat, KeyManager, Pepper};
 use teamkey_sqlx::SqlxStore;
 use teamkey_sqlx::sqlx::pool::PoolOptions;
 use teamkey_sqlx::sqlx::{self, MySql, Postgres, Sqlite};
@@ -79,11 +79,17 @@ impl Store {
         result.map_err(|e| Failure(format!("cannot migrate the database: {e}")))
     }
 
-    pub(crate) fn into_manager(self, format: KeyFormat) -> KeyManager {
-        match self {
-            Self::Postgres(s) => KeyManager::builder(s).format(format).build(),
-            Self::MySql(s) => KeyManager::builder(s).format(format).build(),
-            Self::Sqlite(s) => KeyManager::builder(s).format(format).build(),
+    /// A manager with the service's key format and pepper, if it has one.
+    pub(crate) fn into_manager(self, format: KeyFormat, pepper: Option<Pepper>) -> KeyManager {
+        let builder = match self {
+            Self::Postgres(s) => KeyManager::builder(s),
+            Self::MySql(s) => KeyManager::builder(s),
+            Self::Sqlite(s) => KeyManager::builder(s),
+        }
+        .format(format);
+        match pepper {
+            Some(pepper) => builder.pepper(pepper).build(),
+            None => builder.build(),
         }
     }
 }

@@ -1,26 +1,57 @@
 //! `teamkey`: manage team API keys in the database your service uses.
 //!
 //! ```text
-//! teamkey [--database-url URL] [--prefix P] migrate
+//! teamkey [--database-url URL] [--prefix P] [--pepper-file PATH] migrate
 //! teamkey create --team TEAM --name NAME [--scope S]... [--expires-in DUR]
-//! teamkey list --team TEAM [--json]
+//! teamkey list --team TEAM [--json] [--limit N] [--cursor C]
 //! teamkey revoke --team TEAM ID
 //! teamkey rotate --team TEAM ID [--grace DUR]
 //! ```
 //!
 //! A full key is printed only by `create` and `rotate`, alone on stdout.
+//!
+//! Pepper: a service that stores keys as HMAC-SHA-256 under a server-side
+//! pepper needs the CLI to use the same one, from `--pepper-file PATH` (or
+//! `TEAMKEY_PEPPER_FILE`; the file's bytes, one trailing newline dropped)
+//! or from `TEAMKEY_PEPPER` (its bytes as they are), at least 32 bytes.
+//! Never a flag's value: a secret in argv shows in `ps` and shell history.
+//! The pepper is never printed.
+//!
+//! Paging: `list` alone prints all of a team's active keys, as it always
+//! did. With `--limit N` (1 to 100) or `--cursor C` it prints one page
+//! (50 rows unless `--limit` says otherwise) and, when more keys follow,
+//! one line on stderr, `teamkey: more keys: --cursor C`, whose last word
+//! is the cursor to pass next. Stdout keeps its format in both modes (the
+//! table, or with `--json` a JSON array of rows), so scripts that read it
+//! keep working.
 
 mod database;
 mod table;
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use teamkey_core::{CreateOptions, KeyFormat, KeyId, ManageError, NewKey, Scopes, TeamId};
+use teamkey_core::{
+    CreateOptions, Cursor, DEFAULT_PAGE_LIMIT, KeyFormat, KeyId, KeyInfo, KeyManager, MAX_PAGE_LIMIT,
+    ManageError, NewKey, PageRequest, Pepper, Scopes, TeamId, ValidationError,
+};
+
+/// The environment variable that may hold the pepper itself.
+const PEPPER_ENV: &str = "TEAMKEY_PEPPER";
 
 /// Manage team-scoped API keys.
 #[derive(Debug, Parser)]
-#[command(name = "teamkey", version, about)]
+#[command(
+    name = "teamkey",
+    version,
+    about,
+    after_help = "Environment: DATABASE_URL, TEAMKEY_PREFIX and TEAMKEY_PEPPER_FILE stand for their \
+                  options; TEAMKEY_PEPPER holds the pepper itself (there is no flag for it, so that \
+                  it stays out of argv and shell history). A service with a pepper needs keys made \
+                  with the same one."
+)]
 struct Cli {
     /// Database URL: postgres://…, mysql://… (or mariadb://…), sqlite://…
     #[arg(
@@ -35,6 +66,11 @@ struct Cli {
     /// Key prefix: issuer and environment, such as tk_live or tk_test.
     #[arg(long, env = "TEAMKEY_PREFIX", default_value = teamkey_core::DEFAULT_PREFIX, global = true)]
     prefix: String,
+
+    /// A file holding the service's pepper (at least 32 bytes; one trailing
+    /// newline is dropped). Or set TEAMKEY_PEPPER to the pepper itself.
+    #[arg(long, env = "TEAMKEY_PEPPER_FILE", global = true, value_name = "PATH")]
+    pepper_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -55,18 +91,32 @@ enum Command {
         /// A permission; repeat for several.
         #[arg(long = "scope")]
         scopes: Vec<String>,
-        /// Lifetime, such as 90d, 24h or 30m.
+        /// Lifetime, such as 90d, 24h or 30m; at most 10 years.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<std::time::Duration>,
     },
-    /// List a team's active keys.
+    /// List a team's active keys, newest first: all of them, or one page
+    /// with --limit or --cursor.
+    #[command(
+        after_help = "With --limit or --cursor, one page is printed; when more keys follow, \
+                            stderr gets one line, \"teamkey: more keys: --cursor C\", whose last word \
+                            is the cursor for the next page. Stdout is the same table or JSON array \
+                            either way."
+    )]
     List {
         /// The team.
         #[arg(long)]
         team: String,
-        /// Print JSON instead of a table.
+        /// Print a JSON array of rows instead of a table.
         #[arg(long)]
         json: bool,
+        /// One page of at most this many keys (1 to 100; default 50 when
+        /// paging).
+        #[arg(long, value_parser = page_limit)]
+        limit: Option<usize>,
+        /// The page after this cursor, as printed by the previous page.
+        #[arg(long, value_parser = page_cursor)]
+        cursor: Option<Cursor>,
     },
     /// Revoke a key at once.
     Revoke {
@@ -84,7 +134,8 @@ enum Command {
         team: String,
         /// The key id.
         id: String,
-        /// How long the old key keeps working, such as 24h; 0 ends it now.
+        /// How long the old key keeps working, such as 24h (at most 7 days);
+        /// 0 ends it now.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0")]
         grace: std::time::Duration,
     },
@@ -120,9 +171,10 @@ fn fail(failure: &Failure) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let format = KeyFormat::new(&cli.prefix).map_err(|e| Failure(format!("--prefix: {e}")))?;
+    let pepper = pepper(cli.pepper_file.as_deref(), std::env::var_os(PEPPER_ENV))?;
     let store = database::connect(&cli.database_url).await?;
     store.migrate().await?;
-    let keys = store.into_manager(format);
+    let keys = store.into_manager(format, pepper);
     match cli.command {
         Command::Migrate => eprintln!("teamkey: database is up to date"),
         Command::Create {
@@ -135,22 +187,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let scopes = Scopes::new(&scopes).map_err(|e| Failure(format!("--scope: {e}")))?;
             let mut options = CreateOptions::new().scopes(scopes);
             if let Some(lifetime) = expires_in {
-                // Past i64 seconds is far past any allowed lifetime: the core refuses it.
-                let seconds = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
-                options = options.expires_in(time::Duration::seconds(seconds));
+                options = options.expires_in(duration(lifetime));
             }
-            let created = keys.create(&team, &name, options).await?;
+            let created = keys.create(&team, &name, options).await.map_err(|e| match e {
+                ManageError::Invalid(
+                    e @ (ValidationError::ExpiryTooFar { .. } | ValidationError::ExpiryNotInFuture),
+                ) => Failure(format!("--expires-in: {e}")),
+                other => Failure(other.to_string()),
+            })?;
             announce(
                 &created,
                 &format!("Created key {} for team {team}", created.info.id),
             );
         }
-        Command::List { team, json } => {
-            let listed = keys.list(&team_id(&team)?).await?;
+        Command::List {
+            team,
+            json,
+            limit,
+            cursor,
+        } => {
+            let team = team_id(&team)?;
+            let (listed, next) = if limit.is_none() && cursor.is_none() {
+                (all_keys(&keys, &team).await?, None)
+            } else {
+                let mut request = PageRequest::first(limit.unwrap_or(DEFAULT_PAGE_LIMIT))?;
+                if let Some(cursor) = cursor {
+                    request = request.after(cursor);
+                }
+                let page = keys.list_page(&team, request).await?;
+                (page.keys, page.next)
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&listed)?);
             } else {
                 print!("{}", table::render(&listed));
+            }
+            // On stderr: stdout stays the table or array scripts already read.
+            if let Some(next) = next {
+                eprintln!("teamkey: more keys: --cursor {next}");
             }
         }
         Command::Revoke { team, id } => {
@@ -162,11 +236,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Rotate { team, id, grace } => {
             let (team, id) = (team_id(&team)?, key_id(&id)?);
-            let grace = time::Duration::try_from(grace)?;
-            let rotated = keys
-                .rotate(&team, &id, grace)
-                .await
-                .map_err(|e| not_found(e, &team, &id))?;
+            let grace = duration(grace);
+            let rotated = keys.rotate(&team, &id, grace).await.map_err(|e| match e {
+                ManageError::Invalid(
+                    e @ (ValidationError::GraceTooLong { .. } | ValidationError::NegativeGrace),
+                ) => Failure(format!("--grace: {e}")),
+                other => not_found(other, &team, &id),
+            })?;
             let until = if grace.is_zero() {
                 "no longer works".to_owned()
             } else {
@@ -182,6 +258,74 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A parsed duration in the core's type. One too long for it is far past
+/// any limit the core allows, so it becomes the longest there is and the
+/// core refuses it with its own message: no conversion can fail here.
+fn duration(d: std::time::Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+/// Every active key of `team`, newest first, a page at a time.
+async fn all_keys(keys: &KeyManager, team: &TeamId) -> Result<Vec<KeyInfo>, Failure> {
+    let mut all = Vec::new();
+    let mut request = PageRequest::first(MAX_PAGE_LIMIT)?;
+    loop {
+        let page = keys.list_page(team, request).await?;
+        all.extend(page.keys);
+        match page.next {
+            Some(next) => request = request.after(next),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// `--limit`: a page size the core accepts.
+fn page_limit(text: &str) -> Result<usize, String> {
+    let limit = text
+        .parse()
+        .map_err(|_| format!("limit must be between 1 and {MAX_PAGE_LIMIT}"))?;
+    PageRequest::first(limit).map_err(|e| e.to_string())?;
+    Ok(limit)
+}
+
+/// `--cursor`: one this command printed.
+fn page_cursor(text: &str) -> Result<Cursor, String> {
+    text.parse().map_err(|e: ValidationError| e.to_string())
+}
+
+/// The pepper, from `file` or else from the `TEAMKEY_PEPPER` value `env`;
+/// `None` if neither is given. Its bytes appear in no message.
+fn pepper(file: Option<&Path>, env: Option<OsString>) -> Result<Option<Pepper>, Failure> {
+    let (bytes, source) = match (file, env) {
+        (None, None) => return Ok(None),
+        // Two secrets, one of them wrong: keys made with it would not verify.
+        (Some(_), Some(_)) => {
+            return Err(Failure(format!(
+                "give the pepper by --pepper-file or by {PEPPER_ENV}, not both"
+            )));
+        }
+        (Some(path), None) => {
+            let mut bytes =
+                std::fs::read(path).map_err(|e| Failure(format!("--pepper-file {}: {e}", path.display())))?;
+            // Editors and `echo` end files with a newline; it is not the pepper's.
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+            }
+            (bytes, "--pepper-file")
+        }
+        (None, Some(value)) => (value.into_encoded_bytes(), PEPPER_ENV),
+    };
+    Pepper::new(bytes).map(Some).ok_or_else(|| {
+        Failure(format!(
+            "the pepper from {source} must be at least {} bytes",
+            Pepper::MIN_LEN
+        ))
+    })
 }
 
 /// The full key alone on stdout; everything else on stderr.

@@ -6,7 +6,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::process::{Command, Output};
 
-use teamkey_core::{KeyFormat, KeyManager, TeamId};
+use teamkey_core::{HashVersion, KeyFormat, KeyId, KeyManager, KeyStore, Pepper, TeamId, VerifyError};
 use teamkey_sqlx::SqlxStore;
 use teamkey_sqlx::sqlx::{self, AssertSqlSafe};
 
@@ -19,10 +19,18 @@ fn unique(label: &str) -> String {
 
 /// Runs `teamkey` with a clean environment but for the database URL.
 fn teamkey(url: &str, args: &[&str]) -> Output {
+    teamkey_with(url, args, &[])
+}
+
+/// Runs `teamkey` with a clean environment but for the database URL and `env`.
+fn teamkey_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_teamkey"))
         .args(args)
         .env_remove("TEAMKEY_PREFIX")
+        .env_remove("TEAMKEY_PEPPER")
+        .env_remove("TEAMKEY_PEPPER_FILE")
         .env("DATABASE_URL", url)
+        .envs(env.iter().copied())
         .output()
         .expect("run teamkey")
 }
@@ -41,7 +49,12 @@ fn ok(url: &str, args: &[&str]) -> (String, String) {
 
 /// Fails with one clear line on stderr and nothing on stdout.
 fn refused(url: &str, args: &[&str]) -> String {
-    let out = teamkey(url, args);
+    refused_with(url, args, &[])
+}
+
+/// [`refused`], with `env` set.
+fn refused_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = teamkey_with(url, args, env);
     let stderr = text(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -303,4 +316,291 @@ fn postgres_lifecycle() {
     runtime
         .block_on(sqlx::query(AssertSqlSafe(drop)).execute(&admin))
         .unwrap();
+}
+
+/// A fresh SQLite database file, removed when dropped.
+struct TempDb {
+    path: std::path::PathBuf,
+    url: String,
+}
+
+impl TempDb {
+    fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{}.db", unique(label)));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self { path, url }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const PEPPER: &str = "pepper-0123456789-abcdefghijklmnop-XYZ";
+
+#[test]
+fn keys_made_with_a_pepper_verify_only_with_it() {
+    let db = TempDb::new("pepper");
+    let url = &db.url;
+    let file = std::env::temp_dir().join(format!("{}.pepper", unique("pepper")));
+    // As `echo "$PEPPER" > file` writes it: one trailing newline.
+    std::fs::write(&file, format!("{PEPPER}\n")).unwrap();
+    let file_arg = file.to_str().unwrap();
+
+    let mut printed = String::new();
+    let mut made = Vec::new();
+    for (args, env) in [
+        (
+            vec!["create", "--team", "acme", "--name", "from env"],
+            vec![("TEAMKEY_PEPPER", PEPPER)],
+        ),
+        (
+            vec![
+                "--pepper-file",
+                file_arg,
+                "create",
+                "--team",
+                "acme",
+                "--name",
+                "from file",
+            ],
+            vec![],
+        ),
+        (
+            vec!["create", "--team", "acme", "--name", "from file env"],
+            vec![("TEAMKEY_PEPPER_FILE", file_arg)],
+        ),
+    ] {
+        let out = teamkey_with(url, &args, &env);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        made.push(stdout.trim_end().to_owned());
+        printed += &stdout;
+        printed += &stderr;
+    }
+    let (table, stderr) = ok(url, &["--pepper-file", file_arg, "list", "--team", "acme"]);
+    printed += &table;
+    printed += &stderr;
+
+    runtime().block_on(async {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let store = SqlxStore::new(pool);
+        let peppered = KeyManager::builder(store.clone())
+            .pepper(Pepper::new(PEPPER).unwrap())
+            .build();
+        let plain = KeyManager::new(store.clone());
+        let wrong = KeyManager::builder(store.clone())
+            .pepper(Pepper::new(format!("{PEPPER}\n")).unwrap())
+            .build();
+        for key in &made {
+            peppered
+                .verify(key)
+                .await
+                .expect("the service's pepper verifies it");
+            let err = plain.verify(key).await.unwrap_err();
+            assert!(matches!(err, VerifyError::PepperMissing { .. }), "{err}");
+            let err = wrong.verify(key).await.unwrap_err();
+            assert!(
+                matches!(err, VerifyError::Mismatch { .. }),
+                "the newline is not the pepper's: {err}"
+            );
+            let id = KeyId::parse(&key[8..20]).unwrap();
+            let record = store.get(&id).await.unwrap().unwrap();
+            assert_eq!(record.hash_version, HashVersion::PrefixedHmacSha256);
+        }
+    });
+    assert!(!printed.contains(PEPPER), "the pepper is never printed");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_bad_pepper_is_one_line_and_never_shown() {
+    let db = TempDb::new("badpepper");
+    let url = &db.url;
+    let create = ["create", "--team", "acme", "--name", "n"];
+    let short = "too-short-pepper-material";
+    let message = refused_with(url, &create, &[("TEAMKEY_PEPPER", short)]);
+    assert!(message.contains("at least 32 bytes"), "{message}");
+    assert!(!message.contains(short), "{message}");
+    // Set but empty: a missing secret, not "no pepper".
+    refused_with(url, &create, &[("TEAMKEY_PEPPER", "")]);
+    let file = std::env::temp_dir().join(format!("{}.pepper", unique("short")));
+    std::fs::write(&file, format!("{short}\n")).unwrap();
+    let mut args = vec!["--pepper-file", file.to_str().unwrap()];
+    args.extend(create);
+    let message = refused(url, &args);
+    assert!(
+        message.contains("--pepper-file") && !message.contains(short),
+        "{message}"
+    );
+    let message = refused_with(url, &args, &[("TEAMKEY_PEPPER", PEPPER)]);
+    assert!(
+        message.contains("not both") && !message.contains(PEPPER),
+        "{message}"
+    );
+    let _ = std::fs::remove_file(&file);
+    refused(
+        url,
+        &[
+            "--pepper-file",
+            "/nonexistent/teamkey.pepper",
+            "list",
+            "--team",
+            "a",
+        ],
+    );
+    let (table, _) = ok(url, &["list", "--team", "acme"]);
+    assert_eq!(table.lines().count(), 1, "nothing was created: {table}");
+}
+
+#[test]
+fn expiries_past_the_maximum_are_one_line_never_a_panic() {
+    let db = TempDb::new("expiry");
+    let url = &db.url;
+    for far in ["10000years", "3651days", "18446744073709551615s"] {
+        let message = refused(
+            url,
+            &["create", "--team", "acme", "--name", "n", "--expires-in", far],
+        );
+        assert!(
+            message.contains("--expires-in") && message.contains("3650 days"),
+            "{message}"
+        );
+    }
+    // Too large for the duration parser itself: a usage error, no panic.
+    let out = teamkey(
+        url,
+        &[
+            "create",
+            "--team",
+            "acme",
+            "--name",
+            "n",
+            "--expires-in",
+            "99999999999999999999999years",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!text(&out.stderr).contains("panicked"));
+    let (table, _) = ok(url, &["list", "--team", "acme"]);
+    assert_eq!(table.lines().count(), 1, "nothing was created: {table}");
+    ok(
+        url,
+        &[
+            "create",
+            "--team",
+            "acme",
+            "--name",
+            "n",
+            "--expires-in",
+            "3650days",
+        ],
+    );
+}
+
+#[test]
+fn rotation_grace_past_seven_days_is_refused() {
+    let db = TempDb::new("grace");
+    let url = &db.url;
+    let (stdout, _) = ok(url, &["create", "--team", "acme", "--name", "n"]);
+    let id = &stdout[8..20];
+    for grace in ["8d", "1000000000years", "18446744073709551615s"] {
+        let message = refused(url, &["rotate", "--team", "acme", id, "--grace", grace]);
+        assert!(
+            message.contains("--grace") && message.contains("604800 seconds"),
+            "{message}"
+        );
+    }
+    let out = teamkey(
+        url,
+        &[
+            "rotate",
+            "--team",
+            "acme",
+            id,
+            "--grace",
+            "99999999999999999999999years",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!text(&out.stderr).contains("panicked"));
+    let (table, _) = ok(url, &["list", "--team", "acme"]);
+    assert_eq!(table.lines().count(), 2, "not rotated: {table}");
+    ok(url, &["rotate", "--team", "acme", id, "--grace", "7d"]);
+}
+
+/// The cursor from `teamkey: more keys: --cursor C` on stderr, if any.
+fn next_cursor(stderr: &str) -> Option<String> {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("teamkey: more keys: --cursor "))?;
+    line.split_whitespace().last().map(str::to_owned)
+}
+
+#[test]
+fn list_pages_with_limit_and_cursor() {
+    let db = TempDb::new("pages");
+    let url = &db.url;
+    for i in 0..7 {
+        ok(url, &["create", "--team", "acme", "--name", &format!("key {i}")]);
+    }
+    ok(url, &["create", "--team", "globex", "--name", "other"]);
+
+    // Without paging flags: every key, no hint, as before.
+    let (json, stderr) = ok(url, &["list", "--team", "acme", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(next_cursor(&stderr).is_none(), "{stderr}");
+    let all_ids: Vec<&str> = all.iter().map(|k| k["id"].as_str().unwrap()).collect();
+
+    // Pages of 3 as JSON arrays: 3, 3, 1, following the hint.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let mut args = vec!["list", "--team", "acme", "--json", "--limit", "3"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let (json, stderr) = ok(url, &args);
+        let page: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        sizes.push(page.len());
+        seen.extend(page.iter().map(|k| k["id"].as_str().unwrap().to_owned()));
+        cursor = next_cursor(&stderr);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(sizes, [3, 3, 1]);
+    assert_eq!(seen, all_ids, "every key once, in order");
+
+    // The table pages the same way; the hint goes to stderr only.
+    let (table, stderr) = ok(url, &["list", "--team", "acme", "--limit", "5"]);
+    assert_eq!(table.lines().count(), 6, "header and 5 rows: {table}");
+    assert!(!table.contains("--cursor"));
+    let next = next_cursor(&stderr).expect("a hint for the next page");
+    let (table, stderr) = ok(url, &["list", "--team", "acme", "--cursor", &next]);
+    assert_eq!(table.lines().count(), 3, "the 2 keys left: {table}");
+    assert!(next_cursor(&stderr).is_none());
+
+    for bad in [
+        &["--limit", "0"][..],
+        &["--limit", "101"],
+        &["--cursor", "not-a-cursor"],
+    ] {
+        let mut args = vec!["list", "--team", "acme"];
+        args.extend(bad);
+        let out = teamkey(url, &args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error");
+        assert!(out.stdout.is_empty() && !text(&out.stderr).contains("panicked"));
+    }
 }

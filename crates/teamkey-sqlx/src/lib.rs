@@ -33,12 +33,31 @@
 //! row (`SELECT … FOR UPDATE`; on SQLite, `BEGIN IMMEDIATE` takes the
 //! database's write lock), so concurrent rotations yield one successor.
 //!
+//! Key tables page with one query on the `(team_id, created_at, id)`
+//! index (`list_active`), and the per-team key limit is one `COUNT`
+//! (`count_active`), however many revoked or expired keys a team has.
+//!
+//! Times are stored with microsecond precision, in UTC, within years 1 to
+//! 9999: the store refuses any other instant with a
+//! [`StoreError::Backend`] before it
+//! reaches the database, and a row holding one reads as that error too,
+//! never as a panic.
+//!
+//! A store whose table is missing (never migrated) answers every call with
+//! `StoreError::Backend` (verification: 503) and logs, at most once a
+//! minute, one `error` line saying to run [`SqlxStore::migrate`].
+//!
 //! [sqlx]: https://docs.rs/sqlx
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use teamkey_core::StoreError;
 
 #[macro_use]
 mod common;
@@ -63,18 +82,57 @@ pub const MIGRATIONS_TABLE: &str = "_teamkey_migrations";
 /// implement [`KeyStore`](teamkey_core::KeyStore); each has a `migrate`.
 pub struct SqlxStore<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
+    /// Unix second of the last "table is missing" line, 0 for never; shared
+    /// by clones, so that one misconfigured service logs one line a minute.
+    missing_table_logged: Arc<AtomicU64>,
 }
+
+/// Seconds between two "table is missing" lines of one store.
+const MISSING_TABLE_LOG_INTERVAL_SECS: u64 = 60;
 
 impl<DB: sqlx::Database> SqlxStore<DB> {
     /// A store over an existing pool. Run [`migrate`](Self::migrate) once
     /// (at start-up, or from the `teamkey migrate` command) before use.
     pub fn new(pool: sqlx::Pool<DB>) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            missing_table_logged: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The pool.
     pub fn pool(&self) -> &sqlx::Pool<DB> {
         &self.pool
+    }
+
+    /// Passes `result` through; on a missing table, first tells the
+    /// operator what to do, in one line, at most once a minute.
+    pub(crate) fn watched<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Backend(source)) = &result
+            && source.is::<common::MissingTable>()
+        {
+            self.log_missing_table();
+        }
+        result
+    }
+
+    fn log_missing_table(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs().max(1));
+        let last = self.missing_table_logged.load(Ordering::Relaxed);
+        let due = last == 0 || now >= last.saturating_add(MISSING_TABLE_LOG_INTERVAL_SECS);
+        if due
+            && self
+                .missing_table_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                database = DB::NAME,
+                "teamkey: table api_keys is missing; run SqlxStore::migrate() (or `teamkey migrate`) first"
+            );
+        }
     }
 }
 
@@ -82,6 +140,7 @@ impl<DB: sqlx::Database> Clone for SqlxStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            missing_table_logged: Arc::clone(&self.missing_table_logged),
         }
     }
 }

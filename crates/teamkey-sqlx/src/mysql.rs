@@ -1,18 +1,54 @@
 //! MySQL and MariaDB: `DATETIME(6)` times in UTC, binary collations.
 
-use sqlx::MySql;
+use sqlx::error::{DatabaseError, UnexpectedNullError};
 use sqlx::mysql::{MySqlPool, MySqlRow};
+use sqlx::{MySql, Row as _};
+use time::PrimitiveDateTime;
 
+use crate::common::storable;
 use crate::{MIGRATIONS_TABLE, MigrateError, SqlxStore};
 
-type DbTime = OffsetDateTime;
-
-fn to_db(at: OffsetDateTime) -> DbTime {
-    at
+/// A time to bind: checked, then as the column's own type, `DATETIME` in
+/// UTC. (sqlx sends an `OffsetDateTime` as a `TIMESTAMP`, whose range
+/// MariaDB applies: year 1 arrived as NULL.)
+fn to_db(at: OffsetDateTime) -> Result<PrimitiveDateTime, StoreError> {
+    let utc = storable(at)?;
+    Ok(PrimitiveDateTime::new(utc.date(), utc.time()))
 }
 
-fn from_db(at: DbTime) -> Result<OffsetDateTime, sqlx::Error> {
-    Ok(at)
+/// A nullable `DATETIME(6)` column, read as UTC. sqlx reads a zero date
+/// (`0000-00-00`, which MySQL accepts outside `NO_ZERO_DATE`) as NULL: for
+/// `expires_at` that would be "never expires". The raw value tells them
+/// apart, and a malformed one is an error before sqlx indexes into it.
+fn column_time(row: &MySqlRow, column: &str) -> Result<Option<OffsetDateTime>, String> {
+    let bytes = match row.try_get_unchecked::<&[u8], _>(column) {
+        Ok(bytes) => bytes,
+        Err(sqlx::Error::ColumnDecode { source, .. }) if source.is::<UnexpectedNullError>() => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let well_formed = match bytes.first() {
+        // Text protocol: "YYYY-MM-DD hh:mm:ss[.ffffff]", parsed with checks.
+        Some(b'0'..=b'9') => true,
+        // Binary protocol: a length byte, then that many bytes.
+        Some(&len @ (4 | 7 | 11)) => bytes.len() == 1 + usize::from(len),
+        Some(0) => return Err("zero date 0000-00-00".to_owned()),
+        _ => false,
+    };
+    if !well_formed {
+        return Err("malformed DATETIME value".to_owned());
+    }
+    let at: PrimitiveDateTime = row.try_get(column).map_err(|e| e.to_string())?;
+    Ok(Some(at.assume_utc()))
+}
+
+/// `ER_NO_SUCH_TABLE` (1146), SQLSTATE 42S02, on MySQL and MariaDB.
+fn undefined_table(error: &dyn DatabaseError) -> bool {
+    error
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some_and(|e| e.number() == 1146)
+        || error.code().as_deref() == Some("42S02")
 }
 
 mod sql {

@@ -1,18 +1,64 @@
 //! PostgreSQL: `TIMESTAMPTZ` times, `UNNEST` for last-used batches.
 
-use sqlx::Postgres;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::error::{BoxDynError, DatabaseError};
+use sqlx::postgres::{PgPool, PgRow, PgTypeInfo, PgValueFormat, PgValueRef};
+use sqlx::{Postgres, Row as _};
 
+use crate::common::storable;
 use crate::{MIGRATIONS_TABLE, MigrateError, SqlxStore};
 
-type DbTime = OffsetDateTime;
-
-fn to_db(at: OffsetDateTime) -> DbTime {
-    at
+/// A time to bind: checked, in UTC, so that sqlx's `to_offset` is a no-op.
+fn to_db(at: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    storable(at)
 }
 
-fn from_db(at: DbTime) -> Result<OffsetDateTime, sqlx::Error> {
-    Ok(at)
+/// A `TIMESTAMPTZ` as read. sqlx's own decoding adds the value to its
+/// epoch unchecked and panics on `infinity` or past year 9999; this one
+/// answers an error instead.
+struct DbTime(OffsetDateTime);
+
+/// Seconds from the Unix epoch to PostgreSQL's, 2000-01-01.
+const PG_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
+
+impl sqlx::Type<Postgres> for DbTime {
+    fn type_info() -> PgTypeInfo {
+        <OffsetDateTime as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <OffsetDateTime as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for DbTime {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        match value.format() {
+            // Microseconds since 2000-01-01 UTC, big-endian.
+            PgValueFormat::Binary => {
+                let bytes: [u8; 8] = value.as_bytes()?.try_into()?;
+                let micros = i64::from_be_bytes(bytes);
+                let unix_micros = micros
+                    .checked_add(PG_EPOCH_UNIX_SECONDS * 1_000_000)
+                    .ok_or("TIMESTAMPTZ out of range (infinity?)")?;
+                Ok(Self(OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(unix_micros) * 1_000,
+                )?))
+            }
+            // Parsed, never added to: sqlx's text path cannot panic.
+            PgValueFormat::Text => <OffsetDateTime as sqlx::Decode<Postgres>>::decode(value).map(Self),
+        }
+    }
+}
+
+/// A nullable `TIMESTAMPTZ` column, decoded without panicking.
+fn column_time(row: &PgRow, column: &str) -> Result<Option<OffsetDateTime>, String> {
+    let at: Option<DbTime> = row.try_get(column).map_err(|e| e.to_string())?;
+    Ok(at.map(|at| at.0))
+}
+
+/// `undefined_table`, SQLSTATE 42P01.
+fn undefined_table(error: &dyn DatabaseError) -> bool {
+    error.code().as_deref() == Some("42P01")
 }
 
 mod sql {
@@ -29,6 +75,23 @@ mod sql {
     );
     pub(super) const REVOKE: &str =
         "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND team_id = $3 AND revoked_at IS NULL";
+    // Ids order bytewise (`COLLATE "C"`), as the core orders them, whatever
+    // the database's collation; the page index is built the same way.
+    /// Binds: team, now, limit.
+    pub(super) const LIST_ACTIVE: &str = concat!(
+        active_rows!("$1", "$2"),
+        " ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $3"
+    );
+    /// Binds: team, now, cursor time, cursor time, cursor id, limit (the
+    /// order the `?` databases need; see `qmark_sql::LIST_ACTIVE_AFTER`).
+    pub(super) const LIST_ACTIVE_AFTER: &str = concat!(
+        active_rows!("$1", "$2"),
+        " AND created_at <= $3 AND (created_at < $4 OR id COLLATE \"C\" < $5)",
+        " ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $6"
+    );
+    /// Binds: team, now.
+    pub(super) const COUNT_ACTIVE: &str = "SELECT COUNT(*) FROM api_keys WHERE team_id = $1 \
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)";
     pub(super) const LOCK_FOR_ROTATION: &str =
         "SELECT replaced_by FROM api_keys WHERE id = $1 AND team_id = $2 AND revoked_at IS NULL FOR UPDATE";
     pub(super) const RETIRE: &str = "UPDATE api_keys SET replaced_by = $1, \
@@ -39,14 +102,15 @@ mod sql {
 }
 
 /// One statement for the whole batch.
-async fn touch(pool: &PgPool, uses: &[KeyUse]) -> Result<(), sqlx::Error> {
+async fn touch(pool: &PgPool, uses: &[KeyUse]) -> Result<(), StoreError> {
     let ids: Vec<&str> = uses.iter().map(|u| u.key_id.as_str()).collect();
-    let ats: Vec<OffsetDateTime> = uses.iter().map(|u| u.at).collect();
+    let ats = uses.iter().map(|u| to_db(u.at)).collect::<Result<Vec<_>, _>>()?;
     sqlx::query(sql::TOUCH)
         .bind(&ids[..])
         .bind(&ats[..])
         .execute(pool)
-        .await?;
+        .await
+        .map_err(store_error)?;
     Ok(())
 }
 

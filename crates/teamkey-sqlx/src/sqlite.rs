@@ -1,19 +1,40 @@
 //! SQLite: times as Unix microseconds, `BEGIN IMMEDIATE` for rotation.
 
-use sqlx::Sqlite;
+use sqlx::error::DatabaseError;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row as _, Sqlite};
 
+use crate::common::storable;
 use crate::{MIGRATIONS_TABLE, MigrateError, SqlxStore};
 
+/// Unix microseconds, as stored.
 type DbTime = i64;
 
-fn to_db(at: OffsetDateTime) -> DbTime {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+/// A time to bind, checked first: SQLite would store any integer, and a
+/// time no read can decode would break its team's key table for good.
+fn to_db(at: OffsetDateTime) -> Result<DbTime, StoreError> {
+    let utc = storable(at)?;
+    // Years 1 to 9999 are about ±2.5e17 µs: always within i64.
+    i64::try_from(utc.unix_timestamp_nanos() / 1_000).map_err(StoreError::backend)
 }
 
-fn from_db(micros: DbTime) -> Result<OffsetDateTime, sqlx::Error> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+/// A nullable column of Unix microseconds; any integer is read without
+/// panicking, one that is no date as an error.
+fn column_time(row: &SqliteRow, column: &str) -> Result<Option<OffsetDateTime>, String> {
+    let micros: Option<DbTime> = row.try_get(column).map_err(|e| e.to_string())?;
+    micros
+        .map(|micros| {
+            i128::from(micros)
+                .checked_mul(1_000)
+                .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+                .ok_or_else(|| format!("{micros} µs since 1970 is not a date"))
+        })
+        .transpose()
+}
+
+/// SQLite has no code for it: `SQLITE_ERROR` with "no such table: …".
+fn undefined_table(error: &dyn DatabaseError) -> bool {
+    error.message().starts_with("no such table")
 }
 
 mod sql {

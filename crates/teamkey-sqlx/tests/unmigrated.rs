@@ -1,0 +1,198 @@
+//! A store whose table was never created says what to do: one `error`
+//! line naming `SqlxStore::migrate()`, for verification and management
+//! alike, while every call still fails as a store failure (503).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod support {
+    pub(crate) mod databases;
+}
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use support::databases::{MyDatabase, PgSchema, env_url};
+use teamkey_core::{
+    CreateOptions, HashVersion, KeyFormat, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse,
+    ManageError, PageRequest, Rejection, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
+};
+use teamkey_sqlx::SqlxStore;
+use teamkey_sqlx::sqlx::mysql::MySqlPoolOptions;
+use teamkey_sqlx::sqlx::postgres::PgPoolOptions;
+use teamkey_sqlx::sqlx::sqlite::SqlitePoolOptions;
+use teamkey_sqlx::sqlx::{self, Pool};
+use time::OffsetDateTime;
+
+const HINT: &str = "SqlxStore::migrate()";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The `ERROR` lines naming the hint since the last call.
+    fn take_hints(&self) -> Vec<String> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains("ERROR") && line.contains(HINT))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn assert_store_failure<T: std::fmt::Debug>(result: Result<T, ManageError>, what: &str) {
+    match result {
+        Err(ManageError::Store(StoreError::Backend(source))) => {
+            assert!(source.to_string().contains(HINT), "{what}: {source}");
+        }
+        other => panic!("{what}: a store failure, got {other:?}"),
+    }
+}
+
+fn record(team: &TeamId) -> KeyRecord {
+    KeyRecord::new(
+        KeyId::parse("unmigrated01").unwrap(),
+        team.clone(),
+        KeyName::new("n").unwrap(),
+        "tk_live_unmigrated01…abcd",
+        SecretDigest::from_bytes([0; 32]),
+        HashVersion::PrefixedSha256,
+        Scopes::default(),
+        OffsetDateTime::now_utc(),
+    )
+}
+
+/// Each call, on a store of its own, fails as a store failure and logs the
+/// hint once; a burst of calls on one store logs it once.
+async fn every_call_says_to_migrate<DB>(pool: Pool<DB>)
+where
+    DB: sqlx::Database,
+    SqlxStore<DB>: KeyStore,
+{
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let team = TeamId::new("acme").unwrap();
+    let id = KeyId::parse("unmigrated01").unwrap();
+    let key = KeyFormat::default().generate().unwrap();
+    let store = || SqlxStore::new(pool.clone());
+    let keys = || KeyManager::new(store());
+    let one_hint = |what: &str| {
+        let hints = captured.take_hints();
+        assert_eq!(hints.len(), 1, "{what}: one error line, got {hints:#?}");
+    };
+
+    let err = keys().verify(key.expose_secret()).await.unwrap_err();
+    assert!(matches!(err, VerifyError::Store(_)), "{err}");
+    assert_eq!(err.rejection(), Rejection::Unavailable);
+    one_hint("verify");
+
+    assert_store_failure(keys().create(&team, "k", CreateOptions::new()).await, "create");
+    one_hint("create");
+    assert_store_failure(keys().list(&team).await, "list");
+    one_hint("list");
+    assert_store_failure(keys().list_page(&team, PageRequest::default()).await, "list_page");
+    one_hint("list_page");
+    assert_store_failure(keys().find(&team, &id).await, "find");
+    one_hint("find");
+    assert_store_failure(keys().revoke(&team, &id).await, "revoke");
+    one_hint("revoke");
+    assert_store_failure(keys().rotate(&team, &id, time::Duration::ZERO).await, "rotate");
+    one_hint("rotate");
+
+    let direct = store();
+    assert!(direct.insert(&record(&team)).await.is_err());
+    one_hint("insert");
+    let direct = store();
+    let rotation = Rotation {
+        team_id: team.clone(),
+        old: id,
+        retire_at: OffsetDateTime::now_utc(),
+        successor: record(&team),
+    };
+    assert!(direct.rotate(&rotation).await.is_err());
+    one_hint("store rotate");
+    let direct = store();
+    let uses = [KeyUse {
+        key_id: id,
+        at: OffsetDateTime::now_utc(),
+    }];
+    assert!(direct.record_last_used(&uses).await.is_err());
+    one_hint("record_last_used");
+
+    // A service under load: one line, not one per request.
+    let keys = keys();
+    for _ in 0..50 {
+        assert!(keys.verify(key.expose_secret()).await.is_err());
+        assert!(keys.list(&team).await.is_err());
+    }
+    one_hint("a burst of calls on one store");
+}
+
+#[tokio::test]
+async fn sqlite_unmigrated_store_says_to_migrate() {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    every_call_says_to_migrate(pool.clone()).await;
+    let store = SqlxStore::new(pool);
+    store.migrate().await.unwrap();
+    assert!(
+        store
+            .list(&TeamId::new("acme").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn postgres_unmigrated_store_says_to_migrate() {
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, options) = PgSchema::new(&url).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    every_call_says_to_migrate(pool.clone()).await;
+    pool.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn mysql_unmigrated_store_says_to_migrate() {
+    let Some(url) = env_url("TEAMKEY_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (database, options) = MyDatabase::new(&url).await;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    every_call_says_to_migrate(pool.clone()).await;
+    pool.close().await;
+    database.drop().await;
+}
