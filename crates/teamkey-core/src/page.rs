@@ -15,6 +15,10 @@ pub const DEFAULT_PAGE_LIMIT: usize = 50;
 /// Most rows one page may hold.
 pub const MAX_PAGE_LIMIT: usize = 100;
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z, in Unix microseconds.
+const MIN_MICROS: i64 = -62_135_596_800_000_000;
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 /// Where a page ends: the creation time and id of its last row. Its text
 /// form (`Display`, `FromStr`) is what clients hand back; treat it as opaque.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +64,11 @@ impl FromStr for Cursor {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (micros, id) = s.split_once('.').ok_or(ValidationError::InvalidCursor)?;
-        let created_at = micros.parse().map_err(|_| ValidationError::InvalidCursor)?;
+        let created_at: i64 = micros.parse().map_err(|_| ValidationError::InvalidCursor)?;
+        // Only times a record can have (years 1 to 9999) come from a real cursor.
+        if !(MIN_MICROS..=MAX_MICROS).contains(&created_at) {
+            return Err(ValidationError::InvalidCursor);
+        }
         let id = KeyId::parse(id).map_err(|_| ValidationError::InvalidCursor)?;
         Ok(Self { created_at, id })
     }
@@ -172,6 +180,18 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn cursor_bounds_are_the_first_and_last_instants_a_record_can_have() {
+        use time::macros::datetime;
+        let ends = [
+            datetime!(0001-01-01 0:00 UTC),
+            datetime!(9999-12-31 23:59:59.999999 UTC),
+        ];
+        assert_eq!(unix_micros(ends[0]), MIN_MICROS);
+        assert_eq!(unix_micros(ends[1]), MAX_MICROS);
+        assert!(format!("{MAX_MICROS}.abcdefABCDEF").parse::<Cursor>().is_ok());
     }
 
     #[test]

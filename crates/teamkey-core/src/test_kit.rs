@@ -57,6 +57,7 @@ use crate::{
     Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManualClock,
     RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
 };
+use crate::{Cursor, ListQuery};
 
 /// Runs every check of the [`KeyStore`] contract against `store`, and
 /// reports the team ids it wrote under (see [Cleaning up](self#cleaning-up)).
@@ -71,6 +72,7 @@ pub async fn check_store(store: impl KeyStore) -> KitReport {
     record_round_trip(&kit).await;
     duplicate_id_is_a_conflict(&kit).await;
     list_is_team_scoped(&kit).await;
+    active_keys_page_newest_first(&kit).await;
     team_ids_are_compared_exactly(&kit).await;
     revoke_is_team_scoped_and_immediate(&kit).await;
     rotation_follows_the_contract(&kit).await;
@@ -211,6 +213,16 @@ impl<S: KeyStore> KeyStore for CountingStore<S> {
     async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         bump(&self.counts.record_last_used);
         self.inner.record_last_used(uses).await
+    }
+    // Forwarded, so that a store's own (indexed) overrides are what runs;
+    // counted as `list`.
+    async fn list_active(&self, team_id: &TeamId, query: &ListQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        bump(&self.counts.list);
+        self.inner.list_active(team_id, query).await
+    }
+    async fn count_active(&self, team_id: &TeamId, now: OffsetDateTime) -> Result<usize, StoreError> {
+        bump(&self.counts.list);
+        self.inner.count_active(team_id, now).await
     }
 }
 
@@ -376,6 +388,69 @@ async fn duplicate_id_is_a_conflict(kit: &Kit) {
     );
     let check = "duplicate_id_is_a_conflict: the original must be unchanged";
     assert_same_record(check, &get(store, &first.id, check).await, &first);
+}
+
+/// `list_active` pages the team's active keys newest first (ties broken by
+/// id, descending) after a cursor; `count_active` counts them. Checked
+/// against what the contract says, whatever the store overrides.
+async fn active_keys_page_newest_first(kit: &Kit) {
+    const CHECK: &str = "active_keys_page_newest_first";
+    let store = &kit.store;
+    let team = kit.team("pages");
+    let other = kit.team("pages-other");
+    let mut active = Vec::new();
+    for i in 0..7i64 {
+        let mut r = record(&team, &format!("k{i}"));
+        // Two pairs share a creation time: the id must break the tie.
+        r.created_at = T0 + Duration::seconds(i / 2);
+        store.insert(&r).await.expect("insert must succeed");
+        active.push(r);
+    }
+    let mut revoked = record(&team, "revoked");
+    revoked.revoked_at = Some(T0);
+    let mut expired = record(&team, "expired");
+    expired.expires_at = Some(T0 + Duration::seconds(1));
+    let foreign = record(&other, "other team");
+    for r in [&revoked, &expired, &foreign] {
+        store.insert(r).await.expect("insert must succeed");
+    }
+    active.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let want: Vec<KeyId> = active.iter().map(|r| r.id).collect();
+
+    let now = T0 + Duration::seconds(10);
+    let mut got = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_active(&team, &ListQuery::new(now, after, 3))
+            .await
+            .unwrap_or_else(|e| panic!("{CHECK}: list_active must succeed, got {e}"));
+        assert!(
+            page.len() <= 3,
+            "{CHECK}: list_active returned more than its limit"
+        );
+        got.extend(page.iter().map(|r| r.id));
+        // A store that ignores the cursor would page for ever.
+        if got.len() > want.len() {
+            break;
+        }
+        match page.last() {
+            Some(last) if page.len() == 3 => after = Some(Cursor::after(last)),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        got, want,
+        "{CHECK}: pages must hold exactly the team's active keys, newest first (then by id, descending), each once"
+    );
+    let count = store
+        .count_active(&team, now)
+        .await
+        .unwrap_or_else(|e| panic!("{CHECK}: count_active must succeed, got {e}"));
+    assert_eq!(
+        count, 7,
+        "{CHECK}: count_active counts the team's active keys only"
+    );
 }
 
 async fn list_is_team_scoped(kit: &Kit) {

@@ -48,6 +48,8 @@ enum Flaw {
     /// `rotate` reads and checks, yields, then writes: two rotations of one
     /// key can both pass the check.
     RacyRotate,
+    /// `list_active` ignores its cursor and order: every page is the first.
+    PagesIgnoreTheCursor,
 }
 
 /// A plain map behind a lock, broken in one chosen way.
@@ -138,6 +140,21 @@ impl KeyStore for TestStore {
             .values()
             .filter(|r| self.same_team(&r.team_id, team_id) && r.revoked_at.is_none());
         Ok(listed.cloned().collect())
+    }
+
+    async fn list_active(
+        &self,
+        team_id: &TeamId,
+        query: &teamkey_core::ListQuery,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut page = self.list(team_id).await?;
+        page.retain(|r| r.is_active(query.now));
+        if !matches!(self.flaw, Flaw::PagesIgnoreTheCursor) {
+            page.retain(|r| query.after.is_none_or(|c| c.precedes(r)));
+            page.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        }
+        page.truncate(query.limit);
+        Ok(page)
     }
 
     async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
@@ -362,4 +379,9 @@ async fn the_report_names_the_team_of_every_row_the_kit_left() {
     for team in &report.teams {
         assert!(team.as_str().starts_with(TEAM_PREFIX), "{team:?}");
     }
+}
+
+#[tokio::test]
+async fn a_store_whose_pages_ignore_the_cursor_fails_the_kit() {
+    assert_kit_rejects(Flaw::PagesIgnoreTheCursor, &["active_keys_page_newest_first"]).await;
 }
