@@ -12,10 +12,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rand::distr::Alphanumeric;
-use rand::rngs::{StdRng, SysRng};
-use rand::{RngExt, SeedableRng};
+use chacha20::ChaCha12Rng;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::rngs::SysRng;
+use rand::{SeedableRng, TryRng};
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 use crate::error::{MalformedKey, ManageError, ValidationError};
 use crate::ident::{KEY_ID_LEN, KeyId};
@@ -131,8 +133,16 @@ impl KeyFormat {
     /// Makes a new key from the operating system's CSPRNG.
     pub fn generate(&self) -> Result<ApiKey, ManageError> {
         // One OS draw seeds a ChaCha12 generator used for this key only; its
-        // output is sampled uniformly over base62 by `Alphanumeric`.
-        let mut rng = StdRng::try_from_rng(&mut SysRng).map_err(ManageError::Random)?;
+        // output is sampled uniformly over base62 by `Alphanumeric`. It is
+        // chacha20's own type rather than `StdRng` (whose algorithm may
+        // change) so that its `zeroize` feature wipes the cipher state and
+        // the buffered output when `rng` drops. The seed sits in a buffer
+        // wiped on drop too.
+        let mut seed = Zeroizing::new(<ChaCha12Rng as SeedableRng>::Seed::default());
+        SysRng
+            .try_fill_bytes(seed.as_mut())
+            .map_err(ManageError::Random)?;
+        let mut rng = ChaCha12Rng::from_seed(*seed);
         let len = self.key_len();
         // Exact capacity: `into_boxed_str` below then reuses the buffer, so no
         // unwiped copy of the key is left behind in freed memory.
@@ -140,13 +150,13 @@ impl KeyFormat {
         key.push_str(&self.prefix);
         key.push('_');
         let id_start = key.len();
-        for _ in 0..KEY_ID_LEN + self.secret_len {
-            key.push(char::from(rng.sample(Alphanumeric)));
-        }
+        Alphanumeric.append_string(&mut rng, &mut key, KEY_ID_LEN + self.secret_len);
         let id = KeyId::parse(&key[id_start..id_start + KEY_ID_LEN])?;
         let checksum = crc32fast::hash(key.as_bytes());
         push_checksum(&mut key, checksum);
         debug_assert_eq!(key.len(), len);
+        // Never grown, so never moved: no copy was left in freed memory.
+        debug_assert_eq!(key.capacity(), len);
         Ok(ApiKey {
             id,
             key: SecretString::from(key.into_boxed_str()),
@@ -403,6 +413,13 @@ mod tests {
         assert!(shown.contains(key.id().as_str()));
         let parsed = KeyFormat::default().parse(key.expose_secret()).unwrap();
         assert!(!format!("{parsed:?}").contains(&key.expose_secret()[20..60]));
+    }
+
+    #[test]
+    fn the_key_generator_wipes_itself_on_drop() {
+        // Compile-time: fails to build without chacha20's `zeroize` feature.
+        fn assert_zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        assert_zeroize_on_drop::<ChaCha12Rng>();
     }
 
     #[test]

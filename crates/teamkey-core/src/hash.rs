@@ -323,6 +323,19 @@ mod tests {
     }
 
     #[test]
+    fn keyed_states_are_wiped_on_drop() {
+        // Compile-time: fails to build without the `zeroize` features of
+        // sha2 and hmac. `Hmac` carries no marker itself, but all it holds,
+        // two SHA-256 cores and a block buffer, wipe themselves on drop.
+        use hmac::block_api::HmacCore;
+        use hmac::digest::block_api::{Buffer, EagerHash};
+        fn assert_zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        assert_zeroize_on_drop::<<Sha256 as EagerHash>::Core>();
+        assert_zeroize_on_drop::<Buffer<HmacCore<Sha256>>>();
+        assert_zeroize_on_drop::<Sha256>();
+    }
+
+    #[test]
     fn version_codes_round_trip() {
         for v in [
             HashVersion::Sha256,
