@@ -216,10 +216,9 @@ fn time_stored(
     samples: &[(Class, SecretDigest, Input)],
 ) {
     for (class, digest, input) in samples {
-        store.set(KeyRecord {
-            digest: *digest,
-            ..record.clone()
-        });
+        let mut stored = record.clone();
+        stored.digest = *digest;
+        store.set(stored);
         let input = as_str(input);
         runner.run_one(*class, || {
             let result = ready(keys.verify(black_box(input)));
@@ -257,19 +256,21 @@ fn verify_stored_fixed_vs_random(runner: &mut CtRunner, rng: &mut BenchRng) {
 /// flagged here, through the whole of `verify`.
 fn verify_stored_digest_early_vs_late(runner: &mut CtRunner, rng: &mut BenchRng) {
     let (store, keys, key, record) = swapped_key();
-    // Version 1 digests are SHA-256 of the secret part, computed here.
-    let record = KeyRecord {
-        hash_version: HashVersion::Sha256,
-        ..record
+    // New keys' digests (version 3) are SHA-256 of `<prefix>_<secret>`,
+    // computed here.
+    assert_eq!(record.hash_version, HashVersion::PrefixedSha256, "the digest computed here assumes version 3");
+    let digest_of = |input: &Input| -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(b"tk_live_");
+        hash.update(&input[SECRET_START..SECRET_END]);
+        hash.finalize().into()
     };
-    let digest_of = |input: &Input| -> [u8; 32] { Sha256::digest(&input[SECRET_START..SECRET_END]).into() };
     // Self-check: unaltered, the digest computed here verifies, or the
     // classes would not be what they claim.
     let probe = random_wrong(&key, rng);
-    store.set(KeyRecord {
-        digest: SecretDigest::from_bytes(digest_of(&probe)),
-        ..record.clone()
-    });
+    let mut stored = record.clone();
+    stored.digest = SecretDigest::from_bytes(digest_of(&probe));
+    store.set(stored);
     ready(keys.verify(as_str(&probe))).expect("the digest computed here must match verify's");
     let samples: Vec<(Class, SecretDigest, Input)> = (0..SAMPLES)
         .map(|_| {
