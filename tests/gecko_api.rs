@@ -21,7 +21,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
-use teamkey::sqlx::SqlitePool;
 use teamkey::sqlx::sqlite::SqlitePoolOptions;
 use teamkey::{Clock, CreateOptions, KeyFormat, KeyManager, ManualClock, Scopes, SqlxStore, TeamId};
 use time::Duration;
@@ -35,7 +34,7 @@ const UNAVAILABLE: &str =
 /// The example app over an in-memory database, a manual clock, and keys in
 /// every state the table needs.
 struct Fixture {
-    db: SqlitePool,
+    db: demo::Db,
     keys: KeyManager,
     /// acme, scope keys:manage.
     admin: String,
@@ -51,13 +50,14 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let db = SqlitePoolOptions::new()
+    let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect("sqlite::memory:")
         .await
         .unwrap();
-    let store = SqlxStore::new(db.clone());
+    let store = SqlxStore::new(pool.clone());
     store.migrate().await.unwrap();
+    let db = demo::Db::Sqlite(pool);
     demo::prepare(&db).await.unwrap();
     let clock = ManualClock::new(datetime!(2026-11-27 12:00 UTC));
     let keys = KeyManager::builder(store).clock(clock.clone()).build();

@@ -11,7 +11,6 @@ use axum::routing::get;
 use serde::Deserialize;
 use teamkey::KeyManager;
 use teamkey::axum::{AuthRejection, Authenticated, ManagesKeys, RequireApiKeyLayer, management_router};
-use teamkey::sqlx::SqlitePool;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::demo;
@@ -22,7 +21,7 @@ pub(crate) struct AppState {
     /// Verifies keys and runs their lifecycle.
     pub(crate) keys: KeyManager,
     /// The application's own data (scans).
-    pub(crate) db: SqlitePool,
+    pub(crate) db: demo::Db,
 }
 
 /// The whole API. Layer order, outermost first: CORS, the key guard, the
@@ -59,7 +58,7 @@ struct ScanQuery {
 
 async fn list_scans(
     caller: Authenticated,
-    State(db): State<SqlitePool>,
+    State(db): State<demo::Db>,
     query: Result<Query<ScanQuery>, QueryRejection>,
 ) -> Response {
     let limit = match &query {
@@ -74,7 +73,7 @@ async fn list_scans(
 /// Starting a scan needs `scans:write`; reading needs only a key of the team.
 async fn start_scan(
     caller: Authenticated,
-    State(db): State<SqlitePool>,
+    State(db): State<demo::Db>,
     body: Bytes,
 ) -> Result<Response, AuthRejection> {
     caller.require_scope(demo::SCANS_WRITE)?;

@@ -1,9 +1,12 @@
 //! What the axum and actix-web demo servers share: configuration, the demo
-//! data, the quickstart key and the scans query. No web framework here.
+//! database (SQLite, PostgreSQL or MySQL/MariaDB), the demo data, the
+//! quickstart key and the scans queries. No web framework here.
+
+use std::sync::Arc;
 
 use serde::Serialize;
-use teamkey::sqlx::{self, SqlitePool};
-use teamkey::{CreateOptions, KeyFormat, KeyManager, NewKey, Scopes, SqlxStore, TeamId};
+use teamkey::sqlx::{self, MySqlPool, PgPool, SqlitePool};
+use teamkey::{CreateOptions, KeyFormat, KeyManager, KeyStore, NewKey, Scopes, SqlxStore, TeamId};
 
 /// `DATABASE_URL`, `BIND_ADDR`, `TEAMKEY_PREFIX`, with their defaults.
 pub(crate) struct Config {
@@ -29,11 +32,111 @@ impl Config {
     }
 }
 
+/// The demo's database: the keys and the scans live in the same one.
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+/// The demo's SQL, per database (placeholders and "insert if absent" differ).
+struct Sql {
+    create: &'static str,
+    seed: &'static str,
+    list: &'static str,
+    insert: &'static str,
+}
+
+const SQLITE: Sql = Sql {
+    create: "CREATE TABLE IF NOT EXISTS scans (id VARCHAR(64) PRIMARY KEY, team VARCHAR(128) NOT NULL, \
+             target VARCHAR(255) NOT NULL, status VARCHAR(32) NOT NULL, created_at VARCHAR(32) NOT NULL)",
+    seed: "INSERT OR IGNORE INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, ?, ?)",
+    list: "SELECT id, team, target, status, created_at FROM scans WHERE team = ? \
+           ORDER BY created_at DESC, id LIMIT ?",
+    insert: "INSERT INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
+};
+
+const POSTGRES: Sql = Sql {
+    create: SQLITE.create,
+    seed: "INSERT INTO scans (id, team, target, status, created_at) VALUES ($1, $2, $3, $4, $5) \
+           ON CONFLICT DO NOTHING",
+    list: "SELECT id, team, target, status, created_at FROM scans WHERE team = $1 \
+           ORDER BY created_at DESC, id LIMIT $2",
+    insert: "INSERT INTO scans (id, team, target, status, created_at) VALUES ($1, $2, $3, 'queued', $4)",
+};
+
+const MYSQL: Sql = Sql {
+    // Binary collation: team 'ACME' is not team 'acme'.
+    create: "CREATE TABLE IF NOT EXISTS scans (id VARCHAR(64) PRIMARY KEY, team VARCHAR(128) NOT NULL, \
+             target VARCHAR(255) NOT NULL, status VARCHAR(32) NOT NULL, created_at VARCHAR(32) NOT NULL) \
+             CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+    seed: "INSERT IGNORE INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, ?, ?)",
+    list: SQLITE.list,
+    insert: SQLITE.insert,
+};
+
+/// Runs `$body` with `$pool` bound to whichever pool `$db` holds and `$sql`
+/// to that database's statements.
+macro_rules! on_db {
+    ($db:expr, |$pool:ident, $sql:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => {
+                let $sql = &SQLITE;
+                $body
+            }
+            Db::Postgres($pool) => {
+                let $sql = &POSTGRES;
+                $body
+            }
+            Db::MySql($pool) => {
+                let $sql = &MYSQL;
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Connects to `url`: `sqlite:`, `postgres:` (or `postgresql:`), or
+    /// `mysql:` (or `mariadb:`), with any sqlx URL options.
+    pub(crate) async fn connect(url: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        // Only the scheme is ever printed: the rest may hold a password.
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        Ok(match scheme {
+            "sqlite" => Self::Sqlite(SqlitePool::connect(url).await?),
+            "postgres" | "postgresql" => Self::Postgres(PgPool::connect(url).await?),
+            "mysql" => Self::MySql(MySqlPool::connect(url).await?),
+            "mariadb" => Self::MySql(MySqlPool::connect(&url.replacen("mariadb:", "mysql:", 1)).await?),
+            other => {
+                return Err(format!(
+                    "DATABASE_URL has the scheme {other:?}; use sqlite:, postgres: or mysql: (or mariadb:)"
+                )
+                .into());
+            }
+        })
+    }
+
+    /// Closes the pool: every later query fails (for outage tests).
+    #[allow(dead_code)] // used by tests/gecko_api.rs, which includes this file
+    pub(crate) async fn close(&self) {
+        on_db!(self, |pool, _sql| pool.close().await);
+    }
+
+    /// teamkey's store over this database, migrated.
+    async fn key_store(&self) -> Result<Arc<dyn KeyStore>, sqlx::migrate::MigrateError> {
+        Ok(on_db!(self, |pool, _sql| {
+            let store = SqlxStore::new(pool.clone());
+            store.migrate().await?;
+            Arc::new(store) as Arc<dyn KeyStore>
+        }))
+    }
+}
+
 /// Opens and migrates the database, seeds the demo data, builds the manager.
-pub(crate) async fn open(config: &Config) -> Result<(SqlitePool, KeyManager), Box<dyn std::error::Error>> {
-    let db = SqlitePool::connect(&config.database_url).await?;
-    let store = SqlxStore::new(db.clone());
-    store.migrate().await?;
+pub(crate) async fn open(config: &Config) -> Result<(Db, KeyManager), Box<dyn std::error::Error>> {
+    let db = Db::connect(&config.database_url).await?;
+    let store = db.key_store().await?;
     prepare(&db).await?;
     let keys = KeyManager::builder(store)
         .format(KeyFormat::new(&config.prefix)?)
@@ -41,63 +144,60 @@ pub(crate) async fn open(config: &Config) -> Result<(SqlitePool, KeyManager), Bo
     Ok((db, keys))
 }
 
-/// The scans table, and teams `acme` and `globex` with a few scans each.
-pub(crate) async fn prepare(db: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS scans (id TEXT PRIMARY KEY, team TEXT NOT NULL, \
-         target TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL)",
-    )
-    .execute(db)
-    .await?;
-    let seed = [
-        (
-            "scn_acme_1",
-            "acme",
-            "github.com/acme/web",
-            "completed",
-            "2026-11-20T09:00:00Z",
-        ),
-        (
-            "scn_acme_2",
-            "acme",
-            "github.com/acme/api",
-            "completed",
-            "2026-11-21T09:00:00Z",
-        ),
-        (
-            "scn_acme_3",
-            "acme",
-            "github.com/acme/mobile",
-            "running",
-            "2026-11-22T09:00:00Z",
-        ),
-        (
-            "scn_globex_1",
-            "globex",
-            "github.com/globex/core",
-            "completed",
-            "2026-11-20T10:00:00Z",
-        ),
-        (
-            "scn_globex_2",
-            "globex",
-            "github.com/globex/billing",
-            "failed",
-            "2026-11-21T10:00:00Z",
-        ),
-    ];
-    for (id, team, target, status, created_at) in seed {
-        sqlx::query(
-            "INSERT OR IGNORE INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(team)
-        .bind(target)
-        .bind(status)
-        .bind(created_at)
-        .execute(db)
-        .await?;
-    }
+/// The seeded scans: teams `acme` and `globex`, a few each.
+const SEED: [(&str, &str, &str, &str, &str); 5] = [
+    (
+        "scn_acme_1",
+        "acme",
+        "github.com/acme/web",
+        "completed",
+        "2026-11-20T09:00:00Z",
+    ),
+    (
+        "scn_acme_2",
+        "acme",
+        "github.com/acme/api",
+        "completed",
+        "2026-11-21T09:00:00Z",
+    ),
+    (
+        "scn_acme_3",
+        "acme",
+        "github.com/acme/mobile",
+        "running",
+        "2026-11-22T09:00:00Z",
+    ),
+    (
+        "scn_globex_1",
+        "globex",
+        "github.com/globex/core",
+        "completed",
+        "2026-11-20T10:00:00Z",
+    ),
+    (
+        "scn_globex_2",
+        "globex",
+        "github.com/globex/billing",
+        "failed",
+        "2026-11-21T10:00:00Z",
+    ),
+];
+
+/// The scans table, and the seeded scans if absent.
+pub(crate) async fn prepare(db: &Db) -> Result<(), sqlx::Error> {
+    on_db!(db, |pool, sql| {
+        sqlx::query(sql.create).execute(pool).await?;
+        for (id, team, target, status, created_at) in SEED {
+            sqlx::query(sql.seed)
+                .bind(id)
+                .bind(team)
+                .bind(target)
+                .bind(status)
+                .bind(created_at)
+                .execute(pool)
+                .await?;
+        }
+    });
     Ok(())
 }
 
@@ -160,7 +260,7 @@ struct Scan {
 
 /// `GET /api/v1/scans?limit=N` for `team`: a status and a JSON body.
 /// `limit` is 1 to 100, 20 when absent; anything else is a 400.
-pub(crate) async fn scans(db: &SqlitePool, team: &TeamId, limit: Option<&str>) -> (u16, String) {
+pub(crate) async fn scans(db: &Db, team: &TeamId, limit: Option<&str>) -> (u16, String) {
     let error = |status: u16, code: &str, message: &str| {
         (
             status,
@@ -173,14 +273,13 @@ pub(crate) async fn scans(db: &SqlitePool, team: &TeamId, limit: Option<&str>) -
         Some(_) => return error(400, "invalid_request", "limit must be an integer from 1 to 100"),
     };
     // Every query is scoped by the caller's team.
-    let rows = sqlx::query_as::<_, (String, String, String, String, String)>(
-        "SELECT id, team, target, status, created_at FROM scans WHERE team = ? \
-         ORDER BY created_at DESC, id LIMIT ?",
-    )
-    .bind(team.as_str())
-    .bind(i64::from(limit))
-    .fetch_all(db)
-    .await;
+    let rows: Result<Vec<(String, String, String, String, String)>, sqlx::Error> = on_db!(db, |pool, sql| {
+        sqlx::query_as(sql.list)
+            .bind(team.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    });
     match rows {
         Ok(rows) => {
             let data: Vec<Scan> = rows
@@ -204,7 +303,7 @@ pub(crate) async fn scans(db: &SqlitePool, team: &TeamId, limit: Option<&str>) -
 
 /// `POST /api/v1/scans` with `{"target": "..."}` for `team`: starts a scan
 /// (here: records it as `queued`). A status and a JSON body.
-pub(crate) async fn start_scan(db: &SqlitePool, team: &TeamId, body: &[u8]) -> (u16, String) {
+pub(crate) async fn start_scan(db: &Db, team: &TeamId, body: &[u8]) -> (u16, String) {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Request {
@@ -239,14 +338,16 @@ pub(crate) async fn start_scan(db: &SqlitePool, team: &TeamId, body: &[u8]) -> (
     let created_at = now
         .format(&teamkey::time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let inserted =
-        sqlx::query("INSERT INTO scans (id, team, target, status, created_at) VALUES (?, ?, ?, 'queued', ?)")
+    let inserted = on_db!(db, |pool, sql| {
+        sqlx::query(sql.insert)
             .bind(&id)
             .bind(team.as_str())
             .bind(&target)
             .bind(&created_at)
-            .execute(db)
-            .await;
+            .execute(pool)
+            .await
+            .map(drop)
+    });
     match inserted {
         Ok(_) => {
             let scan = Scan {

@@ -7,12 +7,11 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use teamkey::KeyManager;
 use teamkey::actix::{AuthError, Authenticated, ManagesKeys, RequireApiKey, management_scope};
-use teamkey::sqlx::SqlitePool;
 
 use crate::demo;
 
 /// Registers the API; the app data must hold `web::Data<KeyManager>` and
-/// `web::Data<SqlitePool>`.
+/// `web::Data<demo::Db>`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
@@ -38,7 +37,7 @@ pub(crate) fn cors() -> Cors {
 }
 
 /// The app data `configure` needs.
-pub(crate) fn data(keys: KeyManager, db: SqlitePool) -> (web::Data<KeyManager>, web::Data<SqlitePool>) {
+pub(crate) fn data(keys: KeyManager, db: demo::Db) -> (web::Data<KeyManager>, web::Data<demo::Db>) {
     (web::Data::new(keys), web::Data::new(db))
 }
 
@@ -49,7 +48,7 @@ struct ScanQuery {
 
 async fn list_scans(
     caller: Authenticated,
-    db: web::Data<SqlitePool>,
+    db: web::Data<demo::Db>,
     query: Result<web::Query<ScanQuery>, actix_web::Error>,
 ) -> HttpResponse {
     let limit = match &query {
@@ -66,7 +65,7 @@ async fn list_scans(
 /// Starting a scan needs `scans:write`; reading needs only a key of the team.
 async fn start_scan(
     caller: Authenticated,
-    db: web::Data<SqlitePool>,
+    db: web::Data<demo::Db>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AuthError> {
     caller.require_scope(demo::SCANS_WRITE)?;
