@@ -187,14 +187,17 @@ async fn paging_contract<S: KeyStore + Clone>(store: S) -> PageSql {
         "before they expire, the 30-minute keys count too"
     );
 
-    // Cursors are client input: one before year 1 or after 9999 is an
-    // answer (nothing older; everything older), never a store failure.
-    let ancient: Cursor = "-200000000000000000.abcdefABCDEF".parse().unwrap();
-    assert!(ancient.created_at().year() < 1);
-    let query = ListQuery::new(now, Some(ancient), PAGE);
+    // Cursors are client input: one before year 1 or after 9999 never
+    // reaches the store; the core refuses it as a malformed cursor.
+    for out_of_range in ["-200000000000000000.abcdefABCDEF", "9223372036854775807.abcdefABCDEF"] {
+        assert!(out_of_range.parse::<Cursor>().is_err(), "{out_of_range}");
+    }
+    // The oldest cursor there can be: nothing is older.
+    let oldest: Cursor = "-62135596800000000.abcdefABCDEF".parse().unwrap();
+    let query = ListQuery::new(now, Some(oldest), PAGE);
     assert!(store.list_active(&acme, &query).await.unwrap().is_empty());
     let page = keys
-        .list_page(&acme, PageRequest::first(PAGE).unwrap().after(ancient))
+        .list_page(&acme, PageRequest::first(PAGE).unwrap().after(oldest))
         .await
         .unwrap();
     assert!(page.keys.is_empty() && page.next.is_none());
