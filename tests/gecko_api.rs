@@ -977,6 +977,17 @@ async fn least_privilege_and_replies(
             "{content_type}"
         );
     }
+    // Two Content-Type headers declare nothing, whichever comes first.
+    let twice = [
+        ("X-API-Key", text(&f.admin)),
+        ("Content-Type", text("text/plain")),
+        ("Content-Type", text("application/json")),
+    ];
+    let answer = call("POST", keys, &twice, r#"{"name":"twice"}"#).await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let twice = [twice[0].clone(), twice[2].clone(), twice[1].clone()];
+    let answer = call("POST", keys, &twice, r#"{"name":"twice"}"#).await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(count().await, before + 1, "only the deployer was written");
 
     let created = call(

@@ -71,8 +71,13 @@ fn respond(reply: management::Reply) -> HttpResponse {
     }
 }
 
+/// The one `Content-Type`; two of them are no declared type at all (415).
 fn content_type(req: &HttpRequest) -> Option<&[u8]> {
-    req.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes)
+    let mut values = req.headers().get_all(CONTENT_TYPE);
+    match (values.next(), values.next()) {
+        (Some(one), None) => Some(one.as_bytes()),
+        _ => None,
+    }
 }
 
 async fn list<A: KeyAdmin + FromRequest + 'static>(

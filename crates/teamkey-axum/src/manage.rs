@@ -77,8 +77,13 @@ fn respond(reply: management::Reply) -> Response {
     response
 }
 
+/// The one `Content-Type`; two of them are no declared type at all (415).
 fn content_type(headers: &HeaderMap) -> Option<&[u8]> {
-    headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes)
+    let mut values = headers.get_all(header::CONTENT_TYPE).into_iter();
+    match (values.next(), values.next()) {
+        (Some(one), None) => Some(one.as_bytes()),
+        _ => None,
+    }
 }
 
 async fn list<A: KeyAdmin + Sync>(

@@ -28,8 +28,10 @@ use crate::record::Principal;
 pub struct Authority {
     /// `None`: every scope of the team.
     scopes: Option<Scopes>,
-    /// The caller's own expiry: nothing it makes may outlive it.
+    /// The caller's own expiry: nothing it makes or touches may outlive it.
     expires_at: Option<OffsetDateTime>,
+    /// The caller's key was rotated away and lives out its grace period.
+    retired: bool,
 }
 
 /// Why a caller may not do what it asked. Rendered as a 403 naming it;
@@ -55,6 +57,17 @@ pub enum Refusal {
         /// The key's scopes that the caller lacks.
         scopes: Vec<Scope>,
     },
+    /// The key to rotate or revoke lives longer than the caller's own key:
+    /// a dying (or leaked and replaced) key must not kill its successors.
+    #[error("a caller can rotate or revoke only keys that expire no later than itself")]
+    KeyOutlivesCaller {
+        /// The caller's expiry.
+        caller_expires_at: OffsetDateTime,
+    },
+    /// The caller's own key was rotated: during its grace period it still
+    /// verifies, but manages no keys.
+    #[error("a key that was rotated manages no keys; use its successor")]
+    CallerRetired,
 }
 
 fn list(scopes: &[Scope]) -> String {
@@ -68,6 +81,7 @@ impl Authority {
         Self {
             scopes: Some(principal.scopes().clone()),
             expires_at: principal.expires_at(),
+            retired: principal.replaced_by().is_some(),
         }
     }
 
@@ -77,12 +91,14 @@ impl Authority {
         Self {
             scopes: None,
             expires_at: None,
+            retired: false,
         }
     }
 
     /// Whether the caller may make a key with `scopes` expiring at
     /// `expires_at` (`None`: never).
     pub fn check_grant(&self, scopes: &Scopes, expires_at: Option<OffsetDateTime>) -> Result<(), Refusal> {
+        self.check_active()?;
         self.check_scopes(scopes)
             .map_err(|scopes| Refusal::ScopesNotHeld { scopes })?;
         match (self.expires_at, expires_at) {
@@ -95,9 +111,25 @@ impl Authority {
     }
 
     /// Whether the caller may rotate or revoke a key with `scopes`.
-    pub fn check_manage(&self, scopes: &Scopes) -> Result<(), Refusal> {
+    pub fn check_manage(&self, scopes: &Scopes, expires_at: Option<OffsetDateTime>) -> Result<(), Refusal> {
+        self.check_active()?;
         self.check_scopes(scopes)
-            .map_err(|scopes| Refusal::KeyBroaderThanCaller { scopes })
+            .map_err(|scopes| Refusal::KeyBroaderThanCaller { scopes })?;
+        match (self.expires_at, expires_at) {
+            (Some(limit), Some(at)) if at <= limit => Ok(()),
+            (Some(limit), _) => Err(Refusal::KeyOutlivesCaller {
+                caller_expires_at: limit,
+            }),
+            (None, _) => Ok(()),
+        }
+    }
+
+    fn check_active(&self) -> Result<(), Refusal> {
+        if self.retired {
+            Err(Refusal::CallerRetired)
+        } else {
+            Ok(())
+        }
     }
 
     /// The scopes of `scopes` the caller lacks, if any.
@@ -119,6 +151,7 @@ mod tests {
         Authority {
             scopes: Some(Scopes::new(scopes).unwrap()),
             expires_at,
+            retired: false,
         }
     }
 
@@ -163,11 +196,37 @@ mod tests {
     #[test]
     fn a_key_manages_only_keys_no_broader_than_itself() {
         let caller = key_authority(&["keys:manage", "scans:read"], None);
-        assert!(caller.check_manage(&Scopes::new(["scans:read"]).unwrap()).is_ok());
+        assert!(
+            caller
+                .check_manage(&Scopes::new(["scans:read"]).unwrap(), None)
+                .is_ok()
+        );
         assert!(matches!(
-            caller.check_manage(&Scopes::new(["scans:write"]).unwrap()),
+            caller.check_manage(&Scopes::new(["scans:write"]).unwrap(), None),
             Err(Refusal::KeyBroaderThanCaller { .. })
         ));
+    }
+
+    #[test]
+    fn a_dying_key_cannot_touch_a_longer_lived_one_and_a_retired_key_nothing() {
+        let end = datetime!(2030-01-01 0:00 UTC);
+        let dying = key_authority(&["keys:manage"], Some(end));
+        let none = Scopes::default();
+        assert!(dying.check_manage(&none, Some(end)).is_ok());
+        for later in [None, Some(datetime!(2031-01-01 0:00 UTC))] {
+            assert_eq!(
+                dying.check_manage(&none, later),
+                Err(Refusal::KeyOutlivesCaller {
+                    caller_expires_at: end
+                })
+            );
+        }
+        let retired = Authority {
+            retired: true,
+            ..key_authority(&["keys:manage"], None)
+        };
+        assert_eq!(retired.check_manage(&none, None), Err(Refusal::CallerRetired));
+        assert_eq!(retired.check_grant(&none, None), Err(Refusal::CallerRetired));
     }
 
     #[test]
@@ -175,6 +234,6 @@ mod tests {
         let admin = Authority::whole_team();
         let all = Scopes::new(["billing:admin", "keys:manage"]).unwrap();
         assert!(admin.check_grant(&all, None).is_ok());
-        assert!(admin.check_manage(&all).is_ok());
+        assert!(admin.check_manage(&all, None).is_ok());
     }
 }

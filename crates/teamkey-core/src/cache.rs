@@ -148,7 +148,7 @@ impl InvalidationSink {
     /// Every change committed before `sent` has been reported: trust the
     /// cache until one trust window after `sent`.
     pub fn confirmed(&self, sent: Instant) {
-        let until = self.state.nanos(sent) + self.state.window_nanos();
+        let until = self.state.nanos(sent).saturating_add(self.state.window_nanos());
         self.state.trusted_until.fetch_max(until, Ordering::SeqCst);
     }
 

@@ -21,7 +21,7 @@ pub enum ValidationError {
         max: usize,
     },
     /// The team id holds a control character.
-    #[error("team id must not contain control characters")]
+    #[error("team id must not contain control or invisible formatting characters")]
     TeamControlCharacter,
     /// The team id starts or ends with whitespace.
     #[error("team id must not start or end with whitespace")]
@@ -36,7 +36,7 @@ pub enum ValidationError {
         max: usize,
     },
     /// The key name holds a control character.
-    #[error("key name must not contain control characters")]
+    #[error("key name must not contain control or invisible formatting characters")]
     NameControlCharacter,
     /// A scope is empty, too long or has a character outside `A-Za-z0-9:._-`.
     #[error("scopes must be 1 to 64 characters of A-Z, a-z, 0-9, ':', '.', '_' or '-'")]

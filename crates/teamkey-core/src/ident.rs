@@ -24,6 +24,24 @@ pub const MAX_SCOPES: usize = 32;
 /// Length of a [`KeyId`], in characters.
 pub const KEY_ID_LEN: usize = 12;
 
+/// Characters that change how text reads without being seen: controls,
+/// bidirectional overrides and isolates (the "Trojan Source" set,
+/// CVE-2021-42574), zero-width characters, the byte-order mark, and line
+/// and paragraph separators. A name or team id holding one could pass for
+/// another in a key table or a log.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
 /// The team (tenant) a key belongs to; every answer is scoped to it.
 ///
 /// 1 to 128 characters, no control characters, no surrounding whitespace:
@@ -50,7 +68,7 @@ impl TeamId {
                 max: MAX_TEAM_ID_CHARS,
             });
         }
-        if id.chars().any(char::is_control) {
+        if id.chars().any(is_hidden) {
             return Err(ValidationError::TeamControlCharacter);
         }
         if id.trim() != id {
@@ -88,7 +106,7 @@ impl KeyName {
         if name.chars().count() > MAX_NAME_CHARS {
             return Err(ValidationError::NameTooLong { max: MAX_NAME_CHARS });
         }
-        if name.chars().any(char::is_control) {
+        if name.chars().any(is_hidden) {
             return Err(ValidationError::NameControlCharacter);
         }
         Ok(Self(name.into()))
@@ -331,6 +349,27 @@ mod tests {
         assert_eq!(TeamId::new("acme "), Err(ValidationError::TeamWhitespace));
         let odd = TeamId::new("o'brien\"; DROP TABLE api_keys;-- 🦎").unwrap();
         assert_eq!(odd.as_str(), "o'brien\"; DROP TABLE api_keys;-- 🦎");
+    }
+
+    #[test]
+    fn invisible_formatting_characters_are_refused() {
+        for hidden in [
+            '\u{202E}', '\u{2066}', '\u{200B}', '\u{200D}', '\u{2028}', '\u{FEFF}', '\u{061C}',
+        ] {
+            let text = format!("prod {hidden}gnp.exe");
+            assert_eq!(
+                KeyName::new(&text),
+                Err(ValidationError::NameControlCharacter),
+                "{hidden:?}"
+            );
+            assert_eq!(
+                TeamId::new(&text),
+                Err(ValidationError::TeamControlCharacter),
+                "{hidden:?}"
+            );
+        }
+        // Visible non-ASCII stays welcome.
+        assert!(KeyName::new("Déploiement 🦎 日本").is_ok());
     }
 
     #[test]

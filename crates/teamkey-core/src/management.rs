@@ -137,13 +137,19 @@ impl From<Refusal> for Reply {
                     "refused_scopes": scope_names(scopes),
                 })
             }
-            Refusal::OutlivesCaller { caller_expires_at } => serde_json::json!({
+            Refusal::OutlivesCaller { caller_expires_at }
+            | Refusal::KeyOutlivesCaller { caller_expires_at } => serde_json::json!({
                 "error": "forbidden",
                 "message": message,
                 "refused": "expires_at",
                 "latest_expires_at": caller_expires_at
                     .format(&time::format_description::well_known::Rfc3339)
                     .ok(),
+            }),
+            Refusal::CallerRetired => serde_json::json!({
+                "error": "forbidden",
+                "message": message,
+                "refused": "caller_retired",
             }),
         };
         Self {
@@ -241,6 +247,26 @@ fn settle(result: Result<Reply, Reply>) -> Reply {
     result.unwrap_or_else(|reply| reply)
 }
 
+/// Logs a refused or failed management call, with the team and the key
+/// id concerned (never a key): an escalation attempt (403) at `info`, a
+/// store failure (5xx) at `warn`. Returns the reply.
+fn logged(reply: Reply, action: &'static str, team_id: &TeamId, key_id: Option<&str>) -> Reply {
+    match reply.status {
+        403 => tracing::info!(
+            action,
+            team_id = %team_id,
+            key_id,
+            body = reply.body.as_deref(),
+            "API key management refused"
+        ),
+        500.. => {
+            tracing::warn!(action, team_id = %team_id, key_id, status = reply.status, "API key management failed")
+        }
+        _ => {}
+    }
+    reply
+}
+
 /// The caller's active key `id`, if the caller may rotate or revoke it.
 async fn managed_key<A: KeyAdmin + ?Sized>(
     keys: &KeyManager,
@@ -252,12 +278,17 @@ async fn managed_key<A: KeyAdmin + ?Sized>(
         .await
         .map_err(Reply::from)?
         .ok_or_else(Reply::not_found)?;
-    admin.authority().check_manage(&key.scopes)?;
+    admin.authority().check_manage(&key.scopes, key.expires_at)?;
     Ok(key)
 }
 
 /// `GET /api-keys?limit=N&cursor=C`; `query` is the raw query string.
 pub async fn list<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
+    let reply = list_reply(keys, admin, query).await;
+    logged(reply, "list", admin.team_id(), None)
+}
+
+async fn list_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
     #[derive(Deserialize)]
     struct Params {
         limit: Option<usize>,
@@ -304,6 +335,16 @@ pub async fn create<A: KeyAdmin + ?Sized>(
     content_type: Option<&[u8]>,
     body: &[u8],
 ) -> Reply {
+    let reply = create_reply(keys, admin, content_type, body).await;
+    logged(reply, "create", admin.team_id(), None)
+}
+
+async fn create_reply<A: KeyAdmin + ?Sized>(
+    keys: &KeyManager,
+    admin: &A,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Reply {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Request {
@@ -325,8 +366,11 @@ pub async fn create<A: KeyAdmin + ?Sized>(
                 let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
                 options.expires_in = Some(time::Duration::seconds(seconds));
             }
+            // Resolved once: the instant checked is the instant stored.
             let expires_at = keys.resolve_expiry(&options)?;
             admin.authority().check_grant(&options.scopes, expires_at)?;
+            options.expires_at = expires_at;
+            options.expires_in = None;
             let new = keys
                 .create(admin.team_id(), &request.name, options)
                 .await
@@ -339,6 +383,16 @@ pub async fn create<A: KeyAdmin + ?Sized>(
 
 /// `DELETE /api-keys/{id}`.
 pub async fn revoke<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, id: &str) -> Reply {
+    let reply = revoke_reply(keys, admin, id).await;
+    logged(
+        reply,
+        "revoke",
+        admin.team_id(),
+        KeyId::parse(id).ok().as_ref().map(KeyId::as_str),
+    )
+}
+
+async fn revoke_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, id: &str) -> Reply {
     settle(
         async {
             let id = key_id(id)?;
@@ -356,6 +410,22 @@ pub async fn revoke<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, id: &str
 /// `POST /api-keys/{id}/rotate` with `{"grace_seconds": N}` (or `{}` for
 /// no grace period).
 pub async fn rotate<A: KeyAdmin + ?Sized>(
+    keys: &KeyManager,
+    admin: &A,
+    id: &str,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Reply {
+    let reply = rotate_reply(keys, admin, id, content_type, body).await;
+    logged(
+        reply,
+        "rotate",
+        admin.team_id(),
+        KeyId::parse(id).ok().as_ref().map(KeyId::as_str),
+    )
+}
+
+async fn rotate_reply<A: KeyAdmin + ?Sized>(
     keys: &KeyManager,
     admin: &A,
     id: &str,
@@ -390,6 +460,8 @@ pub async fn rotate<A: KeyAdmin + ?Sized>(
 #[cfg(feature = "memory")]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::{ManualClock, MemoryStore, Principal};
     use serde_json::Value;
     use time::macros::datetime;
@@ -675,5 +747,84 @@ mod tests {
             body(&list(&f.keys, &other, "").await)["data"],
             serde_json::json!([])
         );
+    }
+
+    #[tokio::test]
+    async fn a_dying_or_rotated_key_cannot_kill_a_longer_lived_one() {
+        let f = Fixture::new();
+        let options = CreateOptions::new()
+            .scopes(Scopes::new(["keys:manage"]).unwrap())
+            .expires_in(time::Duration::hours(1));
+        let made = f.keys.create(&f.team, "dying", options).await.unwrap();
+        let principal = f.keys.verify(made.key.expose_secret()).await.unwrap();
+        let dying = Admin {
+            team: f.team.clone(),
+            authority: Authority::of_key(&principal),
+        };
+        let lasting = f
+            .keys
+            .create(&f.team, "lasting", CreateOptions::new())
+            .await
+            .unwrap();
+        let id = lasting.info.id.to_string();
+        let revoked = revoke(&f.keys, &dying, &id).await;
+        assert_eq!(
+            revoked.status, 403,
+            "a key expiring in an hour must not revoke one that never expires"
+        );
+        assert_eq!(rotate(&f.keys, &dying, &id, JSON, b"{}").await.status, 403);
+        assert!(f.keys.verify(lasting.key.expose_secret()).await.is_ok());
+
+        // The owner rotates the dying key with a grace period; during it the
+        // old key still verifies but manages nothing, not even its successor.
+        let own = principal.key_id().to_string();
+        let rotated = rotate(&f.keys, &f.owner(), &own, JSON, br#"{"grace_seconds":600}"#).await;
+        assert_eq!(rotated.status, 201);
+        let successor = body(&rotated)["id"].as_str().unwrap().to_owned();
+        let old = f.keys.verify(made.key.expose_secret()).await.unwrap();
+        assert!(old.replaced_by().is_some(), "still verifies, in its grace period");
+        let retired = Admin {
+            team: f.team.clone(),
+            authority: Authority::of_key(&old),
+        };
+        let kill = revoke(&f.keys, &retired, &successor).await;
+        assert_eq!(kill.status, 403);
+        assert_eq!(body(&kill)["refused"], "caller_retired");
+        assert_eq!(
+            create(&f.keys, &retired, JSON, br#"{"name":"x","expires_in":60}"#)
+                .await
+                .status,
+            403
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creations_cannot_pass_the_cap_and_rotations_with_grace_need_room() {
+        let f = Fixture::new(); // at most 6 active keys
+        let owner = Arc::new(f.owner());
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (keys, owner) = (f.keys.clone(), Arc::clone(&owner));
+                tokio::spawn(async move {
+                    let request = format!(r#"{{"name":"burst {i}"}}"#);
+                    create(&keys, &*owner, JSON, request.as_bytes()).await.status
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for task in tasks {
+            if task.await.unwrap() == 201 {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 6);
+        assert_eq!(f.count().await, 6);
+
+        let id = f.keys.list(&f.team).await.unwrap()[0].id.to_string();
+        let with_grace = rotate(&f.keys, &*owner, &id, JSON, br#"{"grace_seconds":60}"#).await;
+        assert_eq!(with_grace.status, 422, "the old key would live on as a seventh");
+        assert_eq!(f.count().await, 6);
+        assert_eq!(rotate(&f.keys, &*owner, &id, JSON, b"{}").await.status, 201);
+        assert_eq!(f.count().await, 6);
     }
 }

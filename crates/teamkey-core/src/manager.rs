@@ -107,7 +107,15 @@ struct Inner {
     limits: Limits,
     refusals: RefusalLog,
     cache: Option<Cache>,
+    /// Creations (and rotations that keep the old key alive) of one team
+    /// take turns here, so that the count of active keys they check is
+    /// the count they write against (within this process).
+    team_locks: [tokio::sync::Mutex<()>; TEAM_LOCKS],
 }
+
+/// Stripes of team locks: teams share a stripe by hash, which only ever
+/// makes two creations wait for each other, never lets them race.
+const TEAM_LOCKS: usize = 64;
 
 /// The verification cache and the task that keeps it honest.
 struct Cache {
@@ -250,8 +258,11 @@ impl KeyManagerBuilder {
 
     /// The most active (unrevoked, unexpired) keys a team may have; past
     /// it, creation is refused. Default: [`DEFAULT_MAX_ACTIVE_KEYS`].
-    /// Checked before each insert, so concurrent creations may pass it by
-    /// their number; rotations replace a key and are not counted.
+    /// Checked and written under one lock per team, so concurrent creations
+    /// through one manager cannot pass it; managers in other processes may
+    /// pass it by the number of creations racing at that instant. A
+    /// rotation with a grace period keeps the old key alive beside the
+    /// successor, so it needs room too; one without grace does not.
     pub fn max_active_keys(mut self, max: usize) -> Self {
         self.limits.max_active_keys = max;
         self
@@ -282,6 +293,7 @@ impl KeyManagerBuilder {
                 last_used: LastUsed::new(interval, now),
                 limits: self.limits,
                 refusals: RefusalLog::default(),
+                team_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
                 cache: self.cache.map(|(source, config)| Cache {
                     state: CacheState::new(config),
                     source,
@@ -346,6 +358,24 @@ impl KeyManager {
         &self.inner.store
     }
 
+    /// The lock creations of `team_id` take turns under.
+    fn team_lock(&self, team_id: &TeamId) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, Hash, Hasher as _};
+        let mut hasher = foldhash::fast::FixedState::with_seed(0).build_hasher();
+        team_id.hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % TEAM_LOCKS as u64).unwrap_or(0);
+        &self.inner.team_locks[stripe]
+    }
+
+    /// Refuses when `team_id` already has the most active keys allowed.
+    async fn check_room(&self, team_id: &TeamId, now: OffsetDateTime) -> Result<(), ManageError> {
+        let max = self.inner.limits.max_active_keys;
+        if self.inner.store.count_active(team_id, now).await? >= max {
+            return Err(ManageError::TooManyKeys { max });
+        }
+        Ok(())
+    }
+
     /// Now, as stored.
     fn now(&self) -> OffsetDateTime {
         stored_precision(self.inner.clock.now())
@@ -383,7 +413,10 @@ impl KeyManager {
     ///
     /// The name is trimmed and must be 1 to 100 characters without control
     /// characters; an expiry must be in the future and within the maximum
-    /// lifetime; the team must have fewer than the maximum of active keys.
+    /// lifetime; the team must have fewer than the maximum of active keys
+    /// (checked and written under one lock per team, so concurrent
+    /// creations in this process cannot pass it; across processes they
+    /// may, by their number).
     /// This call acts with the operator's full authority: check a limited
     /// caller first with [`Authority::check_grant`](crate::Authority::check_grant),
     /// as the [`management`](crate::management) API does.
@@ -396,10 +429,8 @@ impl KeyManager {
         let name = KeyName::new(name)?;
         let now = self.now();
         let expires_at = self.expiry(&options, now)?;
-        let max = self.inner.limits.max_active_keys;
-        if self.inner.store.count_active(team_id, now).await? >= max {
-            return Err(ManageError::TooManyKeys { max });
-        }
+        let _turn = self.team_lock(team_id).lock().await;
+        self.check_room(team_id, now).await?;
         for _ in 0..ID_ATTEMPTS {
             let (key, record) = self.mint(team_id, &name, &options.scopes, expires_at, now)?;
             let inserted = self.inner.store.insert(&record).await;
@@ -542,6 +573,15 @@ impl KeyManager {
         if old.replaced_by.is_some() {
             return Err(ManageError::AlreadyRotated);
         }
+        // With a grace period the old key stays active beside its
+        // successor: that is one more active key, and counts as a creation.
+        let _turn = if grace.is_positive() {
+            let turn = self.team_lock(team_id).lock().await;
+            self.check_room(team_id, now).await?;
+            Some(turn)
+        } else {
+            None
+        };
         // Bounded by the maximum grace, so this cannot overflow in practice;
         // saturating keeps it panic-free regardless.
         let retire_at = now.saturating_add(grace);

@@ -244,6 +244,12 @@ impl Principal {
     pub fn expires_at(&self) -> Option<OffsetDateTime> {
         self.record.expires_at
     }
+
+    /// The key that replaced this one, if it was rotated (it then verifies
+    /// only until its grace period ends).
+    pub fn replaced_by(&self) -> Option<KeyId> {
+        self.record.replaced_by
+    }
 }
 
 impl fmt::Debug for Principal {

@@ -314,8 +314,8 @@ const LOOSE_TEAM_MATCHES: [(&str, SameTeam); 5] = [
     }),
     ("kit-nfd-", |stored, asked| composed(stored) == composed(asked)),
     ("kit-prefix-", |stored, asked| stored.starts_with(asked)),
-    ("kit-zwsp-", |stored, asked| {
-        stored.replace('\u{200b}', "") == asked.replace('\u{200b}', "")
+    ("kit-sharp-", |stored, asked| {
+        stored.replace('\u{df}', "ss") == asked.replace('\u{df}', "ss")
     }),
 ];
 

@@ -189,7 +189,10 @@ async fn paging_contract<S: KeyStore + Clone>(store: S) -> PageSql {
 
     // Cursors are client input: one before year 1 or after 9999 never
     // reaches the store; the core refuses it as a malformed cursor.
-    for out_of_range in ["-200000000000000000.abcdefABCDEF", "9223372036854775807.abcdefABCDEF"] {
+    for out_of_range in [
+        "-200000000000000000.abcdefABCDEF",
+        "9223372036854775807.abcdefABCDEF",
+    ] {
         assert!(out_of_range.parse::<Cursor>().is_err(), "{out_of_range}");
     }
     // The oldest cursor there can be: nothing is older.
