@@ -196,9 +196,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 other => Failure(other.to_string()),
             })?;
             announce(
+                &keys,
+                &team,
                 &created,
                 &format!("Created key {} for team {team}", created.info.id),
-            );
+            )
+            .await?;
         }
         Command::List {
             team,
@@ -218,9 +221,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 (page.keys, page.next)
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&listed)?);
+                write_out(&format!("{}\n", serde_json::to_string_pretty(&listed)?))?;
             } else {
-                print!("{}", table::render(&listed));
+                write_out(&table::render(&listed))?;
             }
             // On stderr: stdout stays the table or array scripts already read.
             if let Some(next) = next {
@@ -249,12 +252,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 format!(
                     "keeps working for {}",
                     humantime::format_duration(grace.unsigned_abs())
+                        .to_string()
+                        .replace("day", " day")
                 )
             };
             announce(
+                &keys,
+                &team,
                 &rotated,
                 &format!("Rotated key {id} into {}; the old key {until}", rotated.info.id),
-            );
+            )
+            .await?;
         }
     }
     Ok(())
@@ -328,11 +336,31 @@ fn pepper(file: Option<&Path>, env: Option<OsString>) -> Result<Option<Pepper>, 
     })
 }
 
-/// The full key alone on stdout; everything else on stderr.
-fn announce(new: &NewKey, what: &str) {
-    println!("{}", new.key.expose_secret());
+/// `text` on stdout, or a one-line failure when stdout is closed (a
+/// reader such as `head` that exits early): never a panic.
+fn write_out(text: &str) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure(format!("cannot write to stdout: {e}")))
+}
+
+/// The full key alone on stdout; everything else on stderr. A key that
+/// cannot be written out would be lost to its owner yet valid: it is
+/// revoked at once.
+async fn announce(keys: &KeyManager, team: &TeamId, new: &NewKey, what: &str) -> Result<(), Failure> {
+    if let Err(failure) = write_out(&format!("{}\n", new.key.expose_secret())) {
+        let revoked = keys.revoke(team, &new.info.id).await.is_ok();
+        let outcome = if revoked { "it was revoked" } else { "revoke it" };
+        return Err(Failure(format!(
+            "{}; the new key {} was never shown, so {outcome}",
+            failure.0, new.info.id
+        )));
+    }
     eprintln!("teamkey: {what} ({}).", new.info.preview);
     eprintln!("teamkey: store the key now: it will not be shown again.");
+    Ok(())
 }
 
 fn team_id(team: &str) -> Result<TeamId, Failure> {

@@ -604,3 +604,47 @@ fn list_pages_with_limit_and_cursor() {
         assert!(out.stdout.is_empty() && !text(&out.stderr).contains("panicked"));
     }
 }
+
+/// Runs `teamkey` with its stdout a pipe whose reader is already gone, as
+/// under `teamkey create … | head -c0`.
+fn teamkey_into_a_closed_pipe(url: &str, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_teamkey"))
+        .args(args)
+        .env_remove("TEAMKEY_PREFIX")
+        .env_remove("TEAMKEY_PEPPER")
+        .env_remove("TEAMKEY_PEPPER_FILE")
+        .env("DATABASE_URL", url)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run teamkey")
+}
+
+#[test]
+fn a_closed_stdout_is_one_line_and_a_key_never_shown_is_revoked() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("pipe")));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    ok(&url, &["create", "--team", "acme", "--name", "kept"]);
+
+    let out = teamkey_into_a_closed_pipe(&url, &["list", "--team", "acme", "--json"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("teamkey: error: cannot write to stdout"),
+        "{stderr}"
+    );
+
+    let out = teamkey_into_a_closed_pipe(&url, &["create", "--team", "acme", "--name", "lost"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was never shown, so it was revoked"), "{stderr}");
+    let (listed, _) = ok(&url, &["list", "--team", "acme", "--json"]);
+    assert!(
+        listed.contains("\"kept\"") && !listed.contains("\"lost\""),
+        "{listed}"
+    );
+    let _ = std::fs::remove_file(path);
+}
