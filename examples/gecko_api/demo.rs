@@ -248,6 +248,9 @@ pub(crate) async fn quickstart_key(keys: &KeyManager) -> Result<Option<NewKey>, 
     Ok(Some(keys.create(&acme, "Quickstart", options).await?))
 }
 
+/// A scans row: id, team, target, status, created_at.
+type ScanRow = (String, String, String, String, String);
+
 /// One scan of the demo data.
 #[derive(Debug, Serialize)]
 struct Scan {
@@ -273,7 +276,7 @@ pub(crate) async fn scans(db: &Db, team: &TeamId, limit: Option<&str>) -> (u16, 
         Some(_) => return error(400, "invalid_request", "limit must be an integer from 1 to 100"),
     };
     // Every query is scoped by the caller's team.
-    let rows: Result<Vec<(String, String, String, String, String)>, sqlx::Error> = on_db!(db, |pool, sql| {
+    let rows: Result<Vec<ScanRow>, sqlx::Error> = on_db!(db, |pool, sql| {
         sqlx::query_as(sql.list)
             .bind(team.as_str())
             .bind(i64::from(limit))

@@ -360,10 +360,9 @@ impl KeyManager {
 
     /// The lock creations of `team_id` take turns under.
     fn team_lock(&self, team_id: &TeamId) -> &tokio::sync::Mutex<()> {
-        use std::hash::{BuildHasher, Hash, Hasher as _};
-        let mut hasher = foldhash::fast::FixedState::with_seed(0).build_hasher();
-        team_id.hash(&mut hasher);
-        let stripe = usize::try_from(hasher.finish() % TEAM_LOCKS as u64).unwrap_or(0);
+        use std::hash::BuildHasher;
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one(team_id);
+        let stripe = usize::try_from(hash % TEAM_LOCKS as u64).unwrap_or(0);
         &self.inner.team_locks[stripe]
     }
 

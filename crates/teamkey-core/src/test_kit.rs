@@ -529,6 +529,24 @@ async fn teams_stay_apart(store: &Arc<dyn KeyStore>, owner: &TeamId, other: &Tea
         listed.iter().all(|r| &r.team_id == other),
         "{check}; list of the second returned a key of the first"
     );
+    let query = ListQuery::new(T0, None, 100);
+    let page = store
+        .list_active(other, &query)
+        .await
+        .expect("list_active must succeed");
+    assert!(
+        page.iter().all(|r| &r.team_id == other),
+        "{check}; list_active of the second returned a key of the first"
+    );
+    let counted = store
+        .count_active(other, T0)
+        .await
+        .expect("count_active must succeed");
+    let own = store.list(other).await.expect("list must succeed").len();
+    assert_eq!(
+        counted, own,
+        "{check}; count_active of the second counted a key of the first"
+    );
     assert!(
         !revoke(store, other, key.id, T0).await,
         "{check}; revoke by the second must return false for a key of the first"
