@@ -18,6 +18,11 @@ CREATE TRIGGER api_keys_changes_insert AFTER INSERT ON api_keys FOR EACH ROW
 -- Not for updates of last_used_at alone: the batched last-used flush makes
 -- them all the time, and they change no verification. Strings compare as
 -- bytes (BINARY): a PAD SPACE collation would call 'a' and 'a ' equal.
+-- Plain INSERT ... VALUES, not one INSERT ... SELECT: that is a "bulk" insert
+-- to InnoDB, which may reserve auto-increment values it never uses (gaps
+-- that pollers would look for in vain). The compound body is why this file
+-- cannot be piped to the `mysql` client as is (it splits at semicolons):
+-- apply it with `teamkey migrate` or SqlxStore::migrate.
 CREATE TRIGGER api_keys_changes_update AFTER UPDATE ON api_keys FOR EACH ROW
 BEGIN
     IF NOT (BINARY OLD.id <=> BINARY NEW.id
