@@ -33,7 +33,7 @@ pub const DEFAULT_TIMEOUT: Duration = teamkey_core::DEFAULT_TRUST_WINDOW;
 
 /// How long, by default, a poller keeps looking for a change-log row that
 /// was skipped (its transaction had not committed when later rows were
-/// read). See [`SqlxInvalidations::late_commits`].
+/// read). See `SqlxInvalidations::late_commits` (MySQL, SQLite).
 pub const DEFAULT_LATE_COMMITS: Duration = Duration::from_secs(5 * 60);
 
 /// How old a change-log row gets before pollers delete it, by default.
@@ -65,9 +65,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 60);
 ///   `api_key_changes`; the feed reads the new rows every
 ///   [`interval`](Self::interval), one indexed query, and re-reads for a
 ///   while the rows it skipped, which may belong to transactions that had
-///   not committed yet (see [`late_commits`](Self::late_commits)). It
-///   deletes rows older than [`retention`](Self::retention) about once a
-///   minute.
+///   not committed yet (see `late_commits`). It deletes rows older than
+///   `retention` about once a minute.
 ///
 /// A lost channel (a failed query or connection, a heartbeat not back
 /// within [`timeout`](Self::timeout)) ends [`run`](teamkey_core::InvalidationSource::run)
