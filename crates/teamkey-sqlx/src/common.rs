@@ -34,6 +34,7 @@ macro_rules! active_rows {
     };
 }
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 /// The statements MySQL and SQLite share: both take `?` parameters and
 /// compare ids bytewise (MySQL: `ascii_bin`; SQLite: `BINARY`), as the core
 /// orders them.
@@ -70,6 +71,7 @@ pub(crate) mod qmark_sql {
          AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
 }
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 /// Keys per last-used statement on databases that take them as bind
 /// parameters (4 parameters each; MySQL allows 65,535, SQLite 32,766).
 pub(crate) const TOUCH_CHUNK: usize = 1_000;
@@ -167,6 +169,7 @@ pub(crate) fn scopes_text(scopes: &Scopes) -> String {
     parts.join(" ")
 }
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 /// `UPDATE api_keys SET last_used_at = CASE … END WHERE id IN (…)` for `n`
 /// keys, with `?` parameters: per key `id, at, at`, then the `n` ids. Made
 /// of fixed fragments only, never of input.
@@ -181,6 +184,7 @@ pub(crate) fn touch_case_sql(n: usize) -> String {
     sql
 }
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 /// `touch(pool, uses)` for databases without array parameters: one
 /// `touch_case_sql` statement per [`TOUCH_CHUNK`] keys, times through the
 /// calling module's `to_db`.

@@ -43,6 +43,37 @@
 //! reaches the database, and a row holding one reads as that error too,
 //! never as a panic.
 //!
+//! ## Verification cache
+//!
+//! [`SqlxStore::invalidations`] is the database's feed of changed keys, for
+//! the core's verification cache: a cached verification runs no SQL, and a
+//! change by any writer (another instance, the `teamkey` CLI, a hand-written
+//! `UPDATE api_keys …`) is refused by every instance within a second.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use teamkey_core::KeyManager;
+//! use teamkey_sqlx::SqlxStore;
+//!
+//! let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+//! let store = SqlxStore::new(pool);
+//! store.migrate().await?;
+//! let keys = KeyManager::builder(store.clone()).cache(store.invalidations()).build();
+//! # assert_eq!(keys.cached_entries(), Some(0));
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
+//! ```
+//!
+//! The migrations install triggers on `api_keys` that report every change
+//! but `last_used_at`: PostgreSQL sends a `NOTIFY`, which the feed `LISTEN`s
+//! for with a heartbeat every 250 ms; MySQL/MariaDB and SQLite log the key
+//! id in `api_key_changes`, which the feed polls every 250 ms with one
+//! indexed query. See [`SqlxInvalidations`].
+//!
 //! A store whose table is missing (never migrated) answers every call with
 //! `StoreError::Backend` (verification: 503) and logs, at most once a
 //! minute, one `error` line saying to run [`SqlxStore::migrate`].
@@ -61,12 +92,20 @@ use teamkey_core::StoreError;
 
 #[macro_use]
 mod common;
+mod feed;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+
+pub use feed::{
+    DEFAULT_INTERVAL, DEFAULT_LATE_COMMITS, DEFAULT_RETENTION, DEFAULT_TIMEOUT, SqlxInvalidations,
+};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use feed::{LISTENER_APPLICATION_NAME, NOTIFY_CHANNEL};
 
 /// The sqlx crate, re-exported so that pools match the store's version.
 pub use sqlx;

@@ -66,3 +66,42 @@ impl SqlxStore<Sqlite> {
         migrator.run(&self.pool).await
     }
 }
+
+/// The change log's statements (see `crate::feed::poll`). Ages are
+/// microseconds, by the database's clock, as the triggers' `changed_at`.
+mod feed_sql {
+    /// Binds: age.
+    pub(super) const NEWEST_OLDER_THAN: &str = "SELECT MAX(seq) FROM api_key_changes WHERE changed_at < CAST(unixepoch('subsec') * 1000000 AS INTEGER) - ?";
+    /// Binds: seq, age.
+    pub(super) const PRUNE: &str = "DELETE FROM api_key_changes WHERE seq < ? AND changed_at < CAST(unixepoch('subsec') * 1000000 AS INTEGER) - ?";
+}
+
+#[async_trait::async_trait]
+impl crate::feed::poll::Polled for Sqlite {
+    async fn newest_older_than(pool: &SqlitePool, age_micros: i64) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(feed_sql::NEWEST_OLDER_THAN)
+            .bind(age_micros)
+            .fetch_one(pool)
+            .await
+    }
+
+    async fn page(pool: &SqlitePool, sql: String, binds: &[i64]) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        // Built from fixed fragments and `?` only (see poll::page_sql).
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        query.fetch_all(pool).await
+    }
+
+    async fn prune(pool: &SqlitePool, below: i64, age_micros: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(feed_sql::PRUNE)
+            .bind(below)
+            .bind(age_micros)
+            .execute(pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+crate::feed::poll::impl_polled_source!(Sqlite);

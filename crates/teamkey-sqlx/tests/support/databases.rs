@@ -52,6 +52,11 @@ impl PgSchema {
         (Self { admin, name }, options)
     }
 
+    /// The schema's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) async fn drop(self) {
         let sql = format!("DROP SCHEMA {} CASCADE", self.name);
         sqlx::query(AssertSqlSafe(sql))
