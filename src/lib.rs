@@ -49,7 +49,7 @@ pub use teamkey_core::*;
     doc(cfg(any(feature = "sqlx-postgres", feature = "sqlx-sqlite", feature = "sqlx-mysql")))
 )]
 #[doc(inline)]
-pub use teamkey_sqlx::{MIGRATIONS_TABLE, MigrateError, SqlxStore, sqlx};
+pub use teamkey_sqlx::{MIGRATIONS_TABLE, MigrateError, SqlxInvalidations, SqlxStore, sqlx};
 
 // The README's and the guides' Rust blocks are compiled and run as doctests.
 #[cfg(doctest)]

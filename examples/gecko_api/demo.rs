@@ -2,11 +2,9 @@
 //! database (SQLite, PostgreSQL or MySQL/MariaDB), the demo data, the
 //! quickstart key and the scans queries. No web framework here.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use teamkey::sqlx::{self, MySqlPool, PgPool, SqlitePool};
-use teamkey::{CreateOptions, KeyFormat, KeyManager, KeyStore, NewKey, Scopes, SqlxStore, TeamId};
+use teamkey::{CreateOptions, KeyFormat, KeyManager, NewKey, Scopes, SqlxStore, TeamId};
 
 /// `DATABASE_URL`, `BIND_ADDR`, `TEAMKEY_PREFIX`, with their defaults.
 pub(crate) struct Config {
@@ -123,12 +121,18 @@ impl Db {
         on_db!(self, |pool, _sql| pool.close().await);
     }
 
-    /// teamkey's store over this database, migrated.
-    async fn key_store(&self) -> Result<Arc<dyn KeyStore>, sqlx::migrate::MigrateError> {
+    /// teamkey's store over this database, migrated, and a manager over
+    /// it that caches verifications, kept honest by the database's own feed
+    /// of changes (so keys revoked by another instance or the `teamkey`
+    /// command are refused here within a second).
+    async fn key_manager(&self, format: KeyFormat) -> Result<KeyManager, sqlx::migrate::MigrateError> {
         Ok(on_db!(self, |pool, _sql| {
             let store = SqlxStore::new(pool.clone());
             store.migrate().await?;
-            Arc::new(store) as Arc<dyn KeyStore>
+            KeyManager::builder(store.clone())
+                .format(format)
+                .cache(store.invalidations())
+                .build()
         }))
     }
 }
@@ -136,11 +140,8 @@ impl Db {
 /// Opens and migrates the database, seeds the demo data, builds the manager.
 pub(crate) async fn open(config: &Config) -> Result<(Db, KeyManager), Box<dyn std::error::Error>> {
     let db = Db::connect(&config.database_url).await?;
-    let store = db.key_store().await?;
+    let keys = db.key_manager(KeyFormat::new(&config.prefix)?).await?;
     prepare(&db).await?;
-    let keys = KeyManager::builder(store)
-        .format(KeyFormat::new(&config.prefix)?)
-        .build();
     Ok((db, keys))
 }
 

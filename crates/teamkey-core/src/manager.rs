@@ -153,6 +153,7 @@ async fn supervise(source: Arc<dyn InvalidationSource>, sink: InvalidationSink) 
         sink.lost();
         tracing::warn!(
             error = %error,
+            cause = std::error::Error::source(&error).map(tracing::field::display),
             "teamkey cache: invalidation channel lost; verifying against the store until it is back"
         );
         // A channel that held for a while gets retried at once.

@@ -12,7 +12,7 @@
 //!  cargo bench -p teamkey-sqlx --all-features --bench propagation`
 //!
 //! `TEAMKEY_BENCH_REVOKES` sets the revokes per database (default 200, 100
-//! each way). Figures go to docs/caching-sqlx.md.
+//! each way). Figures go to docs/caching.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
