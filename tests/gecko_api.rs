@@ -1015,3 +1015,16 @@ async fn least_privilege_and_replies(
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert!(denied.body.contains("scans:write"));
 }
+
+#[tokio::test]
+async fn the_demo_names_an_unknown_database_scheme_and_never_the_url() {
+    for url in [
+        "redis://user:hunter2@127.0.0.1/0",
+        "hunter2",
+        "mongodb+srv://u:hunter2@x",
+    ] {
+        let error = demo::Db::connect(url).await.unwrap_err().to_string();
+        assert!(error.contains("use sqlite:, postgres: or mysql:"), "{error}");
+        assert!(!error.contains("hunter2"), "the URL's password leaked: {error}");
+    }
+}
