@@ -60,8 +60,8 @@ struct ReadmeDoctests;
 #[doc = include_str!("../docs/custom-store.md")]
 struct CustomStoreDoctests;
 
-/// teamkey for axum 0.8 (feature `axum`): `Authenticated`, `RequireApiKeyLayer`,
-/// scopes, `management_router`.
+/// teamkey for axum 0.8 (feature `axum`): `Authenticated`, `RequireApiKey`,
+/// scopes, `management_routes`.
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
@@ -69,8 +69,8 @@ pub mod axum {
     pub use teamkey_axum::*;
 }
 
-/// teamkey for actix-web 4 (feature `actix`): `RequireApiKey`, `Authenticated`,
-/// scopes, `management_scope`.
+/// teamkey for actix-web 4 (feature `actix`): `Authenticated`, `RequireApiKey`,
+/// scopes, `management_routes`: the same names as for axum.
 #[cfg(feature = "actix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
 pub mod actix {

@@ -508,18 +508,18 @@ fn counting(calls: &Arc<AtomicUsize>) -> impl Fn() -> std::future::Ready<&'stati
 
 #[tokio::test]
 async fn axum_preflights_get_the_cors_answer_and_never_a_handler() {
-    use teamkey::axum::RequireApiKeyLayer;
+    use teamkey::axum::RequireApiKey;
 
     let f = fixture().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let route = || Router::new().route("/api/v1/anything", axum::routing::any(counting(&calls)));
     // As in the example: the layer added last is the outer one.
     let cors_outside = route()
-        .layer(RequireApiKeyLayer::new(f.keys.clone()))
+        .layer(RequireApiKey::new(f.keys.clone()))
         .layer(app::cors());
     let cors_inside = route()
         .layer(app::cors())
-        .layer(RequireApiKeyLayer::new(f.keys.clone()));
+        .layer(RequireApiKey::new(f.keys.clone()));
     let uri = "/api/v1/anything";
 
     let answered = axum_send(&cors_outside, "OPTIONS", uri, &preflight(), "").await;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::axum::{AuthRejection, Authenticated, ManagesKeys, RequireApiKeyLayer, management_router};
+use teamkey::axum::{AuthRejection, Authenticated, ManagesKeys, RequireApiKey, management_routes};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::demo;
@@ -29,10 +29,11 @@ pub(crate) struct AppState {
 pub(crate) fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/scans", get(list_scans).post(start_scan))
-        .merge(management_router::<AppState, ManagesKeys>())
+        .merge(management_routes::<AppState, ManagesKeys>())
         // Every /api/v1 request needs a key; the handlers' extractors take
-        // the principal the guard verified.
-        .layer(RequireApiKeyLayer::new(state.keys.clone()));
+        // the principal the guard verified. The guard takes the manager
+        // from the state: configured once.
+        .layer(RequireApiKey::from_state(&state));
     // Outside the guard: a preflight carries no key, so CORS must answer it
     // before the guard would refuse it.
     Router::new().nest("/api/v1", v1).layer(cors()).with_state(state)

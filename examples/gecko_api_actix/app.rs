@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::actix::{AuthError, Authenticated, ManagesKeys, RequireApiKey, management_scope};
+use teamkey::actix::{AuthRejection, Authenticated, ManagesKeys, RequireApiKey, management_routes};
 
 use crate::demo;
 
@@ -23,7 +23,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(cors())
             .route("/scans", web::get().to(list_scans))
             .route("/scans", web::post().to(start_scan))
-            .service(management_scope::<ManagesKeys>()),
+            .service(management_routes::<ManagesKeys>()),
     );
 }
 
@@ -67,7 +67,7 @@ async fn start_scan(
     caller: Authenticated,
     db: web::Data<demo::Db>,
     body: web::Bytes,
-) -> Result<HttpResponse, AuthError> {
+) -> Result<HttpResponse, AuthRejection> {
     caller.require_scope(demo::SCANS_WRITE)?;
     let (status, body) = demo::start_scan(&db, caller.team_id(), &body).await;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

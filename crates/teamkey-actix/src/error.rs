@@ -1,4 +1,4 @@
-//! `AuthError`: how a refused request is answered.
+//! `AuthRejection`: how a refused request is answered.
 
 use std::fmt;
 
@@ -11,9 +11,13 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 /// every key failure is the same 401 byte for byte, a store failure 503
 /// (never a 500), a missing scope 403, and teamkey set up without a
 /// [`KeyManager`](teamkey_core::KeyManager) 500.
+///
+/// The axum adapter's rejection has the same name and variants. actix
+/// calls these "errors" (`ResponseError`), axum "rejections"; teamkey uses
+/// one name in both so that code and docs read the same in either.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum AuthError {
+pub enum AuthRejection {
     /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
     Unauthorized,
     /// The key store is down: 503.
@@ -26,7 +30,14 @@ pub enum AuthError {
     Misconfigured,
 }
 
-impl AuthError {
+/// The 0.1 name of [`AuthRejection`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `AuthRejection`, the name both adapters use"
+)]
+pub type AuthError = AuthRejection;
+
+impl AuthRejection {
     fn answer(&self) -> Answer {
         match self {
             Self::Unauthorized => Answer::unauthorized(),
@@ -37,7 +48,7 @@ impl AuthError {
     }
 }
 
-impl From<VerifyError> for AuthError {
+impl From<VerifyError> for AuthRejection {
     fn from(error: VerifyError) -> Self {
         match error.rejection() {
             Rejection::Unauthorized => Self::Unauthorized,
@@ -46,7 +57,7 @@ impl From<VerifyError> for AuthError {
     }
 }
 
-impl fmt::Display for AuthError {
+impl fmt::Display for AuthRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unauthorized => f.write_str("unauthorized"),
@@ -57,7 +68,7 @@ impl fmt::Display for AuthError {
     }
 }
 
-impl ResponseError for AuthError {
+impl ResponseError for AuthRejection {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.answer().status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
     }

@@ -9,7 +9,7 @@ use actix_web::http::header::{AUTHORIZATION, HeaderMap};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
-use crate::AuthError;
+use crate::AuthRejection;
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
@@ -26,11 +26,11 @@ pub struct Authenticated(pub Principal);
 impl Authenticated {
     /// Refuses with 403 unless the key carries `scope`:
     /// `caller.require_scope("scans:write")?;`
-    pub fn require_scope(&self, scope: &str) -> Result<(), AuthError> {
+    pub fn require_scope(&self, scope: &str) -> Result<(), AuthRejection> {
         if self.0.has_scope(scope) {
             Ok(())
         } else {
-            Err(AuthError::MissingScope(scope.to_owned()))
+            Err(AuthRejection::MissingScope(scope.to_owned()))
         }
     }
 }
@@ -44,8 +44,12 @@ impl std::ops::Deref for Authenticated {
 }
 
 /// Optional auth: `None` when no key is presented at all, the caller for a
-/// valid key, and still a 401 for a bad one. (actix's own
-/// `Option<Authenticated>` would turn a bad key into `None`.)
+/// valid key, and still a 401 for a bad one.
+///
+/// Not `Option<Authenticated>`: actix-web has its own `Option<T>`
+/// extractor for every `T`, which turns any error into `None`, so a bad
+/// key would pass as anonymous. The axum adapter has a
+/// `MaybeAuthenticated` too, so that code reads the same in both.
 #[derive(Debug, Clone)]
 pub struct MaybeAuthenticated(pub Option<Authenticated>);
 
@@ -61,7 +65,7 @@ pub(crate) fn app_manager(req: &HttpRequest) -> Option<KeyManager> {
         .map(|data| KeyManager::clone(data))
 }
 
-/// Logs, for `guard`, the setup bug behind [`AuthError::Misconfigured`]
+/// Logs, for `guard`, the setup bug behind [`AuthRejection::Misconfigured`]
 /// and how to fix it: `or_else` names the guard's own alternative.
 pub(crate) fn log_no_manager(guard: &str, or_else: &str) {
     tracing::error!(
@@ -87,7 +91,7 @@ enum Failure {
     NoManager,
 }
 
-impl From<Failure> for AuthError {
+impl From<Failure> for AuthRejection {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Key(error) => error.into(),
@@ -114,8 +118,8 @@ async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
 }
 
 impl FromRequest for Authenticated {
-    type Error = AuthError;
-    type Future = LocalBoxFuture<Result<Self, AuthError>>;
+    type Error = AuthRejection;
+    type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
@@ -124,8 +128,8 @@ impl FromRequest for Authenticated {
 }
 
 impl FromRequest for MaybeAuthenticated {
-    type Error = AuthError;
-    type Future = LocalBoxFuture<Result<Self, AuthError>>;
+    type Error = AuthRejection;
+    type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();

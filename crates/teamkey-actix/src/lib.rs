@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use actix_web::{App, HttpResponse, web};
-//! use teamkey_actix::{Authenticated, ManagesKeys, RequireApiKey, management_scope};
+//! use teamkey_actix::{Authenticated, ManagesKeys, RequireApiKey, management_routes};
 //! use teamkey_core::{KeyManager, MemoryStore};
 //!
 //! async fn whoami(caller: Authenticated) -> HttpResponse {
@@ -15,7 +15,7 @@
 //!     web::scope("/api/v1")
 //!         .wrap(RequireApiKey::new())
 //!         .route("/whoami", web::get().to(whoami))
-//!         .service(management_scope::<ManagesKeys>()),
+//!         .service(management_routes::<ManagesKeys>()),
 //! );
 //! # drop(app);
 //! ```
@@ -28,7 +28,8 @@
 //!   The middleware checks the principal of a [`RequireApiKey`] outside it,
 //!   or verifies the key itself (app data or [`RequireScope::with_manager`]);
 //!   never a 401 for a valid key that has the scope.
-//! - [`management_scope`]: the key-management endpoints.
+//! - [`management_routes`]: the key-management endpoints.
+//! - [`AuthRejection`]: how every refusal is answered.
 //!
 //! The header rules, status codes and bodies are the core's, shared with the
 //! axum adapter: one byte-identical 401 for every key failure, 503 for a
@@ -36,6 +37,19 @@
 //! (neither `App::app_data(web::Data::new(manager))` nor
 //! [`RequireApiKey::with_manager`]) is a setup bug: 500 and an error log
 //! naming the fix, never a 503 "retry later".
+//!
+//! ## The same names as the axum adapter
+//!
+//! `teamkey-axum` uses these names for the same things: [`Authenticated`],
+//! [`MaybeAuthenticated`], [`RequireApiKey`], [`RequireScope`],
+//! [`AuthRejection`], [`ManagesKeys`], [`management_routes`]. What differs
+//! is what the frameworks make differ: actix-web extracts `Option<T>` for
+//! every `T` by turning any error into `None`, which would let a bad key
+//! pass as anonymous, so optional auth is [`MaybeAuthenticated`] only
+//! (axum also takes `Option<Authenticated>`); and this middleware reads
+//! the manager from the app data when it is not given one, where an axum
+//! layer, which sees no state, must be given it. The 0.1 names
+//! (`AuthError`, `management_scope`) remain as deprecated aliases.
 //!
 //! ## Guard order
 //!
@@ -73,8 +87,11 @@ mod extract;
 mod manage;
 mod middleware;
 
-pub use error::AuthError;
+#[allow(deprecated)]
+pub use error::{AuthError, AuthRejection};
 pub use extract::{Authenticated, MaybeAuthenticated};
-pub use manage::{KeyAdmin, ManagesKeys, management_scope};
+#[allow(deprecated)]
+pub use manage::management_scope;
+pub use manage::{KeyAdmin, ManagesKeys, management_routes};
 pub use middleware::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
 pub use teamkey_core::management::MANAGE_SCOPE;

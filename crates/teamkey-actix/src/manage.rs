@@ -11,7 +11,7 @@ pub use teamkey_core::management::KeyAdmin;
 use teamkey_core::management::{self, MANAGE_SCOPE};
 use teamkey_core::{Authority, KeyManager, TeamId};
 
-use crate::{AuthError, Authenticated};
+use crate::{AuthRejection, Authenticated};
 
 /// teamkey's own [`KeyAdmin`]: a valid API key carrying `keys:manage`. It
 /// grants only what it holds ([`Authority::of_key`]): scopes it has, keys
@@ -31,8 +31,8 @@ impl KeyAdmin for ManagesKeys {
 }
 
 impl FromRequest for ManagesKeys {
-    type Error = AuthError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, AuthError>> + 'static>>;
+    type Error = AuthRejection;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AuthRejection>> + 'static>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let caller = Authenticated::from_request(req, payload);
@@ -44,17 +44,31 @@ impl FromRequest for ManagesKeys {
     }
 }
 
-/// `/api-keys` (`GET`, `POST`), `/api-keys/{id}` (`DELETE`) and
-/// `/api-keys/{id}/rotate` (`POST`) for the team of each caller `A`, with
-/// the same JSON and rules as the axum adapter (see
-/// [`teamkey_core::management`]). Needs `web::Data<KeyManager>`:
-/// `web::scope("/api/v1").service(management_scope::<ManagesKeys>())`.
-pub fn management_scope<A: KeyAdmin + FromRequest + 'static>() -> Scope {
+/// The management routes, `/api-keys` (`GET`, `POST`), `/api-keys/{id}`
+/// (`DELETE`) and `/api-keys/{id}/rotate` (`POST`), for the team of each
+/// caller `A` (for example [`ManagesKeys`]), with the same JSON and rules
+/// as the axum adapter (see [`teamkey_core::management`]). Needs
+/// `web::Data<KeyManager>`:
+/// `web::scope("/api/v1").service(management_routes::<ManagesKeys>())`.
+///
+/// The axum adapter's function has the same name: "routes" says what it
+/// gives whatever each framework calls the container (an actix `Scope`
+/// here, an axum `Router` there).
+pub fn management_routes<A: KeyAdmin + FromRequest + 'static>() -> Scope {
     web::scope("/api-keys")
         .route("", web::get().to(list::<A>))
         .route("", web::post().to(create::<A>))
         .route("/{id}", web::delete().to(revoke::<A>))
         .route("/{id}/rotate", web::post().to(rotate::<A>))
+}
+
+/// The 0.1 name of [`management_routes`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `management_routes`, the name both adapters use"
+)]
+pub fn management_scope<A: KeyAdmin + FromRequest + 'static>() -> Scope {
+    management_routes::<A>()
 }
 
 /// Renders a core management reply, with its headers (`Cache-Control:

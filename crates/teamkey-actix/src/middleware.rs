@@ -10,7 +10,7 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 
-use crate::AuthError;
+use crate::AuthRejection;
 use crate::extract::{app_manager, default_rules, log_no_manager, verify};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
@@ -26,7 +26,7 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 ///
 /// The [`KeyManager`] is the one given here, or else the app's
 /// `web::Data<KeyManager>`; with neither, every request is a 500
-/// ([`AuthError::Misconfigured`]) and an error log naming the fix.
+/// ([`AuthRejection::Misconfigured`]) and an error log naming the fix.
 #[derive(Debug, Clone, Default)]
 pub struct RequireApiKey {
     manager: Option<KeyManager>,
@@ -103,10 +103,10 @@ where
             let verified = match &manager {
                 Some(manager) => verify(manager, &rules, req.headers())
                     .await
-                    .map_err(AuthError::from),
+                    .map_err(AuthRejection::from),
                 None => {
                     log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
-                    Err(AuthError::Misconfigured)
+                    Err(AuthRejection::Misconfigured)
                 }
             };
             match verified {
@@ -217,13 +217,13 @@ where
         Box::pin(async move {
             let refusal = match (verified_outside, manager) {
                 (Some(true), _) => None,
-                (Some(false), _) => Some(AuthError::MissingScope(scope.to_string())),
+                (Some(false), _) => Some(AuthRejection::MissingScope(scope.to_string())),
                 (None, None) => {
                     log_no_manager(
                         "RequireScope",
                         "RequireScope::new(scope).with_manager(manager), or wrap RequireApiKey outside RequireScope",
                     );
-                    Some(AuthError::Misconfigured)
+                    Some(AuthRejection::Misconfigured)
                 }
                 (None, Some(manager)) => {
                     let rules = match &rules {
@@ -236,7 +236,7 @@ where
                             req.extensions_mut().insert(principal);
                             None
                         }
-                        Ok(_) => Some(AuthError::MissingScope(scope.to_string())),
+                        Ok(_) => Some(AuthRejection::MissingScope(scope.to_string())),
                         Err(e) => Some(e.into()),
                     }
                 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, test, web};
-use teamkey_actix::{AuthError, Authenticated, MaybeAuthenticated, RequireApiKey, RequireScope};
+use teamkey_actix::{AuthRejection, Authenticated, MaybeAuthenticated, RequireApiKey, RequireScope};
 use teamkey_core::test_kit::UnavailableStore;
 use teamkey_core::{CreateOptions, HeaderRules, KeyManager, MemoryStore, Principal, Scopes, TeamId};
 
@@ -150,7 +150,7 @@ async fn scopes_as_middleware_or_in_a_handler() {
         "/",
         web::get().to(|caller: Authenticated| async move {
             caller.require_scope("scans:write")?;
-            Ok::<_, AuthError>(HttpResponse::Ok().finish())
+            Ok::<_, AuthRejection>(HttpResponse::Ok().finish())
         }),
     ))
     .await;
@@ -534,4 +534,30 @@ async fn a_preflight_never_reaches_a_guarded_handler() {
     // The guard looks at keys, not methods: OPTIONS with a key passes.
     let (status, _, body) = send(&by_route, Method::OPTIONS, "/", &[("x-api-key", &key)]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "acme"));
+}
+
+/// 0.1 code still compiles (with deprecation warnings) and works the same.
+#[actix_web::test]
+#[allow(deprecated)]
+async fn the_0_1_names_still_work() {
+    use teamkey_actix::{AuthError, ManagesKeys, management_scope};
+    let (keys, key) = manager_with_key(&["keys:manage"]).await;
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys))
+            .service(management_scope::<ManagesKeys>())
+            .route(
+                "/",
+                web::get().to(|caller: Authenticated| async move {
+                    caller.require_scope("scans:write")?;
+                    Ok::<_, AuthError>(HttpResponse::Ok().finish())
+                }),
+            ),
+    )
+    .await;
+    let (status, _, _) = send(&app, Method::GET, "/api-keys", &[("x-api-key", &key)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = send(&app, Method::GET, "/", &[("x-api-key", &key)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(AuthError::Unauthorized, AuthRejection::Unauthorized);
 }

@@ -12,12 +12,12 @@ use crate::AuthRejection;
 /// The caller, proven by a valid API key. Scope every query by
 /// `caller.team_id()`.
 ///
-/// Behind [`RequireApiKeyLayer`](crate::RequireApiKeyLayer) it takes the
+/// Behind [`RequireApiKey`](crate::RequireApiKey) it takes the
 /// principal the layer verified; on its own it verifies the key itself,
 /// with the [`KeyManager`] from the state (`KeyManager: FromRef<S>`) and the
 /// [`HeaderRules`] from an `Extension`, or the default rules.
-/// `Option<Authenticated>` is `None` when no key is presented at all; a
-/// presented but bad key is still refused.
+/// `Option<Authenticated>` (or [`MaybeAuthenticated`]) is `None` when no
+/// key is presented at all; a presented but bad key is still refused.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
@@ -104,5 +104,41 @@ where
             Err(VerifyError::Header(HeaderProblem::Missing)) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Optional auth: `None` when no key is presented at all, the caller for a
+/// valid key, and still a 401 for a bad one.
+///
+/// On axum this is the same as `Option<Authenticated>`, which works too. It
+/// exists so that both adapters have it under one name: actix-web has its
+/// own `Option<T>` extractor for every `T`, which turns any error into
+/// `None` (a bad key would pass as anonymous), so the actix adapter cannot
+/// use `Option<Authenticated>` and has only this.
+///
+/// ```
+/// use teamkey_axum::MaybeAuthenticated;
+///
+/// async fn greet(MaybeAuthenticated(caller): MaybeAuthenticated) -> String {
+///     match caller {
+///         Some(caller) => format!("hello, {}", caller.team_id()),
+///         None => "hello, stranger".to_owned(),
+///     }
+/// }
+/// # let _ = greet;
+/// ```
+#[derive(Debug, Clone)]
+pub struct MaybeAuthenticated(pub Option<Authenticated>);
+
+impl<S> FromRequestParts<S> for MaybeAuthenticated
+where
+    S: Send + Sync,
+    KeyManager: FromRef<S>,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = <Authenticated as OptionalFromRequestParts<S>>::from_request_parts(parts, state).await?;
+        Ok(Self(caller))
     }
 }

@@ -1,4 +1,4 @@
-//! Layers: `RequireApiKeyLayer` guards a whole router, `RequireScopeLayer`
+//! Layers: `RequireApiKey` guards a whole router, `RequireScope`
 //! one route.
 
 use std::future::Future;
@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use axum::extract::{FromRef, Request};
 use axum::response::{IntoResponse, Response};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 use tower_layer::Layer;
@@ -21,22 +21,62 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// reaches a handler. The verified [`Principal`] goes into the request's
 /// extensions (and [`Authenticated`](crate::Authenticated) finds it there).
 ///
+/// Give it the manager the router's state already holds, so that it is
+/// configured once:
+///
+/// ```
+/// use axum::{Router, extract::FromRef, routing::get};
+/// use teamkey_axum::RequireApiKey;
+/// use teamkey_core::{KeyManager, MemoryStore};
+///
+/// #[derive(Clone, FromRef)]
+/// struct AppState {
+///     keys: KeyManager,
+/// }
+///
+/// let state = AppState { keys: KeyManager::new(MemoryStore::new()) };
+/// let app: Router = Router::new()
+///     .route("/scans", get(|| async { "scans" }))
+///     .layer(RequireApiKey::from_state(&state))
+///     .with_state(state);
+/// ```
+///
+/// (A layer never sees the router's state by itself, which is why axum
+/// needs the manager here while actix's `RequireApiKey::new()` reads it
+/// from the app data at request time.)
+///
 /// No method is exempt: a CORS preflight carries no key, so it gets the 401
 /// too. Put the CORS layer outside this one (`.layer(guard).layer(cors)`)
 /// so that it answers preflights before they get here.
 #[derive(Debug, Clone)]
-pub struct RequireApiKeyLayer {
+pub struct RequireApiKey {
     manager: KeyManager,
     rules: Arc<HeaderRules>,
 }
 
-impl RequireApiKeyLayer {
+impl RequireApiKey {
     /// Keys in `X-API-Key`, verified by `manager`.
     pub fn new(manager: KeyManager) -> Self {
         Self {
             manager,
             rules: Arc::new(HeaderRules::default()),
         }
+    }
+
+    /// Keys in `X-API-Key`, verified by the [`KeyManager`] of the router's
+    /// state (any state with `KeyManager: FromRef<S>`, as the extractors
+    /// need anyway): `.layer(RequireApiKey::from_state(&state))`.
+    pub fn from_state<S>(state: &S) -> Self
+    where
+        KeyManager: FromRef<S>,
+    {
+        Self::new(KeyManager::from_ref(state))
+    }
+
+    /// The same as [`new`](Self::new), under the name the actix adapter's
+    /// `RequireApiKey::with_manager` has.
+    pub fn with_manager(manager: KeyManager) -> Self {
+        Self::new(manager)
     }
 
     /// Other header rules (header name, `Authorization: Bearer`, length cap).
@@ -46,11 +86,11 @@ impl RequireApiKeyLayer {
     }
 }
 
-impl<S> Layer<S> for RequireApiKeyLayer {
-    type Service = RequireApiKey<S>;
+impl<S> Layer<S> for RequireApiKey {
+    type Service = RequireApiKeyMiddleware<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireApiKey {
+        RequireApiKeyMiddleware {
             inner,
             manager: self.manager.clone(),
             rules: Arc::clone(&self.rules),
@@ -58,15 +98,15 @@ impl<S> Layer<S> for RequireApiKeyLayer {
     }
 }
 
-/// The service made by [`RequireApiKeyLayer`].
+/// The service made by [`RequireApiKey`].
 #[derive(Debug, Clone)]
-pub struct RequireApiKey<S> {
+pub struct RequireApiKeyMiddleware<S> {
     inner: S,
     manager: KeyManager,
     rules: Arc<HeaderRules>,
 }
 
-impl<S> Service<Request> for RequireApiKey<S>
+impl<S> Service<Request> for RequireApiKeyMiddleware<S>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -100,9 +140,9 @@ where
 
 /// Guards a route by scope: a missing scope is a 403.
 ///
-/// Under a [`RequireApiKeyLayer`] it checks the principal that layer
-/// verified: `.route_layer(RequireScopeLayer::new("keys:manage"))` then
-/// `.layer(RequireApiKeyLayer::new(keys))`, the later call being the outer
+/// Under a [`RequireApiKey`] it checks the principal that layer
+/// verified: `.route_layer(RequireScope::new("keys:manage"))` then
+/// `.layer(RequireApiKey::new(keys))`, the later call being the outer
 /// layer. On its own, or outside the key layer, it verifies the key itself
 /// with the manager given by [`with_manager`](Self::with_manager) (a route
 /// layer sees no state): a bad key is the same 401 as everywhere, a store
@@ -110,14 +150,14 @@ where
 /// good key from a bad one, so it answers 500 and logs the fix: never a 401
 /// to a caller whose key may be valid.
 #[derive(Debug, Clone)]
-pub struct RequireScopeLayer {
+pub struct RequireScope {
     scope: Arc<str>,
     manager: Option<KeyManager>,
     rules: Option<Arc<HeaderRules>>,
 }
 
-impl RequireScopeLayer {
-    /// Requires `scope` of the principal verified by a [`RequireApiKeyLayer`]
+impl RequireScope {
+    /// Requires `scope` of the principal verified by a [`RequireApiKey`]
     /// outside this layer.
     pub fn new(scope: &str) -> Self {
         Self {
@@ -127,7 +167,7 @@ impl RequireScopeLayer {
         }
     }
 
-    /// Verifies the key with `manager` when no [`RequireApiKeyLayer`] did
+    /// Verifies the key with `manager` when no [`RequireApiKey`] did
     /// it first, so the layer also works alone or in either order.
     pub fn with_manager(mut self, manager: KeyManager) -> Self {
         self.manager = Some(manager);
@@ -143,11 +183,11 @@ impl RequireScopeLayer {
     }
 }
 
-impl<S> Layer<S> for RequireScopeLayer {
-    type Service = RequireScope<S>;
+impl<S> Layer<S> for RequireScope {
+    type Service = RequireScopeMiddleware<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireScope {
+        RequireScopeMiddleware {
             inner,
             scope: Arc::clone(&self.scope),
             manager: self.manager.clone(),
@@ -156,16 +196,16 @@ impl<S> Layer<S> for RequireScopeLayer {
     }
 }
 
-/// The service made by [`RequireScopeLayer`].
+/// The service made by [`RequireScope`].
 #[derive(Debug, Clone)]
-pub struct RequireScope<S> {
+pub struct RequireScopeMiddleware<S> {
     inner: S,
     scope: Arc<str>,
     manager: Option<KeyManager>,
     rules: Option<Arc<HeaderRules>>,
 }
 
-impl<S> Service<Request> for RequireScope<S>
+impl<S> Service<Request> for RequireScopeMiddleware<S>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -197,9 +237,9 @@ where
             let Some(manager) = manager else {
                 tracing::error!(
                     scope = &*scope,
-                    "teamkey: RequireScopeLayer found no verified key and has no KeyManager; \
-                     put RequireApiKeyLayer outside RequireScopeLayer, or give RequireScopeLayer \
-                     the KeyManager (RequireScopeLayer::new(scope).with_manager(manager)); answering 500"
+                    "teamkey: RequireScope found no verified key and has no KeyManager; \
+                     put RequireApiKey outside RequireScope, or give RequireScope \
+                     the KeyManager (RequireScope::new(scope).with_manager(manager)); answering 500"
                 );
                 return Ok(AuthRejection::Misconfigured.into_response());
             };

@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use axum::{Json, Router, extract::FromRef, routing::get};
-//! use teamkey_axum::{Authenticated, ManagesKeys, management_router};
+//! use teamkey_axum::{Authenticated, ManagesKeys, management_routes};
 //! use teamkey_core::{KeyManager, MemoryStore};
 //!
 //! #[derive(Clone, FromRef)]
@@ -17,19 +17,23 @@
 //! let state = AppState { keys: KeyManager::new(MemoryStore::new()) };
 //! let app: Router = Router::new()
 //!     .route("/whoami", get(whoami))
-//!     .nest("/api/v1", management_router::<_, ManagesKeys>())
+//!     .nest("/api/v1", management_routes::<_, ManagesKeys>())
 //!     .with_state(state);
 //! ```
 //!
-//! - [`Authenticated`]: the extractor; `Option<Authenticated>` for optional auth.
-//! - [`RequireApiKeyLayer`]: guards a whole router; handlers never run for a bad key.
-//! - [`RequireScopeLayer`] and [`Authenticated::require_scope`]: 403 without a scope.
-//!   The layer checks the principal of a [`RequireApiKeyLayer`] outside it,
+//! - [`Authenticated`]: the extractor; [`MaybeAuthenticated`] (or
+//!   `Option<Authenticated>`) for optional auth.
+//! - [`RequireApiKey`]: the layer that guards a whole router; handlers
+//!   never run for a bad key. [`RequireApiKey::from_state`] takes the
+//!   manager from the state you already have.
+//! - [`RequireScope`] and [`Authenticated::require_scope`]: 403 without a scope.
+//!   The layer checks the principal of a [`RequireApiKey`] outside it,
 //!   or verifies the key itself when given the manager
-//!   ([`RequireScopeLayer::with_manager`]); with neither it answers 500 and
+//!   ([`RequireScope::with_manager`]); with neither it answers 500 and
 //!   logs the fix, never a 401.
-//! - [`management_router`]: `GET/POST /api-keys`, `DELETE /api-keys/{id}`,
+//! - [`management_routes`]: `GET/POST /api-keys`, `DELETE /api-keys/{id}`,
 //!   `POST /api-keys/{id}/rotate`, for the team of a [`KeyAdmin`].
+//! - [`AuthRejection`]: how every refusal is answered.
 //!
 //! Header rules ([`HeaderRules`](teamkey_core::HeaderRules)): `X-API-Key` by
 //! default, configurable, optionally `Authorization: Bearer`; exactly one
@@ -38,30 +42,41 @@
 //! store failure is 503, a missing scope 403, guards that cannot check keys
 //! (a setup bug) 500.
 //!
+//! ## The same names as the actix adapter
+//!
+//! `teamkey-actix` uses these names for the same things: [`Authenticated`],
+//! [`MaybeAuthenticated`], [`RequireApiKey`], [`RequireScope`],
+//! [`AuthRejection`], [`ManagesKeys`], [`management_routes`]. What differs
+//! is what the frameworks make differ: an axum layer sees no state, so
+//! [`RequireApiKey`] is given the manager (`new`, `with_manager` or
+//! `from_state`), where actix's reads its app data.
+//! The 0.1 names (`RequireApiKeyLayer`, `RequireScopeLayer`,
+//! `management_router`) remain as deprecated aliases.
+//!
 //! ## Guard order
 //!
 //! axum runs the layer added last first. From the outside in: CORS, then
-//! [`RequireApiKeyLayer`], then [`RequireScopeLayer`] next to the routes.
+//! [`RequireApiKey`], then [`RequireScope`] next to the routes.
 //! The guards exempt no method: a CORS preflight carries no key and gets
 //! the 401 like any other request, so the CORS layer must be outside them
 //! to answer it.
 //!
 //! ```
 //! use axum::{Router, routing::post};
-//! use teamkey_axum::{RequireApiKeyLayer, RequireScopeLayer};
+//! use teamkey_axum::{RequireApiKey, RequireScope};
 //! use teamkey_core::{KeyManager, MemoryStore};
 //! use tower_http::cors::CorsLayer;
 //!
 //! let keys = KeyManager::new(MemoryStore::new());
 //! let app: Router = Router::new()
 //!     .route("/scans", post(|| async { "written" }))
-//!     .route_layer(RequireScopeLayer::new("scans:write")) // 3. the scope
-//!     .layer(RequireApiKeyLayer::new(keys)) // 2. the key
+//!     .route_layer(RequireScope::new("scans:write")) // 3. the scope
+//!     .layer(RequireApiKey::new(keys)) // 2. the key
 //!     .layer(CorsLayer::permissive()); // 1. CORS, outermost: answers preflights
 //! ```
 //!
-//! A [`RequireScopeLayer`] with no key layer outside it needs the manager,
-//! `RequireScopeLayer::new("scans:write").with_manager(keys)`; without one it
+//! A [`RequireScope`] with no key layer outside it needs the manager,
+//! `RequireScope::new("scans:write").with_manager(keys)`; without one it
 //! answers 500 and logs the fix.
 //!
 //! [axum]: https://docs.rs/axum
@@ -73,8 +88,24 @@ mod layer;
 mod manage;
 mod rejection;
 
-pub use extract::Authenticated;
-pub use layer::{RequireApiKey, RequireApiKeyLayer, RequireScope, RequireScopeLayer};
-pub use manage::{KeyAdmin, ManagesKeys, management_router};
+pub use extract::{Authenticated, MaybeAuthenticated};
+pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
+#[allow(deprecated)]
+pub use manage::management_router;
+pub use manage::{KeyAdmin, ManagesKeys, management_routes};
 pub use rejection::AuthRejection;
 pub use teamkey_core::management::MANAGE_SCOPE;
+
+/// The 0.1 name of [`RequireApiKey`], the layer.
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `RequireApiKey`, the name both adapters use"
+)]
+pub type RequireApiKeyLayer = RequireApiKey;
+
+/// The 0.1 name of [`RequireScope`], the layer.
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `RequireScope`, the name both adapters use"
+)]
+pub type RequireScopeLayer = RequireScope;

@@ -45,9 +45,16 @@ where
     }
 }
 
-/// The management routes, for the team of each caller `A` (for example
-/// [`ManagesKeys`]). Nest it: `Router::new().nest("/api/v1", management_router::<_, ManagesKeys>())`.
-pub fn management_router<S, A>() -> Router<S>
+/// The management routes, `GET/POST /api-keys`, `DELETE /api-keys/{id}`
+/// and `POST /api-keys/{id}/rotate`, for the team of each caller `A` (for
+/// example [`ManagesKeys`]), with the JSON and rules of
+/// [`teamkey_core::management`]. Nest or merge it where the API lives:
+/// `Router::new().nest("/api/v1", management_routes::<_, ManagesKeys>())`.
+///
+/// The actix adapter's function has the same name: "routes" says what it
+/// gives whatever each framework calls the container (an axum `Router`
+/// here, an actix `Scope` there).
+pub fn management_routes<S, A>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     KeyManager: FromRef<S>,
@@ -58,6 +65,21 @@ where
         .route("/api-keys", get(list::<A>).post(create::<A>))
         .route("/api-keys/{id}", delete(revoke::<A>))
         .route("/api-keys/{id}/rotate", post(rotate::<A>))
+}
+
+/// The 0.1 name of [`management_routes`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `management_routes`, the name both adapters use"
+)]
+pub fn management_router<S, A>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    KeyManager: FromRef<S>,
+    A: KeyAdmin + FromRequestParts<S> + Send + Sync + 'static,
+    A::Rejection: IntoResponse,
+{
+    management_routes::<S, A>()
 }
 
 /// Renders a core management reply, with its headers (`Cache-Control:

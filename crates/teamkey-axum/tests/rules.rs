@@ -11,7 +11,7 @@ use axum::extract::{Extension, FromRef};
 use axum::http::{Method, Request, StatusCode};
 use axum::routing::{any, get};
 use http_body_util::BodyExt;
-use teamkey_axum::{Authenticated, RequireApiKeyLayer, RequireScopeLayer};
+use teamkey_axum::{Authenticated, RequireApiKey, RequireScope};
 use teamkey_core::test_kit::UnavailableStore;
 use teamkey_core::{CreateOptions, HeaderRules, KeyManager, MemoryStore, Principal, Scopes, TeamId};
 use tower::ServiceExt;
@@ -52,7 +52,7 @@ fn guarded(keys: KeyManager, rules: HeaderRules, calls: Arc<AtomicUsize>) -> Rou
     };
     Router::new()
         .route("/", get(handler).options(|| async { StatusCode::NO_CONTENT }))
-        .layer(RequireApiKeyLayer::new(keys).rules(rules))
+        .layer(RequireApiKey::new(keys).rules(rules))
 }
 
 #[tokio::test]
@@ -90,10 +90,10 @@ async fn a_preflight_never_reaches_a_guarded_handler() {
     // a preflight and the handler.
     let by_any = Router::new()
         .route("/", any(counting(&calls)))
-        .layer(RequireApiKeyLayer::new(keys.clone()));
+        .layer(RequireApiKey::new(keys.clone()));
     let by_fallback = Router::new()
         .fallback(counting(&calls))
-        .layer(RequireApiKeyLayer::new(keys.clone()));
+        .layer(RequireApiKey::new(keys.clone()));
     let by_options = guarded(keys, HeaderRules::default(), Arc::clone(&calls));
     let preflight = [
         ("origin", "https://app.example"),
@@ -178,8 +178,8 @@ async fn scopes_are_one_line_as_a_layer_or_in_a_handler() {
 
     let by_layer = Router::new()
         .route("/", get(|| async { "written" }))
-        .route_layer(RequireScopeLayer::new("scans:write"))
-        .layer(RequireApiKeyLayer::new(keys.clone()));
+        .route_layer(RequireScope::new("scans:write"))
+        .layer(RequireApiKey::new(keys.clone()));
     let (status, body) = call(&by_layer, Method::GET, &[("x-api-key", &plain)]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains(r#""required_scope":"scans:write""#), "{body}");
@@ -334,11 +334,11 @@ async fn a_scope_layer_with_no_principal_and_no_manager_is_a_loud_500_never_a_40
     // where no principal is in the request yet.
     let wrong_order = Router::new()
         .route("/", get(counting(&calls)))
-        .route_layer(RequireApiKeyLayer::new(keys))
-        .route_layer(RequireScopeLayer::new("scans:write"));
+        .route_layer(RequireApiKey::new(keys))
+        .route_layer(RequireScope::new("scans:write"));
     let alone = Router::new()
         .route("/", get(counting(&calls)))
-        .route_layer(RequireScopeLayer::new("scans:write"));
+        .route_layer(RequireScope::new("scans:write"));
     for app in [wrong_order, alone] {
         for headers in [vec![("x-api-key", writer.as_str())], vec![]] {
             let (status, body) = call(&app, Method::GET, &headers).await;
@@ -353,9 +353,7 @@ async fn a_scope_layer_with_no_principal_and_no_manager_is_a_loud_500_never_a_40
     let logs = logs.text();
     assert!(
         logs.contains("ERROR")
-            && logs.contains(
-                "put RequireApiKeyLayer outside RequireScopeLayer, or give RequireScopeLayer the KeyManager"
-            ),
+            && logs.contains("put RequireApiKey outside RequireScope, or give RequireScope the KeyManager"),
         "the log names the fix: {logs}"
     );
 }
@@ -412,13 +410,13 @@ async fn a_scope_layer_with_the_manager_verifies_the_key_itself_in_either_order(
             std::future::ready(principal.team_id().to_string())
         }
     };
-    let scope = || RequireScopeLayer::new("scans:write").with_manager(keys.clone());
+    let scope = || RequireScope::new("scans:write").with_manager(keys.clone());
     let alone = Router::new()
         .route("/", get(handler.clone()))
         .route_layer(scope());
     let wrong_order = Router::new()
         .route("/", get(handler.clone()))
-        .route_layer(RequireApiKeyLayer::new(keys.clone()))
+        .route_layer(RequireApiKey::new(keys.clone()))
         .route_layer(scope());
     let key_layer_401 = answer(
         &guarded(keys.clone(), HeaderRules::default(), Arc::default()),
@@ -449,7 +447,7 @@ async fn a_scope_layer_with_the_manager_verifies_the_key_itself_in_either_order(
 
     let down = Router::new()
         .route("/", get(handler))
-        .route_layer(RequireScopeLayer::new("scans:write").with_manager(KeyManager::new(UnavailableStore)));
+        .route_layer(RequireScope::new("scans:write").with_manager(KeyManager::new(UnavailableStore)));
     let key = teamkey_core::KeyFormat::default().generate().unwrap();
     let (status, _, body) = answer(&down, &[("x-api-key", key.expose_secret())]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -461,14 +459,14 @@ async fn a_scope_layer_on_its_own_follows_the_header_rules() {
     let (keys, writer) = manager_with_key(&["scans:write"]).await;
     let custom = HeaderRules::new().header("X-Team-Key").unwrap();
     let by_rules = Router::new().route("/", get(|| async { "ran" })).route_layer(
-        RequireScopeLayer::new("scans:write")
+        RequireScope::new("scans:write")
             .with_manager(keys.clone())
             .rules(custom.clone()),
     );
     // As for the extractor: the rules from an `Extension`, when none are given.
     let by_extension = Router::new()
         .route("/", get(|| async { "ran" }))
-        .route_layer(RequireScopeLayer::new("scans:write").with_manager(keys))
+        .route_layer(RequireScope::new("scans:write").with_manager(keys))
         .layer(Extension(custom));
     for app in [by_rules, by_extension] {
         assert_eq!(
@@ -480,4 +478,84 @@ async fn a_scope_layer_on_its_own_follows_the_header_rules() {
             (StatusCode::OK, "ran".into())
         );
     }
+}
+
+#[tokio::test]
+async fn the_guard_takes_the_manager_from_the_state() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let state = State { keys };
+    let app = Router::new()
+        .route(
+            "/",
+            get(|caller: Authenticated| async move { caller.team_id().to_string() }),
+        )
+        .layer(teamkey_axum::RequireApiKey::from_state(&state))
+        .with_state(state.clone());
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", &key)]).await,
+        (StatusCode::OK, "acme".into())
+    );
+    assert_eq!(call(&app, Method::GET, &[]).await.0, StatusCode::UNAUTHORIZED);
+    // `with_manager` is the actix adapter's name for the same constructor.
+    let by_name = Router::new()
+        .route("/", get(|| async { "ran" }))
+        .layer(teamkey_axum::RequireApiKey::with_manager(state.keys));
+    assert_eq!(
+        call(&by_name, Method::GET, &[("x-api-key", &key)]).await,
+        (StatusCode::OK, "ran".into())
+    );
+}
+
+#[tokio::test]
+async fn maybe_authenticated_is_option_authenticated_under_the_actix_name() {
+    let (keys, key) = manager_with_key(&[]).await;
+    let app = Router::new()
+        .route(
+            "/",
+            get(|teamkey_axum::MaybeAuthenticated(caller)| async move {
+                caller.map_or("anonymous".to_owned(), |c| c.team_id().to_string())
+            }),
+        )
+        .with_state(State { keys });
+    assert_eq!(
+        call(&app, Method::GET, &[]).await,
+        (StatusCode::OK, "anonymous".into())
+    );
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", &key)]).await,
+        (StatusCode::OK, "acme".into())
+    );
+    let bad = answer(&app, &[("x-api-key", "bad")]).await;
+    let the_401 = answer(
+        &guarded(
+            KeyManager::new(MemoryStore::new()),
+            HeaderRules::default(),
+            Arc::default(),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(bad, the_401, "a bad key is the one 401, never anonymous");
+}
+
+/// 0.1 code still compiles (with deprecation warnings) and works the same.
+#[tokio::test]
+#[allow(deprecated)]
+async fn the_0_1_names_still_work() {
+    use teamkey_axum::{ManagesKeys, RequireApiKeyLayer, RequireScopeLayer, management_router};
+    let (keys, key) = manager_with_key(&["keys:manage"]).await;
+    let app: Router = Router::new()
+        .route("/", get(|| async { "ran" }))
+        .route_layer(RequireScopeLayer::new("keys:manage"))
+        .layer(RequireApiKeyLayer::new(keys.clone()));
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", &key)]).await,
+        (StatusCode::OK, "ran".into())
+    );
+    let manage: Router = management_router::<_, ManagesKeys>().with_state(State { keys });
+    let request = Request::get("/api-keys")
+        .header("x-api-key", &key)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(manage.oneshot(request).await.unwrap().status(), StatusCode::OK);
 }
