@@ -18,8 +18,8 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 ///
 /// Behind [`RequireApiKey`](crate::RequireApiKey) it takes the principal the
 /// middleware verified; on its own it verifies the key itself with the
-/// `web::Data<KeyManager>` and the `HeaderRules` (default if absent) from
-/// the app data.
+/// app's `web::Data<KeyManager>` and the app's `HeaderRules`, added with
+/// `App::app_data(rules)` (the default rules if absent).
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 

@@ -38,6 +38,32 @@
 //! [`RequireApiKey::with_manager`]) is a setup bug: 500 and an error log
 //! naming the fix, never a 503 "retry later".
 //!
+//! ## Header rules
+//!
+//! [`RequireApiKey::rules`] and [`RequireScope::rules`] set the
+//! [`HeaderRules`](teamkey_core::HeaderRules) of a guard. The extractors
+//! ([`Authenticated`], [`MaybeAuthenticated`], [`ManagesKeys`]) and a
+//! [`RequireScope`] without rules of its own read the app's: add the rules
+//! themselves, not wrapped in `web::Data`, with `App::app_data(rules)`.
+//! Without them the defaults apply (`X-API-Key` only).
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, web};
+//! use teamkey_actix::Authenticated;
+//! use teamkey_core::{HeaderRules, KeyManager, MemoryStore};
+//!
+//! async fn whoami(caller: Authenticated) -> HttpResponse {
+//!     HttpResponse::Ok().body(caller.team_id().to_string())
+//! }
+//!
+//! let rules = HeaderRules::new().header("X-Team-Key").expect("a valid header name");
+//! let app = App::new()
+//!     .app_data(web::Data::new(KeyManager::new(MemoryStore::new())))
+//!     .app_data(rules) // the rules themselves, not `web::Data::new(rules)`
+//!     .route("/whoami", web::get().to(whoami));
+//! # drop(app);
+//! ```
+//!
 //! ## The same names as the axum adapter
 //!
 //! `teamkey-axum` uses these names for the same things: [`Authenticated`],

@@ -536,6 +536,50 @@ async fn a_preflight_never_reaches_a_guarded_handler() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "acme"));
 }
 
+#[actix_web::test]
+async fn app_data_header_rules_reach_every_extractor() {
+    let (keys, key) = manager_with_key(&["keys:manage"]).await;
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys))
+            // The rules themselves, as the crate docs say.
+            .app_data(HeaderRules::new().header("X-Team-Key").unwrap())
+            .route(
+                "/",
+                web::get().to(|caller: Authenticated| async move {
+                    HttpResponse::Ok().body(caller.team_id().to_string())
+                }),
+            )
+            .route(
+                "/maybe",
+                web::get().to(|caller: MaybeAuthenticated| async move {
+                    HttpResponse::Ok().body(
+                        caller
+                            .0
+                            .map_or("anonymous".to_owned(), |c| c.team_id().to_string()),
+                    )
+                }),
+            )
+            .route(
+                "/manage",
+                web::get().to(|caller: teamkey_actix::ManagesKeys| async move {
+                    HttpResponse::Ok().body(caller.0.team_id().to_string())
+                }),
+            ),
+    )
+    .await;
+    for uri in ["/", "/maybe", "/manage"] {
+        let (status, _, body) = send(&app, Method::GET, uri, &[("x-team-key", &key)]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "acme"), "{uri}");
+    }
+    for uri in ["/", "/manage"] {
+        let (status, _, _) = send(&app, Method::GET, uri, &[("x-api-key", &key)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}: X-API-Key is not read");
+    }
+    let (status, _, body) = send(&app, Method::GET, "/maybe", &[("x-api-key", &key)]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "anonymous"));
+}
+
 /// 0.1 code still compiles (with deprecation warnings) and works the same.
 #[actix_web::test]
 #[allow(deprecated)]

@@ -15,9 +15,10 @@ use crate::AuthRejection;
 /// Behind [`RequireApiKey`](crate::RequireApiKey) it takes the
 /// principal the layer verified; on its own it verifies the key itself,
 /// with the [`KeyManager`] from the state (`KeyManager: FromRef<S>`) and the
-/// [`HeaderRules`] from an `Extension`, or the default rules.
-/// `Option<Authenticated>` (or [`MaybeAuthenticated`]) is `None` when no
-/// key is presented at all; a presented but bad key is still refused.
+/// [`HeaderRules`] set by [`with_rules`](crate::with_rules), or the default
+/// rules. `Option<Authenticated>` (or [`MaybeAuthenticated`]) is `None`
+/// when no key is presented at all; a presented but bad key is still
+/// refused.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 

@@ -40,7 +40,9 @@
 //! key header; visible ASCII; a length cap checked before any hashing; a key
 //! in the query string is never read. Every key failure is the same 401, a
 //! store failure is 503, a missing scope 403, guards that cannot check keys
-//! (a setup bug) 500.
+//! (a setup bug) 500. Set them on the guard
+//! ([`RequireApiKey::rules`]), or, in an app that verifies keys in
+//! extractors only, with the [`with_rules`] layer.
 //!
 //! ## The same names as the actix adapter
 //!
@@ -49,7 +51,8 @@
 //! [`AuthRejection`], [`ManagesKeys`], [`management_routes`]. What differs
 //! is what the frameworks make differ: an axum layer sees no state, so
 //! [`RequireApiKey`] is given the manager (`new`, `with_manager` or
-//! `from_state`), where actix's reads its app data.
+//! `from_state`), where actix's reads its app data; and header rules for
+//! extractors come from [`with_rules`] here, from `App::app_data` there.
 //! The 0.1 names (`RequireApiKeyLayer`, `RequireScopeLayer`,
 //! `management_router`) remain as deprecated aliases.
 //!
@@ -87,6 +90,7 @@ mod extract;
 mod layer;
 mod manage;
 mod rejection;
+mod rules;
 
 pub use extract::{Authenticated, MaybeAuthenticated};
 pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
@@ -94,6 +98,7 @@ pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireSco
 pub use manage::management_router;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};
 pub use rejection::AuthRejection;
+pub use rules::with_rules;
 pub use teamkey_core::management::MANAGE_SCOPE;
 
 /// The 0.1 name of [`RequireApiKey`], the layer.

@@ -538,6 +538,58 @@ async fn maybe_authenticated_is_option_authenticated_under_the_actix_name() {
     assert_eq!(bad, the_401, "a bad key is the one 401, never anonymous");
 }
 
+#[tokio::test]
+async fn with_rules_sets_the_header_rules_of_every_extractor() {
+    let (keys, key) = manager_with_key(&["keys:manage"]).await;
+    let rules = || HeaderRules::new().header("X-Team-Key").unwrap();
+    let state = State { keys: keys.clone() };
+    let authenticated = Router::new()
+        .route(
+            "/",
+            get(|caller: Authenticated| async move { caller.team_id().to_string() }),
+        )
+        .layer(teamkey_axum::with_rules(rules()))
+        .with_state(state.clone());
+    let maybe = Router::new()
+        .route(
+            "/",
+            get(|teamkey_axum::MaybeAuthenticated(caller)| async move {
+                caller.map_or("anonymous".to_owned(), |c| c.team_id().to_string())
+            }),
+        )
+        .layer(teamkey_axum::with_rules(rules()))
+        .with_state(state.clone());
+    let manages = Router::new()
+        .route(
+            "/",
+            get(|teamkey_axum::ManagesKeys(caller)| async move { caller.team_id().to_string() }),
+        )
+        .layer(teamkey_axum::with_rules(rules()))
+        .with_state(state);
+    let scope = Router::new()
+        .route("/", get(|| async { "acme" }))
+        .route_layer(RequireScope::new("keys:manage").with_manager(keys))
+        .layer(teamkey_axum::with_rules(rules()));
+    for app in [&authenticated, &maybe, &manages, &scope] {
+        assert_eq!(
+            call(app, Method::GET, &[("x-team-key", &key)]).await,
+            (StatusCode::OK, "acme".into())
+        );
+    }
+    for app in [&authenticated, &manages, &scope] {
+        assert_eq!(
+            call(app, Method::GET, &[("x-api-key", &key)]).await.0,
+            StatusCode::UNAUTHORIZED,
+            "X-API-Key is not read under these rules"
+        );
+    }
+    assert_eq!(
+        call(&maybe, Method::GET, &[("x-api-key", &key)]).await,
+        (StatusCode::OK, "anonymous".into()),
+        "no key in the configured header: anonymous"
+    );
+}
+
 /// 0.1 code still compiles (with deprecation warnings) and works the same.
 #[tokio::test]
 #[allow(deprecated)]
