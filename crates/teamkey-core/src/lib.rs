@@ -101,3 +101,8 @@ pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RecordDecodeError, Rotat
 pub use store::KeyStore;
 /// The `time` crate, re-exported: expiries and grace periods are its types.
 pub use time;
+/// The `utoipa` crate, re-exported (feature `openapi`): the type of
+/// [`management::openapi`]'s document, and what extends or merges it.
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub use utoipa;

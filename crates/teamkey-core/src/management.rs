@@ -20,6 +20,11 @@
 //!
 //! Every reply carries `Cache-Control: no-store`: a create or rotate reply
 //! holds a full key, and no cache may keep any of them.
+//!
+//! With the `openapi` feature, `openapi(mounted_at)` describes all of this
+//! as an OpenAPI 3.1 document, its schemas derived from the types that
+//! serialize these bodies (`docs/openapi.json` in the repository is the
+//! document for routes mounted at the root).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -30,6 +35,12 @@ use crate::ident::{KeyId, Scope, Scopes, TeamId};
 use crate::manager::{CreateOptions, KeyManager, NewKey};
 use crate::page::{Cursor, PageRequest};
 use crate::record::KeyInfo;
+
+#[cfg(feature = "openapi")]
+mod openapi;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub use openapi::{SECURITY_SCHEME, openapi};
 
 /// The scope that lets a key manage its own team's keys.
 pub const MANAGE_SCOPE: &str = "keys:manage";
@@ -100,16 +111,15 @@ impl Reply {
                 status,
                 body: Some(body),
             },
-            Err(_) => Self::error(500, "internal", "The answer could not be written."),
+            Err(_) => Self {
+                status: 500,
+                body: Some(r#"{"error":"internal","message":"The answer could not be written."}"#.to_owned()),
+            },
         }
     }
 
     fn error(status: u16, code: &str, message: &str) -> Self {
-        let body = serde_json::json!({ "error": code, "message": message });
-        Self {
-            status,
-            body: Some(body.to_string()),
-        }
+        Self::json(status, &ErrorBody::new(code, message))
     }
 
     fn not_found() -> Self {
@@ -122,40 +132,142 @@ impl Reply {
     }
 }
 
-fn scope_names(scopes: &[Scope]) -> Vec<&str> {
-    scopes.iter().map(Scope::as_str).collect()
+// The bodies. Each is one Rust type, serialized (or parsed) here and, with
+// the `openapi` feature, described in the OpenAPI document from the same
+// definition, so the document cannot drift from what is sent.
+
+// Fields in alphabetical order: the order they have always been sent in.
+/// The body of every error and refusal, of this API and of the key guards
+/// (their 401, 403 and 503): `error` and `message` always, the other
+/// fields only where they say.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+struct ErrorBody {
+    /// A stable code to branch on: `invalid_request` (400, 422),
+    /// `unauthorized` (401), `forbidden` (403), `not_found` (404),
+    /// `already_rotated` (409), `unsupported_media_type` (415),
+    /// `too_many_keys` (422), `unavailable` (503), `internal` (500).
+    error: String,
+    /// 403 `refused: expires_at`: the latest expiry the caller may grant
+    /// (its own), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime, nullable = false))]
+    latest_expires_at: Option<String>,
+    /// 422 `too_many_keys`: the most active keys a team may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    max_active_keys: Option<usize>,
+    /// For people: what went wrong and what to do.
+    message: String,
+    /// 403: what was refused other than scopes: `expires_at` (the key
+    /// would outlive the caller) or `caller_retired` (the caller was
+    /// rotated away and manages nothing in its grace period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    refused: Option<String>,
+    /// 403: the scopes the caller may not grant, or that the key to rotate
+    /// or revoke has and the caller lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Scope>>, nullable = false))]
+    refused_scopes: Option<Vec<String>>,
+    /// 403 `forbidden` from a scope guard: the scope the key lacks
+    /// (`keys:manage` for this API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Scope>, nullable = false))]
+    required_scope: Option<String>,
+}
+
+impl ErrorBody {
+    fn new(code: &str, message: &str) -> Self {
+        Self {
+            error: code.to_owned(),
+            message: message.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+/// `GET /api-keys`: one page of the team's keys.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+struct KeyList {
+    /// The keys, newest first.
+    data: Vec<KeyInfo>,
+    /// Send it back as `?cursor=` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// `POST /api-keys`: the key to make. At most one of `expires_at` and
+/// `expires_in`; neither for a key that does not expire.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+struct CreateKeyRequest {
+    /// What the key is for, shown in the key table: trimmed, then 1 to 100
+    /// characters, none of them control or invisible formatting characters.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ident::KeyName))]
+    name: String,
+    /// Its permissions (duplicates are dropped). A key grants only the
+    /// scopes it holds itself.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Scope>))]
+    scopes: Vec<String>,
+    /// When it stops working, RFC 3339 with any offset (kept in UTC); at
+    /// most 10 years ahead by default.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    expires_at: Option<OffsetDateTime>,
+    /// Or: how many seconds from now it stops working.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    expires_in: Option<u64>,
+}
+
+/// `POST /api-keys/{id}/rotate`: `{}` for no grace period.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+struct RotateKeyRequest {
+    /// How long the old key keeps working, in seconds: 0 (the default)
+    /// retires it at once; at most 7 days by default.
+    #[serde(default)]
+    grace_seconds: u64,
+}
+
+/// `201` for create and rotate: the new key's row, and the full key,
+/// shown this once and never again.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+struct CreatedKey<'a> {
+    /// The full key, to send in `X-API-Key`. It is not stored and cannot
+    /// be shown again.
+    key: &'a str,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = KeyInfo))]
+    info: &'a KeyInfo,
+}
+
+fn scope_names(scopes: &[Scope]) -> Vec<String> {
+    scopes.iter().map(|s| s.as_str().to_owned()).collect()
 }
 
 impl From<Refusal> for Reply {
     fn from(refusal: Refusal) -> Self {
-        let message = refusal.to_string();
-        let body = match &refusal {
+        let mut body = ErrorBody::new("forbidden", &refusal.to_string());
+        match &refusal {
             Refusal::ScopesNotHeld { scopes } | Refusal::KeyBroaderThanCaller { scopes } => {
-                serde_json::json!({
-                    "error": "forbidden",
-                    "message": message,
-                    "refused_scopes": scope_names(scopes),
-                })
+                body.refused_scopes = Some(scope_names(scopes));
             }
             Refusal::OutlivesCaller { caller_expires_at }
-            | Refusal::KeyOutlivesCaller { caller_expires_at } => serde_json::json!({
-                "error": "forbidden",
-                "message": message,
-                "refused": "expires_at",
-                "latest_expires_at": caller_expires_at
+            | Refusal::KeyOutlivesCaller { caller_expires_at } => {
+                body.refused = Some("expires_at".to_owned());
+                body.latest_expires_at = caller_expires_at
                     .format(&time::format_description::well_known::Rfc3339)
-                    .ok(),
-            }),
-            Refusal::CallerRetired => serde_json::json!({
-                "error": "forbidden",
-                "message": message,
-                "refused": "caller_retired",
-            }),
-        };
-        Self {
-            status: 403,
-            body: Some(body.to_string()),
+                    .ok();
+            }
+            Refusal::CallerRetired => body.refused = Some("caller_retired".to_owned()),
         }
+        Self::json(403, &body)
     }
 }
 
@@ -172,11 +284,13 @@ impl From<ManageError> for Reply {
             ManageError::Forbidden(refusal) => refusal.into(),
             ManageError::TooManyKeys { max } => Self::json(
                 422,
-                &serde_json::json!({
-                    "error": "too_many_keys",
-                    "message": format!("A team may have at most {max} active keys; revoke one first."),
-                    "max_active_keys": max,
-                }),
+                &ErrorBody {
+                    max_active_keys: Some(max),
+                    ..ErrorBody::new(
+                        "too_many_keys",
+                        &format!("A team may have at most {max} active keys; revoke one first."),
+                    )
+                },
             ),
             _ => Self::error(
                 503,
@@ -228,15 +342,9 @@ fn key_id(id: &str) -> Result<KeyId, Reply> {
 }
 
 fn created(new: &NewKey) -> Reply {
-    #[derive(Serialize)]
-    struct Created<'a> {
-        key: &'a str,
-        #[serde(flatten)]
-        info: &'a KeyInfo,
-    }
     Reply::json(
         201,
-        &Created {
+        &CreatedKey {
             key: new.key.expose_secret(),
             info: &new.info,
         },
@@ -294,11 +402,6 @@ async fn list_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &
         limit: Option<usize>,
         cursor: Option<String>,
     }
-    #[derive(Serialize)]
-    struct Listed {
-        data: Vec<KeyInfo>,
-        next_cursor: Option<String>,
-    }
     settle(
         async {
             let params: Params = serde_urlencoded::from_str(query).map_err(|_| {
@@ -318,7 +421,7 @@ async fn list_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &
             let page = keys.list_page(admin.team_id(), page).await.map_err(Reply::from)?;
             Ok(Reply::json(
                 200,
-                &Listed {
+                &KeyList {
                     data: page.keys,
                     next_cursor: page.next.map(|c| c.to_string()),
                 },
@@ -345,20 +448,9 @@ async fn create_reply<A: KeyAdmin + ?Sized>(
     content_type: Option<&[u8]>,
     body: &[u8],
 ) -> Reply {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Request {
-        name: String,
-        #[serde(default)]
-        scopes: Vec<String>,
-        #[serde(default, with = "time::serde::rfc3339::option")]
-        expires_at: Option<OffsetDateTime>,
-        #[serde(default)]
-        expires_in: Option<u64>,
-    }
     settle(
         async {
-            let request: Request = parse(content_type, body)?;
+            let request: CreateKeyRequest = parse(content_type, body)?;
             let mut options = CreateOptions::new().scopes(Scopes::new(&request.scopes)?);
             options.expires_at = request.expires_at;
             if let Some(seconds) = request.expires_in {
@@ -432,16 +524,10 @@ async fn rotate_reply<A: KeyAdmin + ?Sized>(
     content_type: Option<&[u8]>,
     body: &[u8],
 ) -> Reply {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Request {
-        #[serde(default)]
-        grace_seconds: u64,
-    }
     settle(
         async {
             let id = key_id(id)?;
-            let request: Request = parse(content_type, body)?;
+            let request: RotateKeyRequest = parse(content_type, body)?;
             let grace = time::Duration::seconds(i64::try_from(request.grace_seconds).unwrap_or(i64::MAX));
             let old = managed_key(keys, admin, &id).await?;
             // The successor inherits the old key's scopes and expiry.
@@ -530,7 +616,77 @@ mod tests {
     }
 
     fn body(reply: &Reply) -> Value {
+        if reply.status >= 400 {
+            assert_is_error_body(reply.body.as_deref().unwrap_or_default());
+        }
         serde_json::from_str(reply.body.as_deref().unwrap_or("null")).unwrap()
+    }
+
+    /// `text` is an `ErrorBody` and nothing else, in the field order it
+    /// serializes to: what the OpenAPI document promises for every error.
+    fn assert_is_error_body(text: &str) {
+        let parsed: ErrorBody = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            serde_json::to_string(&parsed).unwrap(),
+            text,
+            "no field beyond ErrorBody's"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_error_reply_is_an_error_body() {
+        let f = Fixture::new(); // at most 6 active keys
+        let owner = f.owner();
+        let (_, expiring) = f.key(&["keys:manage"], Some(time::Duration::hours(1))).await;
+        let made = create(&f.keys, &owner, JSON, br#"{"name":"x"}"#).await;
+        let id = body(&made)["id"].as_str().unwrap().to_owned();
+        let grace = br#"{"grace_seconds":60}"#;
+        assert_eq!(rotate(&f.keys, &owner, &id, JSON, grace).await.status, 201);
+        let mut replies = vec![
+            list(&f.keys, &owner, "limit=x").await,
+            list(&f.keys, &owner, "limit=0").await,
+            create(&f.keys, &owner, None, b"{}").await,
+            create(&f.keys, &owner, JSON, b"{not json").await,
+            create(&f.keys, &owner, JSON, br#"{"name":""}"#).await,
+            create(
+                &f.keys,
+                &expiring,
+                JSON,
+                br#"{"name":"x","scopes":["billing:admin"]}"#,
+            )
+            .await,
+            create(&f.keys, &expiring, JSON, br#"{"name":"forever"}"#).await,
+            revoke(&f.keys, &owner, "not-a-key-id").await,
+            rotate(&f.keys, &owner, &id, JSON, b"{}").await,
+            Reply::from(ManageError::Store(crate::StoreError::backend("down"))),
+        ];
+        for i in 0..6 {
+            let request = format!(r#"{{"name":"k{i}"}}"#);
+            replies.push(create(&f.keys, &owner, JSON, request.as_bytes()).await);
+        }
+        let mut statuses: Vec<u16> = replies
+            .iter()
+            .filter(|r| r.status >= 400)
+            .map(|r| {
+                assert_is_error_body(r.body.as_deref().unwrap_or_default());
+                r.status
+            })
+            .collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        assert_eq!(statuses, [400, 403, 404, 409, 415, 422, 503]);
+    }
+
+    #[test]
+    fn the_guards_refusals_have_the_error_body_too() {
+        for answer in [
+            crate::Answer::unauthorized(),
+            crate::Answer::unavailable(),
+            crate::Answer::misconfigured(),
+            crate::Answer::missing_scope(MANAGE_SCOPE),
+        ] {
+            assert_is_error_body(&answer.body);
+        }
     }
 
     #[tokio::test]

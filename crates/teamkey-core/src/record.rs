@@ -179,21 +179,26 @@ impl KeyRecord {
 /// `{"id", "name", "preview", "created_at", "last_used_at", "expires_at",
 /// "scopes"}` with RFC 3339 times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyInfo {
     /// Public key id.
     pub id: KeyId,
     /// Descriptive name.
     pub name: KeyName,
-    /// Masked preview.
+    /// Masked preview: `<prefix>_<key id>…<last 4 characters>`, the last
+    /// four being checksum characters, never secret ones.
     pub preview: String,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
-    /// Last use, if any.
+    /// Last use, if any (recorded in batches: up to a minute late by default).
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_used_at: Option<OffsetDateTime>,
     /// Expiry, if any.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<OffsetDateTime>,
     /// Permissions.
     pub scopes: Scopes,
