@@ -31,6 +31,8 @@
 //! - `test-kit`: [`test_kit`], the conformance suite for your own [`KeyStore`].
 //! - `axum`: [`axum`](mod@axum), the extractor, layer and management router for axum 0.8.
 //! - `actix`: [`actix`], the middleware, extractor and management scope for actix-web 4.
+//! - `openapi`: `management::openapi`, the OpenAPI 3.1 document of the
+//!   management API, and with `axum` or `actix` their `openapi_json` route.
 //! - `sqlx-postgres`, `sqlx-sqlite`, `sqlx-mysql`: [`SqlxStore`] over an sqlx
 //!   pool (PostgreSQL, SQLite, MySQL/MariaDB), with embedded migrations.
 //!

@@ -592,6 +592,62 @@ async fn actix_preflights_get_the_cors_answer_and_never_a_handler() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+#[actix_web::test]
+async fn both_apps_serve_the_same_openapi_document_and_it_tells_the_truth() {
+    let f = fixture().await;
+    let axum = axum_app(&f);
+    let actix = actix_service!(f);
+    let uri = "/api/v1/openapi.json";
+    // No key: the document is public.
+    let from_axum = axum_send(&axum, "GET", uri, &vec![], "").await;
+    let from_actix = actix_send(&actix, "GET", uri, &vec![], "").await;
+    for (name, answer) in [("axum", &from_axum), ("actix", &from_actix)] {
+        assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.body);
+        assert_eq!(answer.header("content-type"), Some("application/json"), "{name}");
+    }
+    assert_eq!(
+        from_axum.body, from_actix.body,
+        "the same bytes from both adapters"
+    );
+    let expected = demo::openapi().to_pretty_json().unwrap();
+    assert_eq!(from_axum.body, expected);
+
+    // Every documented operation exists where the document says, and
+    // answers one of the statuses it lists.
+    let doc: serde_json::Value = serde_json::from_str(&from_axum.body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let admin = vec![("X-API-Key", text(&f.admin))];
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        assert!(path.starts_with("/api/v1/api-keys"), "{path}");
+        let path = path.replace("{id}", "AAAAAAAAAAAA");
+        for (method, operation) in item.as_object().unwrap() {
+            let method: &'static str = match method.as_str() {
+                "get" => "GET",
+                "post" => "POST",
+                "delete" => "DELETE",
+                other => panic!("undocumented method {other}"),
+            };
+            let body = if method == "POST" { "{}" } else { "" };
+            let documented = operation["responses"].as_object().unwrap();
+            for answer in [
+                axum_send(&axum, method, &path, &admin, body).await,
+                actix_send(&actix, method, &path, &admin, body).await,
+                axum_send(&axum, method, &path, &vec![], body).await,
+                actix_send(&actix, method, &path, &vec![], body).await,
+            ] {
+                assert!(
+                    documented.contains_key(answer.status.as_str()),
+                    "{method} {path}: {} is not documented",
+                    answer.status
+                );
+            }
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 4);
+}
+
 #[tokio::test]
 async fn axum_keeps_teams_apart() {
     let f = fixture().await;

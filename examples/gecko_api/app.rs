@@ -1,5 +1,6 @@
 //! The Gecko-style API on axum: `GET /api/v1/scans` scoped to the caller's
-//! team, and the key-management routes under `/api/v1/api-keys`.
+//! team, the key-management routes under `/api/v1/api-keys`, and their
+//! OpenAPI document at `/api/v1/openapi.json`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -10,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::axum::{AuthRejection, Authenticated, ManagesKeys, RequireApiKey, management_routes};
+use teamkey::axum::{
+    AuthRejection, Authenticated, ManagesKeys, RequireApiKey, management_routes, openapi_json,
+};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::demo;
@@ -33,7 +36,9 @@ pub(crate) fn router(state: AppState) -> Router {
         // Every /api/v1 request needs a key; the handlers' extractors take
         // the principal the guard verified. The guard takes the manager
         // from the state: configured once.
-        .layer(RequireApiKey::from_state(&state));
+        .layer(RequireApiKey::from_state(&state))
+        // Added after the guard, so outside it: the document needs no key.
+        .route("/openapi.json", openapi_json(&demo::openapi()));
     // Outside the guard: a preflight carries no key, so CORS must answer it
     // before the guard would refuse it.
     Router::new().nest("/api/v1", v1).layer(cors()).with_state(state)

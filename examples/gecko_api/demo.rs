@@ -202,6 +202,12 @@ pub(crate) async fn prepare(db: &Db) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// The OpenAPI document of the key-management routes, as both apps mount
+/// them: under `/api/v1`. Both serve it at `/api/v1/openapi.json`.
+pub(crate) fn openapi() -> teamkey::utoipa::openapi::OpenApi {
+    teamkey::management::openapi("/api/v1")
+}
+
 /// The scopes the demo's routes check: reading scans needs none beyond a
 /// key of the team; starting one needs `scans:write`.
 pub(crate) const SCANS_WRITE: &str = "scans:write";

@@ -6,13 +6,22 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use teamkey::KeyManager;
-use teamkey::actix::{AuthRejection, Authenticated, ManagesKeys, RequireApiKey, management_routes};
+use teamkey::actix::{
+    AuthRejection, Authenticated, ManagesKeys, RequireApiKey, management_routes, openapi_json,
+};
 
 use crate::demo;
 
 /// Registers the API; the app data must hold `web::Data<KeyManager>` and
 /// `web::Data<demo::Db>`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    // Registered before the /api/v1 scope, so matched first and outside
+    // its key guard: the document needs no key. CORS as for the API.
+    cfg.service(
+        web::resource("/api/v1/openapi.json")
+            .wrap(cors())
+            .route(openapi_json(&demo::openapi())),
+    );
     cfg.service(
         web::scope("/api/v1")
             // Every /api/v1 request needs a key; the handlers' extractors

@@ -30,6 +30,8 @@
 //!   never a 401 for a valid key that has the scope.
 //! - [`management_routes`]: the key-management endpoints.
 //! - [`AuthRejection`]: how every refusal is answered.
+//! - `openapi_json` (feature `openapi`): the route serving the management
+//!   API's OpenAPI 3.1 document (`teamkey_core::management::openapi`).
 //!
 //! The header rules, status codes and bodies are the core's, shared with the
 //! axum adapter: one byte-identical 401 for every key failure, 503 for a
@@ -107,11 +109,14 @@
 //! [actix-web]: https://docs.rs/actix-web
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod extract;
 mod manage;
 mod middleware;
+#[cfg(feature = "openapi")]
+mod openapi;
 
 #[allow(deprecated)]
 pub use error::{AuthError, AuthRejection};
@@ -120,4 +125,7 @@ pub use extract::{Authenticated, MaybeAuthenticated};
 pub use manage::management_scope;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};
 pub use middleware::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub use openapi::openapi_json;
 pub use teamkey_core::management::MANAGE_SCOPE;

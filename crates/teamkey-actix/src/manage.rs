@@ -73,7 +73,7 @@ pub fn management_scope<A: KeyAdmin + FromRequest + 'static>() -> Scope {
 
 /// Renders a core management reply, with its headers (`Cache-Control:
 /// no-store` on every one).
-fn respond(reply: management::Reply) -> HttpResponse {
+pub(crate) fn respond(reply: management::Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     for (name, value) in reply.headers() {

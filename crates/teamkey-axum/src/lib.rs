@@ -34,6 +34,8 @@
 //! - [`management_routes`]: `GET/POST /api-keys`, `DELETE /api-keys/{id}`,
 //!   `POST /api-keys/{id}/rotate`, for the team of a [`KeyAdmin`].
 //! - [`AuthRejection`]: how every refusal is answered.
+//! - `openapi_json` (feature `openapi`): the route serving the management
+//!   API's OpenAPI 3.1 document (`teamkey_core::management::openapi`).
 //!
 //! Header rules ([`HeaderRules`](teamkey_core::HeaderRules)): `X-API-Key` by
 //! default, configurable, optionally `Authorization: Bearer`; exactly one
@@ -85,10 +87,13 @@
 //! [axum]: https://docs.rs/axum
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod extract;
 mod layer;
 mod manage;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod rejection;
 mod rules;
 
@@ -97,6 +102,9 @@ pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireSco
 #[allow(deprecated)]
 pub use manage::management_router;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub use openapi::openapi_json;
 pub use rejection::AuthRejection;
 pub use rules::with_rules;
 pub use teamkey_core::management::MANAGE_SCOPE;

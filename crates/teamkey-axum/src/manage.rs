@@ -84,7 +84,7 @@ where
 
 /// Renders a core management reply, with its headers (`Cache-Control:
 /// no-store` on every one).
-fn respond(reply: management::Reply) -> Response {
+pub(crate) fn respond(reply: management::Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = reply.headers();
     let mut response = match reply.body {

@@ -40,7 +40,7 @@ use crate::record::KeyInfo;
 mod openapi;
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
-pub use openapi::{SECURITY_SCHEME, openapi};
+pub use openapi::{SECURITY_SCHEME, openapi, openapi_reply};
 
 /// The scope that lets a key manage its own team's keys.
 pub const MANAGE_SCOPE: &str = "keys:manage";

@@ -13,7 +13,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, Securi
 use utoipa::openapi::{InfoBuilder, OpenApi, Ref, RefOr};
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
 
-use super::{CreateKeyRequest, CreatedKey, ErrorBody, KeyList, MANAGE_SCOPE, RotateKeyRequest};
+use super::{CreateKeyRequest, CreatedKey, ErrorBody, KeyList, MANAGE_SCOPE, Reply, RotateKeyRequest};
 use crate::ident::{KEY_ID_LEN, KeyId, KeyName, MAX_NAME_CHARS, MAX_SCOPE_CHARS, MAX_SCOPES, Scope, Scopes};
 use crate::record::KeyInfo;
 
@@ -32,8 +32,9 @@ pub const SECURITY_SCHEME: &str = "api_key";
 /// prefixed to every path so that the document names the real URLs; `""`
 /// for the root. A trailing `/` is ignored and a missing leading one added.
 ///
-/// Serve it with the adapters' `openapi_json`, or merge it into the
-/// application's own document (`utoipa`'s `OpenApi::merge`).
+/// Serve it with the adapters' `openapi_json` route (see
+/// [`openapi_reply`]), or merge it into the application's own document
+/// (`utoipa`'s `OpenApi::merge`).
 ///
 /// ```
 /// let doc = teamkey_core::management::openapi("/api/v1");
@@ -73,6 +74,27 @@ pub fn openapi(mounted_at: &str) -> OpenApi {
             .collect();
     }
     doc
+}
+
+/// `document` as the reply to `GET …/openapi.json`: 200 with the document
+/// as pretty-printed JSON, and the headers of every management reply. Both
+/// adapters' `openapi_json` routes send this, so they send the same bytes.
+/// (500 if the document cannot be written as JSON, which a document made
+/// by [`openapi`] always can.)
+pub fn openapi_reply(document: &OpenApi) -> Reply {
+    match document.to_pretty_json() {
+        Ok(json) => Reply {
+            status: 200,
+            body: Some(json),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "teamkey: the OpenAPI document could not be written as JSON");
+            Reply {
+                status: 500,
+                body: Some(r#"{"error":"internal","message":"Internal server error."}"#.to_owned()),
+            }
+        }
+    }
 }
 
 const DESCRIPTION: &str = "Create, list, rotate and revoke a team's API keys. Every operation acts \
