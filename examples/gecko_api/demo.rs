@@ -242,6 +242,7 @@ pub(crate) async fn announce_quickstart(
         ),
     }
     println!("Gecko API listening on http://{addr}");
+    println!("Key management API described at http://{addr}/api/v1/openapi.json");
     Ok(())
 }
 
