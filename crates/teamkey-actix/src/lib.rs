@@ -70,7 +70,9 @@
 //!
 //! `teamkey-axum` uses these names for the same things: [`Authenticated`],
 //! [`MaybeAuthenticated`], [`RequireApiKey`], [`RequireScope`],
-//! [`AuthRejection`], [`ManagesKeys`], [`management_routes`]. What differs
+//! [`AuthRejection`], [`ManagesKeys`], [`management_routes`], `openapi_json`,
+//! and for the services the guards make, [`RequireApiKeyMiddleware`] and
+//! [`RequireScopeMiddleware`]. What differs
 //! is what the frameworks make differ: actix-web extracts `Option<T>` for
 //! every `T` by turning any error into `None`, which would let a bad key
 //! pass as anonymous, so optional auth is [`MaybeAuthenticated`] only

@@ -42,7 +42,7 @@
 //! key header; visible ASCII; a length cap checked before any hashing; a key
 //! in the query string is never read. Every key failure is the same 401, a
 //! store failure is 503, a missing scope 403, guards that cannot check keys
-//! (a setup bug) 500. Set them on the guard
+//! (a setup bug) 500. Set the header rules on the guard
 //! ([`RequireApiKey::rules`]), or, in an app that verifies keys in
 //! extractors only, with the [`with_rules`] layer.
 //!
@@ -50,7 +50,9 @@
 //!
 //! `teamkey-actix` uses these names for the same things: [`Authenticated`],
 //! [`MaybeAuthenticated`], [`RequireApiKey`], [`RequireScope`],
-//! [`AuthRejection`], [`ManagesKeys`], [`management_routes`]. What differs
+//! [`AuthRejection`], [`ManagesKeys`], [`management_routes`], `openapi_json`,
+//! and for the services the guards make, [`RequireApiKeyMiddleware`] and
+//! [`RequireScopeMiddleware`]. What differs
 //! is what the frameworks make differ: an axum layer sees no state, so
 //! [`RequireApiKey`] is given the manager (`new`, `with_manager` or
 //! `from_state`), where actix's reads its app data; and header rules for
