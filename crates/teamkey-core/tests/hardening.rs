@@ -1,5 +1,5 @@
 //! Security hardening: prefix binding (also for 0.1-era records), a
-//! required pepper, refusals logged within a budget, the record's blob.
+//! required pepper, the record's blob.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
