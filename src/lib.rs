@@ -29,8 +29,8 @@
 //! # Features
 //! - `memory` (default): [`MemoryStore`], for single-process services and tests.
 //! - `test-kit`: [`test_kit`], the conformance suite for your own [`KeyStore`].
-//! - `axum`: [`axum`](mod@axum), the extractor, layer and management router for axum 0.8.
-//! - `actix`: [`actix`], the middleware, extractor and management scope for actix-web 4.
+//! - `axum`: [`axum`][mod-axum], the extractor, layer and management routes for axum 0.8.
+//! - `actix`: [`actix`][mod-actix], the middleware, extractor and management routes for actix-web 4.
 //! - `openapi`: `management::openapi`, the OpenAPI 3.1 document of the
 //!   management API, and with `axum` or `actix` their `openapi_json` route.
 //! - `sqlx-postgres`, `sqlx-sqlite`, `sqlx-mysql`: [`SqlxStore`] over an sqlx
@@ -38,6 +38,32 @@
 //!
 //! Everything here is re-exported from `teamkey-core`, which knows no web
 //! framework and no database.
+//!
+// An item whose feature is off is linked to its page on docs.rs (built with
+// all features), so that the docs of every feature set build without broken
+// links (CI builds each one with -D warnings).
+#![cfg_attr(
+    not(any(feature = "memory", feature = "test-kit")),
+    doc = "[`MemoryStore`]: https://docs.rs/teamkey/latest/teamkey/struct.MemoryStore.html"
+)]
+#![cfg_attr(
+    not(feature = "test-kit"),
+    doc = "[`test_kit`]: https://docs.rs/teamkey/latest/teamkey/test_kit/index.html"
+)]
+#![cfg_attr(feature = "axum", doc = "[mod-axum]: mod@axum")]
+#![cfg_attr(
+    not(feature = "axum"),
+    doc = "[mod-axum]: https://docs.rs/teamkey/latest/teamkey/axum/index.html"
+)]
+#![cfg_attr(feature = "actix", doc = "[mod-actix]: mod@actix")]
+#![cfg_attr(
+    not(feature = "actix"),
+    doc = "[mod-actix]: https://docs.rs/teamkey/latest/teamkey/actix/index.html"
+)]
+#![cfg_attr(
+    not(any(feature = "sqlx-postgres", feature = "sqlx-sqlite", feature = "sqlx-mysql")),
+    doc = "[`SqlxStore`]: https://docs.rs/teamkey/latest/teamkey/struct.SqlxStore.html"
+)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
