@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::LazyLock;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{AUTHORIZATION, HeaderMap};
+use actix_web::http::header::{AUTHORIZATION, HeaderMap, HeaderName};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
@@ -70,14 +70,29 @@ pub(crate) fn log_no_manager(guard: &str, or_else: &str) {
     );
 }
 
+/// The default key header, parsed once: looking a header up by `&str`
+/// parses the name, and allocates a copy of it, on every request.
+static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
+
 /// Verifies the key in `headers` by `rules`.
 pub(crate) async fn verify(
     manager: &KeyManager,
     rules: &HeaderRules,
     headers: &HeaderMap,
 ) -> Result<Principal, VerifyError> {
-    let key_header = headers.get_all(rules.header_name()).map(|v| v.as_bytes());
-    let authorization = headers.get_all(AUTHORIZATION).map(|v| v.as_bytes());
+    let key_header = if rules.header_name() == HeaderRules::DEFAULT_HEADER {
+        headers.get_all(&DEFAULT_KEY_HEADER)
+    } else {
+        headers.get_all(rules.header_name())
+    };
+    let key_header = key_header.map(|v| v.as_bytes());
+    // Unread without bearer (`presented` ignores it then): skip the lookup.
+    let authorization = if rules.bearer_allowed() {
+        headers.get_all(AUTHORIZATION)
+    } else {
+        Default::default()
+    };
+    let authorization = authorization.map(|v| v.as_bytes());
     manager.verify_headers(rules, key_header, authorization).await
 }
 
