@@ -74,7 +74,7 @@ mod manage;
 mod middleware;
 
 pub use error::AuthError;
-pub use extract::{Authenticated, MaybeAuthenticated};
+pub use extract::{Authenticated, ExtractFuture, MaybeAuthenticated};
 pub use manage::{KeyAdmin, ManagesKeys, management_scope};
 pub use middleware::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
 pub use teamkey_core::management::MANAGE_SCOPE;
