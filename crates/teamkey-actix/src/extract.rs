@@ -56,11 +56,6 @@ pub(crate) fn default_rules() -> &'static HeaderRules {
     &DEFAULT_RULES
 }
 
-/// The app's `web::Data<KeyManager>`, if it has one.
-pub(crate) fn app_manager(req: &HttpRequest) -> Option<KeyManager> {
-    app_manager_ref(req).cloned()
-}
-
 /// The app's `web::Data<KeyManager>`, if it has one; borrowed, so no
 /// reference count moves per request.
 pub(crate) fn app_manager_ref(req: &HttpRequest) -> Option<&KeyManager> {
