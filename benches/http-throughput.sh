@@ -4,6 +4,9 @@
 # server process per framework, wrk on loopback, rounds alternated so that
 # machine noise hits both sides alike.
 #
+# Both sides get the same request, X-API-Key header included (the open side
+# ignores it): parsing a header is the HTTP stack's work, not teamkey's.
+#
 #   benches/http-throughput.sh                 # axum and actix, memory and sqlite
 #   FRAMEWORKS=actix DURATION=8s ROUNDS=6 benches/http-throughput.sh memory
 set -euo pipefail
@@ -19,8 +22,8 @@ FRAMEWORKS=${FRAMEWORKS:-axum actix}
 cargo build --quiet --release --example bench_server --example bench_server_actix --features axum,actix,sqlx-sqlite
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
-rps() { # url [header]
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" ${2:+-H "$2"} "$1" | awk '/Requests\/sec/ {print $2}'
+rps() { # url header
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "$2" "$1" | awk '/Requests\/sec/ {print $2}'
 }
 
 for framework in $FRAMEWORKS; do
@@ -33,18 +36,19 @@ for store in ${stores[*]}; do
   trap 'kill $pid 2>/dev/null || true' EXIT
   for _ in $(seq 1 50); do grep -q KEY= "$out" && break; sleep 0.1; done
   read -r key auth open < <(sed -E 's/KEY=(\S+) AUTH=(\S+) OPEN=(\S+)/\1 \2 \3/' "$out")
+  header="X-API-Key: $key"
   # Warm up both.
-  wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$open/api/v1/scans" >/dev/null
-  wrk -t1 -c"$CONNECTIONS" -d2s -H "X-API-Key: $key" "http://127.0.0.1:$auth/api/v1/scans" >/dev/null
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "$header" "http://127.0.0.1:$open/api/v1/scans" >/dev/null
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "$header" "http://127.0.0.1:$auth/api/v1/scans" >/dev/null
   ratios=()
   for round in $(seq 1 "$ROUNDS"); do
     # Alternate which side goes first, so drift favours neither.
     if (( round % 2 )); then
-      without=$(rps "http://127.0.0.1:$open/api/v1/scans")
-      with=$(rps "http://127.0.0.1:$auth/api/v1/scans" "X-API-Key: $key")
+      without=$(rps "http://127.0.0.1:$open/api/v1/scans" "$header")
+      with=$(rps "http://127.0.0.1:$auth/api/v1/scans" "$header")
     else
-      with=$(rps "http://127.0.0.1:$auth/api/v1/scans" "X-API-Key: $key")
-      without=$(rps "http://127.0.0.1:$open/api/v1/scans")
+      with=$(rps "http://127.0.0.1:$auth/api/v1/scans" "$header")
+      without=$(rps "http://127.0.0.1:$open/api/v1/scans" "$header")
     fi
     ratio=$(python3 -c "print(f'{$with / $without:.3f}')")
     ratios+=("$ratio")

@@ -39,12 +39,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let made = keys
             .create(&TeamId::new("acme")?, "bench", CreateOptions::default())
             .await?;
+        // The same router on both sides, state included (axum clones the
+        // state for every request): only the handler's extractor differs.
+        let open = Router::new()
+            .route("/api/v1/scans", get(without_auth))
+            .with_state(keys.clone());
         let auth = Router::new()
             .route("/api/v1/scans", get(with_auth))
             .with_state(keys);
-        let open = Router::new()
-            .route("/api/v1/scans", get(without_auth))
-            .with_state(());
         let auth_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let open_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!(

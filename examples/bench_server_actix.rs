@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .create(&TeamId::new("acme")?, "bench", CreateOptions::default())
         .await?;
     let data = web::Data::new(keys);
+    let open_data = data.clone();
     // One worker each: the load generator gets the other core.
     let auth = HttpServer::new(move || {
         App::new().app_data(data.clone()).service(
@@ -44,9 +45,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .workers(1)
     .bind("127.0.0.1:0")?;
-    // The same scope structure on both sides, so only teamkey differs.
-    let open = HttpServer::new(|| {
-        App::new().service(web::scope("/api/v1").route("/scans", web::get().to(without_auth)))
+    // The same app data and scope on both sides, so only teamkey differs.
+    let open = HttpServer::new(move || {
+        App::new()
+            .app_data(open_data.clone())
+            .service(web::scope("/api/v1").route("/scans", web::get().to(without_auth)))
     })
     .workers(1)
     .bind("127.0.0.1:0")?;
