@@ -9,6 +9,12 @@
 #
 #   benches/http-throughput.sh                 # axum and actix, memory and sqlite
 #   FRAMEWORKS=actix DURATION=8s ROUNDS=6 benches/http-throughput.sh memory
+#   benches/http-throughput.sh postgres postgres-cached
+#
+# Stores: memory, sqlite, sqlite-cached, postgres, postgres-cached. postgres
+# connects to TEAMKEY_BENCH_POSTGRES_URL (default
+# postgres://postgres@127.0.0.1:5432/test), in a schema of its own that the
+# server drops when it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,22 +25,39 @@ ROUNDS=${ROUNDS:-4}
 stores=("${@:-memory sqlite}")
 FRAMEWORKS=${FRAMEWORKS:-axum actix}
 
-cargo build --quiet --release --example bench_server --example bench_server_actix --features axum,actix,sqlx-sqlite
+cargo build --quiet --release --example bench_server --example bench_server_actix \
+  --features axum,actix,sqlx-sqlite,sqlx-postgres
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 rps() { # url header
   wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "$2" "$1" | awk '/Requests\/sec/ {print $2}'
 }
 
+failed=0
 for framework in $FRAMEWORKS; do
 server="$target_dir/release/examples/bench_server"
 [ "$framework" = actix ] && server="${server}_actix"
 for store in ${stores[*]}; do
   out=$(mktemp)
-  "$server" "$store" >"$out" &
+  err=$(mktemp)
+  "$server" "$store" >"$out" 2>"$err" &
   pid=$!
+  # On SIGTERM the server stops gracefully and removes its database or schema.
   trap 'kill $pid 2>/dev/null || true' EXIT
-  for _ in $(seq 1 50); do grep -q KEY= "$out" && break; sleep 0.1; done
+  for _ in $(seq 1 300); do
+    grep -q KEY= "$out" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q KEY= "$out"; then
+    echo "$framework $store: server did not start: $(cat "$err")" >&2
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    trap - EXIT
+    rm -f "$out" "$err"
+    failed=1
+    continue
+  fi
   read -r key auth open < <(sed -E 's/KEY=(\S+) AUTH=(\S+) OPEN=(\S+)/\1 \2 \3/' "$out")
   header="X-API-Key: $key"
   # Warm up both.
@@ -52,13 +75,14 @@ for store in ${stores[*]}; do
     fi
     ratio=$(python3 -c "print(f'{$with / $without:.3f}')")
     ratios+=("$ratio")
-    printf '%-6s %-7s round %s: without auth %10s req/s   with auth %10s req/s   ratio %s\n' \
+    printf '%-6s %-15s round %s: without auth %10s req/s   with auth %10s req/s   ratio %s\n' \
       "$framework" "$store" "$round" "$without" "$with" "$ratio"
   done
   median=$(printf '%s\n' "${ratios[@]}" | python3 -c "import sys, statistics; print(f'{statistics.median(float(x) for x in sys.stdin):.3f}')")
   echo "$framework $store  median ratio (with / without auth): $median"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   trap - EXIT
-  rm -f "$out"
+  rm -f "$out" "$err"
 done
 done
+exit "$failed"
