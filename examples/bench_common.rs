@@ -1,7 +1,12 @@
 //! What both bench servers share: the key store and acme's three scans.
 
+use std::error::Error;
+use std::path::PathBuf;
+
 use serde::Serialize;
+use teamkey::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use teamkey::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use teamkey::sqlx::{AssertSqlSafe, Postgres, Sqlite};
 use teamkey::{KeyManager, MemoryStore, SqlxStore};
 
 #[derive(Clone, Serialize)]
@@ -42,21 +47,135 @@ pub(crate) struct Page {
     pub(crate) data: Vec<Scan>,
 }
 
-/// The key store to bench: `memory`, or `sqlite` in a temporary file.
-pub(crate) async fn manager(store: &str) -> Result<KeyManager, Box<dyn std::error::Error>> {
-    Ok(match store {
-        "memory" => KeyManager::new(MemoryStore::new()),
-        "sqlite" => {
-            let path = std::env::temp_dir().join(format!("teamkey-http-bench-{}.db", std::process::id()));
-            let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await?;
-            let store = SqlxStore::new(pool);
-            store.migrate().await?;
-            KeyManager::new(store)
+/// The store names the bench servers take.
+pub(crate) const STORES: &str = "memory, sqlite, sqlite-cached, postgres, postgres-cached";
+
+/// Where `postgres` connects unless `TEAMKEY_BENCH_POSTGRES_URL` says otherwise.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The manager over `store`, behind the verification cache when `cached`.
+/// A macro rather than a function: it is written once for every
+/// `SqlxStore<DB>`, however `invalidations()` is defined per database.
+/// Once `SqlxStore::invalidations()` exists, the `cached` arm becomes
+/// `Ok(KeyManager::builder(store.clone()).cache(store.invalidations()).build())`.
+macro_rules! manager_over {
+    ($store:expr, $cached:expr) => {{
+        let store = $store;
+        let manager: Result<KeyManager, Box<dyn Error>> = if $cached {
+            Err("needs SqlxStore::invalidations()".into())
+        } else {
+            Ok(KeyManager::new(store))
+        };
+        manager
+    }};
+}
+
+/// The key manager to bench, and what to remove once the server stops.
+pub(crate) struct Bench {
+    pub(crate) keys: KeyManager,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Nothing,
+    /// The SQLite database file (and its WAL files).
+    File(PathBuf),
+    /// The PostgreSQL schema of this run, with a connection to drop it.
+    Schema {
+        admin: PgPool,
+        name: String,
+    },
+}
+
+impl Cleanup {
+    async fn run(self) {
+        match self {
+            Self::Nothing => {}
+            Self::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Self::Schema { admin, name } => {
+                let sql = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+                if let Err(e) = teamkey::sqlx::query(AssertSqlSafe(sql)).execute(&admin).await {
+                    eprintln!("could not drop schema {name}: {e}");
+                }
+            }
         }
-        other => return Err(format!("unknown store {other:?}: use memory or sqlite").into()),
-    })
+    }
+}
+
+impl Bench {
+    /// The key store to bench, by name (see [`STORES`]). `-cached` puts the
+    /// verification cache in front of the SQL store.
+    pub(crate) async fn new(store: &str) -> Result<Self, Box<dyn Error>> {
+        let (backend, cached) = match store.strip_suffix("-cached") {
+            Some(backend) => (backend, true),
+            None => (store, false),
+        };
+        let (keys, cleanup) = match backend {
+            "memory" if !cached => (Ok(KeyManager::new(MemoryStore::new())), Cleanup::Nothing),
+            "sqlite" => {
+                let path = std::env::temp_dir().join(format!("teamkey-http-bench-{}.db", std::process::id()));
+                let keys = match sqlite(&path).await {
+                    Ok(store) => manager_over!(store, cached),
+                    Err(e) => Err(e),
+                };
+                (keys, Cleanup::File(path))
+            }
+            "postgres" => {
+                let url = std::env::var("TEAMKEY_BENCH_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+                // A schema of this run's own: the tests' tables stay untouched.
+                let name = format!("teamkey_http_bench_{}", std::process::id());
+                let admin = PgPoolOptions::new().max_connections(1).connect(&url).await?;
+                let sql = format!("CREATE SCHEMA {name}");
+                teamkey::sqlx::query(AssertSqlSafe(sql)).execute(&admin).await?;
+                let keys = match postgres(&url, &name).await {
+                    Ok(store) => manager_over!(store, cached),
+                    Err(e) => Err(e),
+                };
+                (keys, Cleanup::Schema { admin, name })
+            }
+            _ => return Err(format!("unknown store {store:?}: use one of {STORES}").into()),
+        };
+        match keys {
+            Ok(keys) => Ok(Self { keys, cleanup }),
+            Err(e) => {
+                cleanup.run().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes what the store left behind: call it when the servers stop.
+    pub(crate) async fn cleanup(self) {
+        self.cleanup.run().await;
+    }
+}
+
+async fn sqlite(path: &std::path::Path) -> Result<SqlxStore<Sqlite>, Box<dyn Error>> {
+    let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    let store = SqlxStore::new(pool);
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn postgres(url: &str, schema: &str) -> Result<SqlxStore<Postgres>, Box<dyn Error>> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.options([("search_path", schema)]);
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    let store = SqlxStore::new(pool);
+    store.migrate().await?;
+    Ok(store)
 }

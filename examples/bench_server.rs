@@ -1,14 +1,18 @@
 //! Two copies of `GET /api/v1/scans` in one process: one behind teamkey, one
 //! open, for `benches/http-throughput.sh` to load side by side.
 //!
-//! `bench_server memory|sqlite` prints `KEY=… AUTH=port OPEN=port`, then serves.
+//! `bench_server memory|sqlite|sqlite-cached|postgres|postgres-cached` prints
+//! `KEY=… AUTH=port OPEN=port`, then serves until SIGTERM or Ctrl-C, and
+//! then removes what the store left behind. `postgres` connects to
+//! `TEAMKEY_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
+//! and works in a schema of its own.
 
 #[path = "bench_common.rs"]
 mod bench_common;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use bench_common::{Page, SCANS, manager};
+use bench_common::{Bench, Page, SCANS};
 use teamkey::axum::Authenticated;
 use teamkey::{CreateOptions, TeamId};
 
@@ -27,6 +31,21 @@ async fn without_auth() -> Json<Page> {
     scans_of("acme")
 }
 
+/// SIGTERM or Ctrl-C, as actix-web stops on.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = terminate.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One worker: the load generator gets the other core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,16 +54,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async {
         let store = std::env::args().nth(1).unwrap_or_else(|| "memory".into());
-        let keys = manager(&store).await?;
+        let bench = Bench::new(&store).await?;
+        let keys = bench.keys.clone();
         let made = keys
             .create(&TeamId::new("acme")?, "bench", CreateOptions::default())
             .await?;
+        // The same router on both sides, state included (axum clones the
+        // state for every request): only the handler's extractor differs.
+        let open = Router::new()
+            .route("/api/v1/scans", get(without_auth))
+            .with_state(keys.clone());
         let auth = Router::new()
             .route("/api/v1/scans", get(with_auth))
             .with_state(keys);
-        let open = Router::new()
-            .route("/api/v1/scans", get(without_auth))
-            .with_state(());
         let auth_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let open_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!(
@@ -53,7 +75,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             auth_listener.local_addr()?.port(),
             open_listener.local_addr()?.port()
         );
-        let served = tokio::try_join!(axum::serve(auth_listener, auth), axum::serve(open_listener, open));
+        let served = tokio::try_join!(
+            axum::serve(auth_listener, auth).with_graceful_shutdown(stopped()),
+            axum::serve(open_listener, open).with_graceful_shutdown(stopped()),
+        );
+        bench.cleanup().await;
         served.map(|_| ()).map_err(Into::into)
     })
 }

@@ -1,13 +1,15 @@
 //! Two copies of `GET /api/v1/scans` on actix-web in one process: one behind
 //! teamkey's middleware, one open, for `benches/http-throughput.sh`.
 //!
-//! `bench_server_actix memory|sqlite` prints `KEY=… AUTH=port OPEN=port`, then serves.
+//! `bench_server_actix memory|sqlite|sqlite-cached|postgres|postgres-cached`
+//! prints `KEY=… AUTH=port OPEN=port`, then serves until SIGTERM or Ctrl-C,
+//! and then removes what the store left behind (see `bench_server.rs`).
 
 #[path = "bench_common.rs"]
 mod bench_common;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use bench_common::{Page, SCANS, manager};
+use bench_common::{Bench, Page, SCANS};
 use teamkey::actix::{Authenticated, RequireApiKey};
 use teamkey::{CreateOptions, TeamId};
 
@@ -29,11 +31,13 @@ async fn without_auth() -> HttpResponse {
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = std::env::args().nth(1).unwrap_or_else(|| "memory".into());
-    let keys = manager(&store).await?;
-    let made = keys
+    let bench = Bench::new(&store).await?;
+    let made = bench
+        .keys
         .create(&TeamId::new("acme")?, "bench", CreateOptions::default())
         .await?;
-    let data = web::Data::new(keys);
+    let data = web::Data::new(bench.keys.clone());
+    let open_data = data.clone();
     // One worker each: the load generator gets the other core.
     let auth = HttpServer::new(move || {
         App::new().app_data(data.clone()).service(
@@ -44,9 +48,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .workers(1)
     .bind("127.0.0.1:0")?;
-    // The same scope structure on both sides, so only teamkey differs.
-    let open = HttpServer::new(|| {
-        App::new().service(web::scope("/api/v1").route("/scans", web::get().to(without_auth)))
+    // The same app data and scope on both sides, so only teamkey differs.
+    let open = HttpServer::new(move || {
+        App::new()
+            .app_data(open_data.clone())
+            .service(web::scope("/api/v1").route("/scans", web::get().to(without_auth)))
     })
     .workers(1)
     .bind("127.0.0.1:0")?;
@@ -57,7 +63,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         port(&auth.addrs()),
         port(&open.addrs())
     );
+    // Both stop on SIGTERM or Ctrl-C: actix handles them.
     let (a, b) = tokio::join!(auth.run(), open.run());
+    bench.cleanup().await;
     a?;
     b?;
     Ok(())

@@ -1,11 +1,12 @@
 //! `Authenticated` and `MaybeAuthenticated` extractors.
 
-use std::future::Future;
+use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::sync::LazyLock;
+use std::task::{Context, Poll};
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{AUTHORIZATION, HeaderMap};
+use actix_web::http::header::{AUTHORIZATION, HeaderMap, HeaderName};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
@@ -59,10 +60,10 @@ pub(crate) fn default_rules() -> &'static HeaderRules {
     &DEFAULT_RULES
 }
 
-/// The app's `web::Data<KeyManager>`, if it has one.
-pub(crate) fn app_manager(req: &HttpRequest) -> Option<KeyManager> {
-    req.app_data::<web::Data<KeyManager>>()
-        .map(|data| KeyManager::clone(data))
+/// The app's `web::Data<KeyManager>`, if it has one; borrowed, so no
+/// reference count moves per request.
+pub(crate) fn app_manager_ref(req: &HttpRequest) -> Option<&KeyManager> {
+    req.app_data::<web::Data<KeyManager>>().map(|data| &***data)
 }
 
 /// Logs, for `guard`, the setup bug behind [`AuthRejection::Misconfigured`]
@@ -74,14 +75,29 @@ pub(crate) fn log_no_manager(guard: &str, or_else: &str) {
     );
 }
 
+/// The default key header, parsed once: looking a header up by `&str`
+/// parses the name, and allocates a copy of it, on every request.
+static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
+
 /// Verifies the key in `headers` by `rules`.
 pub(crate) async fn verify(
     manager: &KeyManager,
     rules: &HeaderRules,
     headers: &HeaderMap,
 ) -> Result<Principal, VerifyError> {
-    let key_header = headers.get_all(rules.header_name()).map(|v| v.as_bytes());
-    let authorization = headers.get_all(AUTHORIZATION).map(|v| v.as_bytes());
+    let key_header = if rules.header_name() == HeaderRules::DEFAULT_HEADER {
+        headers.get_all(&DEFAULT_KEY_HEADER)
+    } else {
+        headers.get_all(rules.header_name())
+    };
+    let key_header = key_header.map(|v| v.as_bytes());
+    // Unread without bearer (`presented` ignores it then): skip the lookup.
+    let authorization = if rules.bearer_allowed() {
+        headers.get_all(AUTHORIZATION)
+    } else {
+        Default::default()
+    };
+    let authorization = authorization.map(|v| v.as_bytes());
     manager.verify_headers(rules, key_header, authorization).await
 }
 
@@ -100,13 +116,11 @@ impl From<Failure> for AuthRejection {
     }
 }
 
+/// Verifies the key itself: no middleware put a principal into `req`.
 async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
-    if let Some(principal) = req.extensions().get::<Principal>() {
-        return Ok(principal.clone());
-    }
     // Checked before the key: a missing manager is found on the first
     // request, with a key or without.
-    let Some(manager) = app_manager(&req) else {
+    let Some(manager) = app_manager_ref(&req) else {
         log_no_manager(
             "the Authenticated extractor",
             "RequireApiKey::with_manager(manager) in front of the handler",
@@ -114,31 +128,77 @@ async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
         return Err(Failure::NoManager);
     };
     let rules = req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules());
-    verify(&manager, rules, req.headers()).await.map_err(Failure::Key)
+    verify(manager, rules, req.headers()).await.map_err(Failure::Key)
+}
+
+/// The future of the [`Authenticated`] and [`MaybeAuthenticated`]
+/// extractors. Behind [`RequireApiKey`](crate::RequireApiKey) it is ready
+/// at once, with the principal the middleware verified: no request clone
+/// and no allocation per request. On its own it verifies the key.
+pub struct ExtractFuture<T>(Extracting<T>);
+
+enum Extracting<T> {
+    Found(Ready<Result<T, AuthRejection>>),
+    Verifying(LocalBoxFuture<Result<T, AuthRejection>>),
+}
+
+impl<T> Future for ExtractFuture<T> {
+    type Output = Result<T, AuthRejection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Both variants are `Unpin`, so `Self` is.
+        match &mut self.get_mut().0 {
+            Extracting::Found(found) => Pin::new(found).poll(cx),
+            Extracting::Verifying(verifying) => verifying.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ExtractFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.0 {
+            Extracting::Found(_) => "found",
+            Extracting::Verifying(_) => "verifying",
+        };
+        f.debug_tuple("ExtractFuture").field(&state).finish()
+    }
+}
+
+/// The principal a middleware put into the request, if any.
+fn verified(req: &HttpRequest) -> Option<Principal> {
+    req.extensions().get::<Principal>().cloned()
 }
 
 impl FromRequest for Authenticated {
     type Error = AuthRejection;
-    type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
+    type Future = ExtractFuture<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if let Some(principal) = verified(req) {
+            return ExtractFuture(Extracting::Found(ready(Ok(Self(principal)))));
+        }
         let req = req.clone();
-        Box::pin(async move { Ok(Self(principal(req).await?)) })
+        ExtractFuture(Extracting::Verifying(Box::pin(async move {
+            Ok(Self(principal(req).await?))
+        })))
     }
 }
 
 impl FromRequest for MaybeAuthenticated {
     type Error = AuthRejection;
-    type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
+    type Future = ExtractFuture<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if let Some(principal) = verified(req) {
+            return ExtractFuture(Extracting::Found(ready(Ok(Self(Some(Authenticated(principal)))))));
+        }
         let req = req.clone();
-        Box::pin(async move {
+        ExtractFuture(Extracting::Verifying(Box::pin(async move {
             match principal(req).await {
                 Ok(principal) => Ok(Self(Some(Authenticated(principal)))),
                 Err(Failure::Key(VerifyError::Header(HeaderProblem::Missing))) => Ok(Self(None)),
                 Err(e) => Err(e.into()),
             }
-        })
+        })))
     }
 }

@@ -122,7 +122,7 @@ mod openapi;
 
 #[allow(deprecated)]
 pub use error::{AuthError, AuthRejection};
-pub use extract::{Authenticated, MaybeAuthenticated};
+pub use extract::{Authenticated, ExtractFuture, MaybeAuthenticated};
 #[allow(deprecated)]
 pub use manage::management_scope;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};

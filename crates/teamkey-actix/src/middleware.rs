@@ -6,12 +6,12 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use actix_web::body::EitherBody;
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 
 use crate::AuthRejection;
-use crate::extract::{app_manager, default_rules, log_no_manager, verify};
+use crate::extract::{app_manager_ref, default_rules, log_no_manager, verify};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
@@ -67,9 +67,11 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(RequireApiKeyMiddleware {
-            service: Rc::new(service),
-            manager: self.manager.clone(),
-            rules: Rc::clone(&self.rules),
+            inner: Rc::new(Guard {
+                service,
+                manager: self.manager.clone(),
+                rules: Rc::clone(&self.rules),
+            }),
         }))
     }
 }
@@ -77,7 +79,14 @@ where
 /// The service made by [`RequireApiKey`].
 #[derive(Debug)]
 pub struct RequireApiKeyMiddleware<S> {
-    service: Rc<S>,
+    // One `Rc` for all a request's future needs: one count to move per
+    // request, rather than one each plus the manager's atomic one.
+    inner: Rc<Guard<S>>,
+}
+
+#[derive(Debug)]
+struct Guard<S> {
+    service: S,
     manager: Option<KeyManager>,
     rules: Rc<HeaderRules>,
 }
@@ -91,17 +100,19 @@ where
     type Error = Error;
     type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
 
-    forward_ready!(service);
+    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
+        self.inner.service.poll_ready(cx)
+    }
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        let rules = Rc::clone(&self.rules);
-        let manager = self.manager.clone().or_else(|| app_manager(req.request()));
+        let guard = Rc::clone(&self.inner);
         Box::pin(async move {
             // Preflights included: behind `web::route()` or a default
             // service, letting one through would run the handler without a key.
-            let verified = match &manager {
-                Some(manager) => verify(manager, &rules, req.headers())
+            // The app's manager is borrowed from the request, not cloned.
+            let manager = guard.manager.as_ref().or_else(|| app_manager_ref(req.request()));
+            let verified = match manager {
+                Some(manager) => verify(manager, &guard.rules, req.headers())
                     .await
                     .map_err(AuthRejection::from),
                 None => {
@@ -117,7 +128,11 @@ where
                     return Ok(req.into_response(refusal.error_response()).map_into_right_body());
                 }
             }
-            service.call(req).await.map(ServiceResponse::map_into_left_body)
+            guard
+                .service
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
         })
     }
 }
@@ -180,10 +195,12 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(RequireScopeMiddleware {
-            service: Rc::new(service),
-            scope: Rc::clone(&self.scope),
-            manager: self.manager.clone(),
-            rules: self.rules.clone(),
+            inner: Rc::new(ScopeGuard {
+                service,
+                scope: Rc::clone(&self.scope),
+                manager: self.manager.clone(),
+                rules: self.rules.clone(),
+            }),
         }))
     }
 }
@@ -191,7 +208,13 @@ where
 /// The service made by [`RequireScope`].
 #[derive(Debug)]
 pub struct RequireScopeMiddleware<S> {
-    service: Rc<S>,
+    // As for `RequireApiKeyMiddleware`: one `Rc` to move per request.
+    inner: Rc<ScopeGuard<S>>,
+}
+
+#[derive(Debug)]
+struct ScopeGuard<S> {
+    service: S,
     scope: Rc<str>,
     manager: Option<KeyManager>,
     rules: Option<Rc<HeaderRules>>,
@@ -206,44 +229,55 @@ where
     type Error = Error;
     type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
 
-    forward_ready!(service);
+    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
+        self.inner.service.poll_ready(cx)
+    }
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        let scope = Rc::clone(&self.scope);
-        let verified_outside = req.extensions().get::<Principal>().map(|p| p.has_scope(&scope));
-        let manager = self.manager.clone().or_else(|| app_manager(req.request()));
-        let rules = self.rules.clone();
+        let guard = Rc::clone(&self.inner);
+        let verified_outside = req
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.has_scope(&guard.scope));
         Box::pin(async move {
-            let refusal = match (verified_outside, manager) {
-                (Some(true), _) => None,
-                (Some(false), _) => Some(AuthRejection::MissingScope(scope.to_string())),
-                (None, None) => {
-                    log_no_manager(
-                        "RequireScope",
-                        "RequireScope::new(scope).with_manager(manager), or wrap RequireApiKey outside RequireScope",
-                    );
-                    Some(AuthRejection::Misconfigured)
-                }
-                (None, Some(manager)) => {
-                    let rules = match &rules {
-                        Some(rules) => rules,
-                        None => req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules()),
-                    };
-                    match verify(&manager, rules, req.headers()).await {
-                        Ok(principal) if principal.has_scope(&scope) => {
-                            // Handlers and extractors inside take it from here.
-                            req.extensions_mut().insert(principal);
-                            None
-                        }
-                        Ok(_) => Some(AuthRejection::MissingScope(scope.to_string())),
-                        Err(e) => Some(e.into()),
+            let scope = &guard.scope;
+            // The manager is looked up (and borrowed) only when there is a
+            // key to verify here.
+            let refusal = match verified_outside {
+                Some(true) => None,
+                Some(false) => Some(AuthRejection::MissingScope(scope.to_string())),
+                None => match guard.manager.as_ref().or_else(|| app_manager_ref(req.request())) {
+                    None => {
+                        log_no_manager(
+                            "RequireScope",
+                            "RequireScope::new(scope).with_manager(manager), or wrap RequireApiKey outside RequireScope",
+                        );
+                        Some(AuthRejection::Misconfigured)
                     }
-                }
+                    Some(manager) => {
+                        let rules = match &guard.rules {
+                            Some(rules) => rules,
+                            None => req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules()),
+                        };
+                        match verify(manager, rules, req.headers()).await {
+                            Ok(principal) if principal.has_scope(scope) => {
+                                // Handlers and extractors inside take it from here.
+                                req.extensions_mut().insert(principal);
+                                None
+                            }
+                            Ok(_) => Some(AuthRejection::MissingScope(scope.to_string())),
+                            Err(e) => Some(e.into()),
+                        }
+                    }
+                },
             };
             match refusal {
                 Some(refusal) => Ok(req.into_response(refusal.error_response()).map_into_right_body()),
-                None => service.call(req).await.map(ServiceResponse::map_into_left_body),
+                None => guard
+                    .service
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body),
             }
         })
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, test, web};
 use teamkey_actix::{AuthRejection, Authenticated, MaybeAuthenticated, RequireApiKey, RequireScope};
-use teamkey_core::test_kit::UnavailableStore;
+use teamkey_core::test_kit::{CountingStore, UnavailableStore};
 use teamkey_core::{CreateOptions, HeaderRules, KeyManager, MemoryStore, Principal, Scopes, TeamId};
 
 async fn manager_with_key(scopes: &[&str]) -> (KeyManager, String) {
@@ -78,6 +78,40 @@ async fn the_middleware_keeps_bad_keys_away_from_handlers() {
     assert_eq!(
         call!(app, Method::GET, [("x-api-key", key.as_str())]),
         (StatusCode::OK, "acme".into())
+    );
+}
+
+#[actix_web::test]
+async fn behind_the_middleware_the_extractors_look_nothing_up_again() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let keys = KeyManager::new(Arc::clone(&store));
+    let made = keys
+        .create(&TeamId::new("acme").unwrap(), "test", CreateOptions::new())
+        .await
+        .unwrap();
+    let key = made.key.expose_secret().to_owned();
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(keys))
+            .wrap(RequireApiKey::new())
+            .route(
+                "/",
+                web::get().to(|caller: Authenticated, maybe: MaybeAuthenticated| async move {
+                    let again = maybe.0.map(|c| c.team_id().to_string());
+                    HttpResponse::Ok().body(format!("{} {}", caller.team_id(), again.unwrap_or_default()))
+                }),
+            ),
+    )
+    .await;
+    let before = store.counts().get.load(Ordering::SeqCst);
+    assert_eq!(
+        call!(app, Method::GET, [("x-api-key", key.as_str())]),
+        (StatusCode::OK, "acme acme".into())
+    );
+    assert_eq!(
+        store.counts().get.load(Ordering::SeqCst) - before,
+        1,
+        "one lookup, by the middleware"
     );
 }
 

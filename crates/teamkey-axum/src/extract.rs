@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderName, header};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
 use crate::AuthRejection;
@@ -48,20 +48,29 @@ pub(crate) fn default_rules() -> &'static HeaderRules {
     &DEFAULT_RULES
 }
 
+/// The default key header, parsed once: looking a header up by `&str`
+/// parses and checks the name on every request.
+static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
+
 /// Verifies the key in `headers` by `rules`.
 pub(crate) async fn verify(
     manager: &KeyManager,
     rules: &HeaderRules,
     headers: &HeaderMap,
 ) -> Result<Principal, VerifyError> {
-    let key_header = headers
-        .get_all(rules.header_name())
-        .into_iter()
-        .map(|v| v.as_bytes());
-    let authorization = headers
-        .get_all(header::AUTHORIZATION)
-        .into_iter()
-        .map(|v| v.as_bytes());
+    let key_header = if rules.header_name() == HeaderRules::DEFAULT_HEADER {
+        headers.get_all(&DEFAULT_KEY_HEADER)
+    } else {
+        headers.get_all(rules.header_name())
+    };
+    let key_header = key_header.into_iter().map(|v| v.as_bytes());
+    // Unread without bearer (`presented` ignores it then): skip the lookup.
+    // Not `Option::flatten`: the iterators are kept in the verification's
+    // future, which axum boxes per request, so they should stay small.
+    let mut authorization = rules
+        .bearer_allowed()
+        .then(|| headers.get_all(header::AUTHORIZATION).into_iter());
+    let authorization = std::iter::from_fn(move || authorization.as_mut()?.next()).map(|v| v.as_bytes());
     manager.verify_headers(rules, key_header, authorization).await
 }
 

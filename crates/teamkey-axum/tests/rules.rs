@@ -12,7 +12,7 @@ use axum::http::{Method, Request, StatusCode};
 use axum::routing::{any, get};
 use http_body_util::BodyExt;
 use teamkey_axum::{Authenticated, RequireApiKey, RequireScope};
-use teamkey_core::test_kit::UnavailableStore;
+use teamkey_core::test_kit::{CountingStore, UnavailableStore};
 use teamkey_core::{CreateOptions, HeaderRules, KeyManager, MemoryStore, Principal, Scopes, TeamId};
 use tower::ServiceExt;
 
@@ -80,6 +80,34 @@ async fn the_layer_keeps_bad_keys_away_from_handlers() {
         "principal in extensions"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn behind_the_layer_the_extractor_looks_nothing_up_again() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let keys = KeyManager::new(Arc::clone(&store));
+    let made = keys
+        .create(&TeamId::new("acme").unwrap(), "test", CreateOptions::new())
+        .await
+        .unwrap();
+    let key = made.key.expose_secret().to_owned();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|caller: Authenticated| async move { caller.team_id().to_string() }),
+        )
+        .layer(RequireApiKey::new(keys.clone()))
+        .with_state(keys);
+    let before = store.counts().get.load(Ordering::SeqCst);
+    assert_eq!(
+        call(&app, Method::GET, &[("x-api-key", &key)]).await,
+        (StatusCode::OK, "acme".into())
+    );
+    assert_eq!(
+        store.counts().get.load(Ordering::SeqCst) - before,
+        1,
+        "one lookup, by the layer"
+    );
 }
 
 #[tokio::test]
