@@ -53,16 +53,14 @@ pub(crate) const STORES: &str = "memory, sqlite, sqlite-cached, postgres, postgr
 /// Where `postgres` connects unless `TEAMKEY_BENCH_POSTGRES_URL` says otherwise.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// The manager over `store`, behind the verification cache when `cached`.
-/// A macro rather than a function: it is written once for every
-/// `SqlxStore<DB>`, however `invalidations()` is defined per database.
-/// Once `SqlxStore::invalidations()` exists, the `cached` arm becomes
-/// `Ok(KeyManager::builder(store.clone()).cache(store.invalidations()).build())`.
+/// The manager over `store`, behind the verification cache (fed by the
+/// database's own change feed) when `cached`. A macro: written once for
+/// every `SqlxStore<DB>`.
 macro_rules! manager_over {
     ($store:expr, $cached:expr) => {{
         let store = $store;
         let manager: Result<KeyManager, Box<dyn Error>> = if $cached {
-            Err("needs SqlxStore::invalidations()".into())
+            Ok(KeyManager::builder(store.clone()).cache(store.invalidations()).build())
         } else {
             Ok(KeyManager::new(store))
         };
