@@ -60,7 +60,9 @@ macro_rules! manager_over {
     ($store:expr, $cached:expr) => {{
         let store = $store;
         let manager: Result<KeyManager, Box<dyn Error>> = if $cached {
-            Ok(KeyManager::builder(store.clone()).cache(store.invalidations()).build())
+            Ok(KeyManager::builder(store.clone())
+                .cache(store.invalidations())
+                .build())
         } else {
             Ok(KeyManager::new(store))
         };
