@@ -24,15 +24,22 @@ fn teamkey(url: &str, args: &[&str]) -> Output {
 
 /// Runs `teamkey` with a clean environment but for the database URL and `env`.
 fn teamkey_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_teamkey"))
+    command(url, args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run teamkey")
+}
+
+/// `teamkey args` with a clean environment but for the database URL.
+fn command(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_teamkey"));
+    command
         .args(args)
         .env_remove("TEAMKEY_PREFIX")
         .env_remove("TEAMKEY_PEPPER")
         .env_remove("TEAMKEY_PEPPER_FILE")
-        .env("DATABASE_URL", url)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run teamkey")
+        .env("DATABASE_URL", url);
+    command
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -610,12 +617,7 @@ fn list_pages_with_limit_and_cursor() {
 fn teamkey_into_a_closed_pipe(url: &str, args: &[&str]) -> Output {
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    Command::new(env!("CARGO_BIN_EXE_teamkey"))
-        .args(args)
-        .env_remove("TEAMKEY_PREFIX")
-        .env_remove("TEAMKEY_PEPPER")
-        .env_remove("TEAMKEY_PEPPER_FILE")
-        .env("DATABASE_URL", url)
+    command(url, args)
         .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .output()

@@ -101,13 +101,9 @@ impl Authority {
         self.check_active()?;
         self.check_scopes(scopes)
             .map_err(|scopes| Refusal::ScopesNotHeld { scopes })?;
-        match (self.expires_at, expires_at) {
-            (Some(limit), Some(at)) if at <= limit => Ok(()),
-            (Some(limit), _) => Err(Refusal::OutlivesCaller {
-                caller_expires_at: limit,
-            }),
-            (None, _) => Ok(()),
-        }
+        self.outlived_by(expires_at).map_or(Ok(()), |caller_expires_at| {
+            Err(Refusal::OutlivesCaller { caller_expires_at })
+        })
     }
 
     /// Whether the caller may rotate or revoke a key with `scopes`.
@@ -115,13 +111,16 @@ impl Authority {
         self.check_active()?;
         self.check_scopes(scopes)
             .map_err(|scopes| Refusal::KeyBroaderThanCaller { scopes })?;
-        match (self.expires_at, expires_at) {
-            (Some(limit), Some(at)) if at <= limit => Ok(()),
-            (Some(limit), _) => Err(Refusal::KeyOutlivesCaller {
-                caller_expires_at: limit,
-            }),
-            (None, _) => Ok(()),
-        }
+        self.outlived_by(expires_at).map_or(Ok(()), |caller_expires_at| {
+            Err(Refusal::KeyOutlivesCaller { caller_expires_at })
+        })
+    }
+
+    /// The caller's expiry, if a key expiring at `expires_at` (`None`:
+    /// never) would outlive it.
+    fn outlived_by(&self, expires_at: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+        let limit = self.expires_at?;
+        expires_at.is_none_or(|at| at > limit).then_some(limit)
     }
 
     fn check_active(&self) -> Result<(), Refusal> {
