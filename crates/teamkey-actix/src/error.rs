@@ -22,6 +22,9 @@ pub enum AuthRejection {
     Unauthorized,
     /// The key store is down: 503.
     Unavailable,
+    /// A valid key of a team whose plan has no API access: 403 with
+    /// `"error": "plan_required"` (see `TeamPolicy`).
+    NoApiAccess,
     /// A valid key without the scope the route needs: 403.
     MissingScope(String),
     /// No [`KeyManager`](teamkey_core::KeyManager) to check keys with: 500.
@@ -42,6 +45,7 @@ impl AuthRejection {
         match self {
             Self::Unauthorized => Answer::unauthorized(),
             Self::Unavailable => Answer::unavailable(),
+            Self::NoApiAccess => Answer::no_api_access(),
             Self::MissingScope(scope) => Answer::missing_scope(scope),
             Self::Misconfigured => Answer::misconfigured(),
         }
@@ -52,7 +56,9 @@ impl From<VerifyError> for AuthRejection {
     fn from(error: VerifyError) -> Self {
         match error.rejection() {
             Rejection::Unauthorized => Self::Unauthorized,
-            Rejection::Unavailable => Self::Unavailable,
+            Rejection::NoApiAccess => Self::NoApiAccess,
+            // Unavailable, and any later kind: never a pass.
+            _ => Self::Unavailable,
         }
     }
 }
@@ -62,6 +68,7 @@ impl fmt::Display for AuthRejection {
         match self {
             Self::Unauthorized => f.write_str("unauthorized"),
             Self::Unavailable => f.write_str("API keys cannot be checked"),
+            Self::NoApiAccess => f.write_str("the team's plan has no API access"),
             Self::MissingScope(scope) => write!(f, "missing scope {scope}"),
             Self::Misconfigured => f.write_str("teamkey has no KeyManager"),
         }

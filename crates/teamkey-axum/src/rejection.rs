@@ -14,6 +14,9 @@ pub enum AuthRejection {
     Unauthorized,
     /// The key store is down: 503. Never a pass, never a 401.
     Unavailable,
+    /// A valid key of a team whose plan has no API access: 403 with
+    /// `"error": "plan_required"` (see `TeamPolicy`).
+    NoApiAccess,
     /// A valid key without the scope the route needs: 403.
     MissingScope(String),
     /// The guards are set up wrongly, so no key can be checked: 500. A bug
@@ -27,6 +30,7 @@ impl AuthRejection {
         match self {
             Self::Unauthorized => Answer::unauthorized(),
             Self::Unavailable => Answer::unavailable(),
+            Self::NoApiAccess => Answer::no_api_access(),
             Self::MissingScope(scope) => Answer::missing_scope(scope),
             Self::Misconfigured => Answer::misconfigured(),
         }
@@ -47,7 +51,9 @@ impl From<VerifyError> for AuthRejection {
     fn from(error: VerifyError) -> Self {
         match error.rejection() {
             Rejection::Unauthorized => Self::Unauthorized,
-            Rejection::Unavailable => Self::Unavailable,
+            Rejection::NoApiAccess => Self::NoApiAccess,
+            // Unavailable, and any later kind: never a pass.
+            _ => Self::Unavailable,
         }
     }
 }

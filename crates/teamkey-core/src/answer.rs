@@ -68,11 +68,25 @@ impl Answer {
         }
     }
 
+    /// A valid key of a team whose plan does not include API access
+    /// ([`TeamPolicy`](crate::TeamPolicy)): "the key is fine, the plan is not".
+    pub fn no_api_access() -> Self {
+        Self {
+            status: 403,
+            headers: &[NO_STORE],
+            body: Cow::Borrowed(
+                r#"{"error":"plan_required","message":"This API key is valid, but your team's plan does not include API access. Upgrade the plan to use the API."}"#,
+            ),
+        }
+    }
+
     /// The answer for a failed verification.
     pub fn for_error(error: &VerifyError) -> Self {
         match error.rejection() {
             Rejection::Unauthorized => Self::unauthorized(),
-            Rejection::Unavailable => Self::unavailable(),
+            Rejection::NoApiAccess => Self::no_api_access(),
+            // Unavailable, and any later kind: never a pass.
+            _ => Self::unavailable(),
         }
     }
 }

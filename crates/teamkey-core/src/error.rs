@@ -78,6 +78,12 @@ pub enum ValidationError {
     /// Not a cursor this API handed out.
     #[error("not a valid page cursor")]
     InvalidCursor,
+    /// Not an event id (a UUIDv7 this API handed out).
+    #[error("not an event id")]
+    InvalidEventId,
+    /// The team's plan requires every key to expire, and none was given.
+    #[error("this team's plan requires keys to expire: give expires_at or expires_in")]
+    ExpiryRequired,
     /// Not a key id (12 characters of A-Z, a-z, 0-9).
     #[error("not a key id: key ids are 12 characters of A-Z, a-z and 0-9")]
     InvalidKeyId,
@@ -156,6 +162,9 @@ pub enum StoreError {
     /// error is kept for logs.
     #[error("key store backend failed")]
     Backend(#[source] Box<dyn StdError + Send + Sync>),
+    /// The store does not do this (a custom store that keeps no events).
+    #[error("the key store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -166,13 +175,19 @@ impl StoreError {
 }
 
 /// What a client may learn about a failed verification: all key failures
-/// are one and the same answer, a store failure is another.
+/// are one and the same answer, a store failure is another, and a valid key
+/// of a team whose plan has no API access a third.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Rejection {
     /// Missing, malformed, unknown, wrong, revoked or expired key: HTTP 401.
     Unauthorized,
-    /// The key could not be checked (store down): HTTP 503. Never a pass.
+    /// The key could not be checked (store or team policy down): HTTP 503.
+    /// Never a pass.
     Unavailable,
+    /// The key is valid, but the team's plan does not include API access
+    /// ([`TeamPolicy`](crate::TeamPolicy)): HTTP 403.
+    NoApiAccess,
 }
 
 impl Rejection {
@@ -180,6 +195,7 @@ impl Rejection {
     pub const fn http_status(self) -> u16 {
         match self {
             Self::Unauthorized => 401,
+            Self::NoApiAccess => 403,
             Self::Unavailable => 503,
         }
     }
@@ -226,16 +242,26 @@ pub enum VerifyError {
         /// The key id.
         key_id: KeyId,
     },
+    /// The key is valid, but its team's plan does not include API access.
+    #[error("API key {key_id} is valid, but its team's plan has no API access")]
+    NoApiAccess {
+        /// The key id.
+        key_id: KeyId,
+    },
     /// The store failed; nothing is known about the key.
     #[error("key store unavailable")]
     Store(#[source] StoreError),
+    /// The team policy could not answer; the key is not let through.
+    #[error("team policy unavailable")]
+    Policy(#[source] crate::policy::PolicyError),
 }
 
 impl VerifyError {
     /// The one classification every adapter answers with.
     pub fn rejection(&self) -> Rejection {
         match self {
-            Self::Store(_) | Self::PepperMissing { .. } => Rejection::Unavailable,
+            Self::Store(_) | Self::Policy(_) | Self::PepperMissing { .. } => Rejection::Unavailable,
+            Self::NoApiAccess { .. } => Rejection::NoApiAccess,
             _ => Rejection::Unauthorized,
         }
     }
@@ -247,8 +273,9 @@ impl VerifyError {
             | Self::Mismatch { key_id }
             | Self::Revoked { key_id }
             | Self::Expired { key_id }
-            | Self::PepperMissing { key_id } => Some(key_id),
-            Self::Header(_) | Self::Malformed(_) | Self::Store(_) => None,
+            | Self::PepperMissing { key_id }
+            | Self::NoApiAccess { key_id } => Some(key_id),
+            Self::Header(_) | Self::Malformed(_) | Self::Store(_) | Self::Policy(_) => None,
         }
     }
 }
@@ -275,6 +302,18 @@ pub enum ManageError {
         /// The limit.
         max: usize,
     },
+    /// The team's plan does not include API access: no key may be made.
+    #[error("this team's plan does not include API access")]
+    NoApiAccess,
+    /// The team's plan does not grant these scopes; nothing was written.
+    #[error("this team's plan does not grant {}", .scopes.iter().map(crate::ident::Scope::as_str).collect::<Vec<_>>().join(", "))]
+    ScopesNotInPlan {
+        /// The scopes asked for that the plan does not grant.
+        scopes: Vec<crate::ident::Scope>,
+    },
+    /// The team policy could not answer; nothing was written.
+    #[error("team policy unavailable")]
+    Policy(#[source] crate::policy::PolicyError),
     /// The operating system's random number generator failed.
     #[error("random number generator failed")]
     Random(#[source] rand::rngs::SysError),

@@ -29,7 +29,7 @@ pub const KEY_ID_LEN: usize = 12;
 /// CVE-2021-42574), zero-width characters, the byte-order mark, and line
 /// and paragraph separators. A name or team id holding one could pass for
 /// another in a key table or a log.
-fn is_hidden(c: char) -> bool {
+pub(crate) fn is_hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -4,6 +4,7 @@
 //! once per interval the whole map is handed to the store in one call, so
 //! a key used 10,000 times in an interval costs at most one write.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -17,8 +18,9 @@ use crate::record::KeyUse;
 pub(crate) struct LastUsed {
     /// Only verified (so generated, random) key ids get in: see MemoryStore
     /// on why foldhash is safe for such keys.
-    /// Unix microseconds of the latest use of each key.
-    pending: Mutex<HashMap<KeyId, i64>>,
+    /// Unix microseconds of the latest use of each key, and its client
+    /// address when the manager records them.
+    pending: Mutex<HashMap<KeyId, (i64, Option<IpAddr>)>>,
     interval: i64,
     /// Unix time in microseconds at which the next automatic flush is due.
     next_flush: AtomicI64,
@@ -37,13 +39,17 @@ impl LastUsed {
 
     /// Notes a use. `true` when an automatic flush is due and this caller
     /// won the right to start it.
-    pub(crate) fn record(&self, key_id: KeyId, at: i64) -> bool {
+    pub(crate) fn record(&self, key_id: KeyId, at: i64, ip: Option<IpAddr>) -> bool {
         {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             match pending.get_mut(&key_id) {
-                Some(t) => *t = (*t).max(at),
+                Some(latest) => {
+                    if at >= latest.0 {
+                        *latest = (at, ip);
+                    }
+                }
                 None => {
-                    pending.insert(key_id, at);
+                    pending.insert(key_id, (at, ip));
                 }
             }
         }
@@ -65,10 +71,7 @@ impl LastUsed {
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         taken
             .into_iter()
-            .map(|(key_id, at)| KeyUse {
-                key_id,
-                at: from_unix_micros(at),
-            })
+            .map(|(key_id, (at, ip))| KeyUse::new(key_id, from_unix_micros(at)).ip(ip))
             .collect()
     }
 
@@ -77,8 +80,10 @@ impl LastUsed {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         for u in batch {
             let at = unix_micros(u.at);
-            let t = pending.entry(u.key_id).or_insert(at);
-            *t = (*t).max(at);
+            let latest = pending.entry(u.key_id).or_insert((at, u.ip));
+            if at > latest.0 {
+                *latest = (at, u.ip);
+            }
         }
     }
 }
@@ -96,20 +101,19 @@ mod tests {
         let lu = LastUsed::new(MINUTE, t0);
         let id = KeyId::parse("abcdefABCDEF").unwrap();
         for s in 0..59 {
-            assert!(!lu.record(id, t0 + s * SECOND));
+            assert!(!lu.record(id, t0 + s * SECOND, None));
         }
-        assert!(lu.record(id, t0 + MINUTE));
-        assert!(!lu.record(id, t0 + MINUTE + SECOND));
+        assert!(lu.record(id, t0 + MINUTE, None));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(!lu.record(id, t0 + MINUTE + SECOND, Some(ip)));
+        assert!(!lu.record(id, t0 + MINUTE, None), "an older use changes nothing");
         let batch = lu.take();
         assert_eq!(
             batch,
-            [KeyUse {
-                key_id: id,
-                at: from_unix_micros(t0 + MINUTE + SECOND)
-            }]
+            [KeyUse::new(id, from_unix_micros(t0 + MINUTE + SECOND)).ip(Some(ip))]
         );
         assert!(lu.take().is_empty());
-        assert!(lu.record(id, t0 + 2 * MINUTE + SECOND));
+        assert!(lu.record(id, t0 + 2 * MINUTE + SECOND, None));
     }
 
     #[test]
@@ -117,9 +121,9 @@ mod tests {
         let t0 = 1_800_000_000 * SECOND;
         let lu = LastUsed::new(MINUTE, t0);
         let id = KeyId::parse("abcdefABCDEF").unwrap();
-        lu.record(id, t0 + 5 * SECOND);
+        lu.record(id, t0 + 5 * SECOND, None);
         let batch = lu.take();
-        lu.record(id, t0 + 9 * SECOND);
+        lu.record(id, t0 + 9 * SECOND, None);
         lu.restore(batch);
         assert_eq!(lu.take()[0].at, from_unix_micros(t0 + 9 * SECOND));
     }

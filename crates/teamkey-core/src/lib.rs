@@ -49,6 +49,7 @@ mod authority;
 mod cache;
 mod clock;
 mod error;
+pub mod events;
 mod format;
 mod hash;
 mod ident;
@@ -58,6 +59,7 @@ mod manager;
 #[cfg(feature = "memory")]
 mod memory;
 mod page;
+mod policy;
 mod presented;
 mod record;
 mod refusal_log;
@@ -90,12 +92,13 @@ pub use ident::{
 };
 pub use manager::{
     CreateOptions, DEFAULT_LAST_USED_INTERVAL, DEFAULT_MAX_ACTIVE_KEYS, DEFAULT_MAX_GRACE,
-    DEFAULT_MAX_LIFETIME, KeyManager, KeyManagerBuilder, NewKey,
+    DEFAULT_MAX_LIFETIME, KeyManager, KeyManagerBuilder, NewKey, OnBehalfOf,
 };
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, ListQuery, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use policy::{DEFAULT_POLICY_TTL, PolicyError, TeamPolicy, TeamRules};
 pub use presented::HeaderRules;
 pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RecordDecodeError, RotateOutcome, Rotation};
 pub use store::KeyStore;

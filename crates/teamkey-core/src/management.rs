@@ -10,12 +10,16 @@
 //!   `{"key", ...KeyInfo}`; `expires_at` is RFC 3339 (any offset, kept in
 //!   UTC), `expires_in` seconds;
 //! - revoke: 204; rotate: `{"grace_seconds"?}` (`{}` for none) -> 201 like create;
+//! - events (`GET /api-keys/events`): `?limit=N&cursor=C` -> 200
+//!   `{"data": [KeyEvent, ...], "next_cursor": C|null}`, newest first: the
+//!   team's audit trail (501 from a store that keeps none);
 //! - `POST` bodies must be `Content-Type: application/json` (else 415), so
 //!   that a cross-site HTML form cannot send one;
 //! - errors: `{"error": code, "message": text}`: 400 malformed JSON or
-//!   query, 403 beyond the caller's authority (see [`Authority`]), 404
+//!   query, 403 beyond the caller's authority (see [`Authority`]) or the
+//!   team's plan (`plan_required`, `scopes_not_in_plan`), 404
 //!   unknown id or another team's key, 409 already rotated, 415 not JSON,
-//!   422 invalid input or a limit reached, 503 store down. Nothing is
+//!   422 invalid input or a limit reached, 503 store or policy down. Nothing is
 //!   written on any error.
 //!
 //! Every reply carries `Cache-Control: no-store`: a create or rotate reply
@@ -30,10 +34,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::authority::{Authority, Refusal};
-use crate::error::{ManageError, ValidationError};
+use crate::error::{ManageError, StoreError, ValidationError};
+use crate::events::{Actor, EventId, EventQuery, KeyEvent, Origin, RequestContext};
 use crate::ident::{KeyId, Scope, Scopes, TeamId};
 use crate::manager::{CreateOptions, KeyManager, NewKey};
-use crate::page::{Cursor, PageRequest};
+use crate::page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, PageRequest};
 use crate::record::KeyInfo;
 
 #[cfg(feature = "openapi")]
@@ -53,11 +58,13 @@ pub const MANAGE_SCOPE: &str = "keys:manage";
 /// For a dashboard session whose user administers the whole team:
 ///
 /// ```
+/// use teamkey_core::events::Actor;
 /// use teamkey_core::management::KeyAdmin;
 /// use teamkey_core::{Authority, TeamId};
 ///
 /// struct TeamOwner {
 ///     team: TeamId,
+///     email: String,
 /// }
 ///
 /// impl KeyAdmin for TeamOwner {
@@ -67,6 +74,10 @@ pub const MANAGE_SCOPE: &str = "keys:manage";
 ///     // A signed-in owner may grant every scope of the team.
 ///     fn authority(&self) -> Authority {
 ///         Authority::whole_team()
+///     }
+///     // Named in the audit events of the changes they make.
+///     fn actor(&self) -> Actor {
+///         Actor::user(&self.email)
 ///     }
 /// }
 /// ```
@@ -78,6 +89,22 @@ pub trait KeyAdmin {
     /// [`Authority::of_key`] (only what it holds); a signed-in team
     /// administrator may get [`Authority::whole_team`].
     fn authority(&self) -> Authority;
+
+    /// Who the caller is, for the audit events of its changes: the key
+    /// ([`Actor::Key`]) or the app's user ([`Actor::user`]).
+    fn actor(&self) -> Actor;
+
+    /// The request the call came from (request id, client IP, user
+    /// agent), for the audit events. Adapters fill it in; the default
+    /// knows nothing.
+    fn context(&self) -> RequestContext {
+        RequestContext::default()
+    }
+}
+
+/// Who acts, for [`KeyManager::on_behalf_of`].
+fn origin<A: KeyAdmin + ?Sized>(admin: &A) -> Origin {
+    Origin::new(admin.actor()).context(admin.context())
 }
 
 /// Headers every management reply carries, besides `Content-Type:
@@ -144,9 +171,11 @@ impl Reply {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 struct ErrorBody {
     /// A stable code to branch on: `invalid_request` (400, 422),
-    /// `unauthorized` (401), `forbidden` (403), `not_found` (404),
-    /// `already_rotated` (409), `unsupported_media_type` (415),
-    /// `too_many_keys` (422), `unavailable` (503), `internal` (500).
+    /// `unauthorized` (401), `forbidden` (403), `plan_required` (403: the
+    /// team's plan has no API access), `scopes_not_in_plan` (403),
+    /// `not_found` (404), `already_rotated` (409),
+    /// `unsupported_media_type` (415), `too_many_keys` (422),
+    /// `not_implemented` (501), `unavailable` (503), `internal` (500).
     error: String,
     /// 403 `refused: expires_at`: the latest expiry the caller may grant
     /// (its own), RFC 3339.
@@ -166,7 +195,7 @@ struct ErrorBody {
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     refused: Option<String>,
     /// 403: the scopes the caller may not grant, or that the key to rotate
-    /// or revoke has and the caller lacks.
+    /// or revoke has and the caller lacks, or that the plan does not grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Scope>>, nullable = false))]
     refused_scopes: Option<Vec<String>>,
@@ -193,6 +222,16 @@ impl ErrorBody {
 struct KeyList {
     /// The keys, newest first.
     data: Vec<KeyInfo>,
+    /// Send it back as `?cursor=` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /api-keys/events`: one page of the team's audit events.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+struct EventList {
+    /// The events, newest first.
+    data: Vec<KeyEvent>,
     /// Send it back as `?cursor=` for the next page; `null` on the last.
     next_cursor: Option<String>,
 }
@@ -291,6 +330,26 @@ impl From<ManageError> for Reply {
                         &format!("A team may have at most {max} active keys; revoke one first."),
                     )
                 },
+            ),
+            ManageError::NoApiAccess => Self::error(
+                403,
+                "plan_required",
+                "Your team's plan does not include API access. Upgrade the plan to create API keys.",
+            ),
+            ManageError::ScopesNotInPlan { scopes } => Self::json(
+                403,
+                &ErrorBody {
+                    refused_scopes: Some(scope_names(&scopes)),
+                    ..ErrorBody::new(
+                        "scopes_not_in_plan",
+                        "Your team's plan does not grant these scopes.",
+                    )
+                },
+            ),
+            ManageError::Store(StoreError::Unsupported(what)) => Self::error(
+                501,
+                "not_implemented",
+                &format!("This server's key store does not support {what}."),
             ),
             _ => Self::error(
                 503,
@@ -464,10 +523,55 @@ async fn create_reply<A: KeyAdmin + ?Sized>(
             options.expires_at = expires_at;
             options.expires_in = None;
             let new = keys
+                .on_behalf_of(origin(admin))
                 .create(admin.team_id(), &request.name, options)
                 .await
                 .map_err(Reply::from)?;
             Ok(created(&new))
+        }
+        .await,
+    )
+}
+
+/// `GET /api-keys/events?limit=N&cursor=C`: one page of the team's audit
+/// events, newest first; `query` is the raw query string.
+pub async fn events<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
+    let reply = events_reply(keys, admin, query).await;
+    logged(reply, "events", admin.team_id(), None)
+}
+
+async fn events_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
+    #[derive(Deserialize)]
+    struct Params {
+        limit: Option<usize>,
+        cursor: Option<String>,
+    }
+    settle(
+        async {
+            let params: Params = serde_urlencoded::from_str(query).map_err(|_| {
+                Reply::error(
+                    400,
+                    "invalid_request",
+                    "Invalid query: limit must be a whole number, cursor a value from next_cursor.",
+                )
+            })?;
+            let limit = params.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+            if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+                return Err(ValidationError::InvalidPageLimit { max: MAX_PAGE_LIMIT }.into());
+            }
+            let mut query = EventQuery::newest(limit + 1);
+            if let Some(cursor) = params.cursor {
+                query = query.before(EventId::parse(&cursor)?);
+            }
+            let mut data = keys.events(admin.team_id(), query).await.map_err(Reply::from)?;
+            let more = data.len() > limit;
+            data.truncate(limit);
+            let next_cursor = if more {
+                data.last().map(|e| e.id.to_string())
+            } else {
+                None
+            };
+            Ok(Reply::json(200, &EventList { data, next_cursor }))
         }
         .await,
     )
@@ -489,7 +593,10 @@ async fn revoke_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, id: &s
         async {
             let id = key_id(id)?;
             managed_key(keys, admin, &id).await?;
-            keys.revoke(admin.team_id(), &id).await.map_err(Reply::from)?;
+            keys.on_behalf_of(origin(admin))
+                .revoke(admin.team_id(), &id)
+                .await
+                .map_err(Reply::from)?;
             Ok(Reply {
                 status: 204,
                 body: None,
@@ -533,6 +640,7 @@ async fn rotate_reply<A: KeyAdmin + ?Sized>(
             // The successor inherits the old key's scopes and expiry.
             admin.authority().check_grant(&old.scopes, old.expires_at)?;
             let new = keys
+                .on_behalf_of(origin(admin))
                 .rotate(admin.team_id(), &id, grace)
                 .await
                 .map_err(Reply::from)?;
@@ -566,6 +674,9 @@ mod tests {
         }
         fn authority(&self) -> Authority {
             self.authority.clone()
+        }
+        fn actor(&self) -> Actor {
+            Actor::user("tester")
         }
     }
 

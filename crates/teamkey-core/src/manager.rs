@@ -2,6 +2,7 @@
 //! verification, over any [`KeyStore`].
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
@@ -9,11 +10,13 @@ use time::{Duration, OffsetDateTime};
 use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup};
 use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
+use crate::events::{EventKind, EventQuery, EventSink, KeyEvent, Origin};
 use crate::format::{ApiKey, KeyFormat};
 use crate::hash::{Hasher, Pepper};
 use crate::ident::{KeyId, KeyName, Scopes, TeamId};
 use crate::last_used::LastUsed;
 use crate::page::{Cursor, ListQuery, Page, PageRequest};
+use crate::policy::{DEFAULT_POLICY_TTL, PolicyCache, TeamPolicy, TeamRules};
 use crate::presented::HeaderRules;
 use crate::record::{KeyInfo, KeyRecord, Principal, RotateOutcome, Rotation};
 use crate::refusal_log::RefusalLog;
@@ -107,6 +110,12 @@ struct Inner {
     limits: Limits,
     refusals: RefusalLog,
     cache: Option<Cache>,
+    policy: Option<PolicyCache>,
+    sink: Option<Arc<dyn EventSink>>,
+    record_client_ips: bool,
+    /// Keys whose `key.expired` event this process already recorded (or is
+    /// recording): one store write per expired key, not one per request.
+    expired_seen: quick_cache::sync::Cache<KeyId, ()>,
     /// Creations (and rotations that keep the old key alive) of one team
     /// take turns here, so that the count of active keys they check is
     /// the count they write against (within this process).
@@ -195,6 +204,9 @@ pub struct KeyManagerBuilder {
     limits: Limits,
     pepper_required: bool,
     cache: Option<(Arc<dyn InvalidationSource>, CacheConfig)>,
+    policy: Option<(Arc<dyn TeamPolicy>, std::time::Duration)>,
+    sink: Option<Arc<dyn EventSink>>,
+    record_client_ips: bool,
 }
 
 impl KeyManagerBuilder {
@@ -269,6 +281,43 @@ impl KeyManagerBuilder {
         self
     }
 
+    /// Asks `policy` what each team may do: API access (on verification
+    /// and creation), grantable scopes, key count and required expiry. See
+    /// [`TeamPolicy`]. Default: every team may do everything within the
+    /// manager's limits.
+    pub fn policy(mut self, policy: impl TeamPolicy) -> Self {
+        let ttl = self.policy.as_ref().map_or(DEFAULT_POLICY_TTL, |(_, ttl)| *ttl);
+        self.policy = Some((Arc::new(policy), ttl));
+        self
+    }
+
+    /// How long a team's policy answer is kept for verifications: a plan
+    /// change reaches every verification within it (management calls ask
+    /// anew every time). Default: [`DEFAULT_POLICY_TTL`] (30 s).
+    pub fn policy_ttl(mut self, ttl: std::time::Duration) -> Self {
+        if let Some((_, kept)) = &mut self.policy {
+            *kept = ttl;
+        } else {
+            self.policy = Some((Arc::new(AllowAll), ttl));
+        }
+        self
+    }
+
+    /// Hands every event to `sink` too, after its change (see [`EventSink`]).
+    pub fn event_sink(mut self, sink: impl EventSink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Records the client address of each key's last use beside its time
+    /// (when the adapter knows it: [`verify_from`](KeyManager::verify_from)).
+    /// Off by default: an IP address is personal data in some
+    /// jurisdictions; turn it on only where you may keep it.
+    pub fn record_client_ips(mut self, record: bool) -> Self {
+        self.record_client_ips = record;
+        self
+    }
+
     /// Refuse to build without a [`pepper`](Self::pepper): for services
     /// whose keys must be peppered, so that a missing secret stops the
     /// start-up instead of silently making unpeppered keys.
@@ -295,6 +344,10 @@ impl KeyManagerBuilder {
                 limits: self.limits,
                 refusals: RefusalLog::default(),
                 team_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+                policy: self.policy.map(|(policy, ttl)| PolicyCache::new(policy, ttl)),
+                sink: self.sink,
+                record_client_ips: self.record_client_ips,
+                expired_seen: quick_cache::sync::Cache::new(EXPIRED_SEEN),
                 cache: self.cache.map(|(source, config)| Cache {
                     state: CacheState::new(config),
                     source,
@@ -346,6 +399,9 @@ impl KeyManager {
             },
             pepper_required: false,
             cache: None,
+            policy: None,
+            sink: None,
+            record_client_ips: false,
         }
     }
 
@@ -367,9 +423,19 @@ impl KeyManager {
         &self.inner.team_locks[stripe]
     }
 
-    /// Refuses when `team_id` already has the most active keys allowed.
-    async fn check_room(&self, team_id: &TeamId, now: OffsetDateTime) -> Result<(), ManageError> {
-        let max = self.inner.limits.max_active_keys;
+    /// Refuses when `team_id` already has the most active keys allowed
+    /// (by the manager, and by the team's rules).
+    async fn check_room(
+        &self,
+        team_id: &TeamId,
+        rules: &TeamRules,
+        now: OffsetDateTime,
+    ) -> Result<(), ManageError> {
+        let max = rules
+            .max_active_keys
+            .map_or(self.inner.limits.max_active_keys, |m| {
+                m.min(self.inner.limits.max_active_keys)
+            });
         if self.inner.store.count_active(team_id, now).await? >= max {
             return Err(ManageError::TooManyKeys { max });
         }
@@ -420,8 +486,21 @@ impl KeyManager {
     /// This call acts with the operator's full authority: check a limited
     /// caller first with [`Authority::check_grant`](crate::Authority::check_grant),
     /// as the [`management`](crate::management) API does.
+    ///
+    /// The `key.created` event names [`Actor::System`](crate::events::Actor::System);
+    /// name the actor with [`on_behalf_of`](Self::on_behalf_of).
     pub async fn create(
         &self,
+        team_id: &TeamId,
+        name: &str,
+        options: CreateOptions,
+    ) -> Result<NewKey, ManageError> {
+        self.create_as(&Origin::system(), team_id, name, options).await
+    }
+
+    async fn create_as(
+        &self,
+        origin: &Origin,
         team_id: &TeamId,
         name: &str,
         options: CreateOptions,
@@ -429,16 +508,20 @@ impl KeyManager {
         let name = KeyName::new(name)?;
         let now = self.now();
         let expires_at = self.expiry(&options, now)?;
+        let rules = self.rules_for_change(team_id).await?;
+        check_plan(&rules, &options.scopes, expires_at, now)?;
         let _turn = self.team_lock(team_id).lock().await;
-        self.check_room(team_id, now).await?;
+        self.check_room(team_id, &rules, now).await?;
         for _ in 0..ID_ATTEMPTS {
             let (key, record) = self.mint(team_id, &name, &options.scopes, expires_at, now)?;
-            let inserted = self.inner.store.insert(&record).await;
+            let event = KeyEvent::new(EventKind::Created, now, &record, origin);
+            let inserted = self.inner.store.insert(&record, &event).await;
             // An unknown id may be cached as unknown; it is known now.
             self.forget(&record.id);
             match inserted {
                 Ok(()) => {
-                    tracing::info!(key_id = %record.id, team_id = %team_id, "API key created");
+                    tracing::info!(key_id = %record.id, team_id = %team_id, actor = ?origin.actor, "API key created");
+                    self.announce(event);
                     return Ok(NewKey {
                         key,
                         info: record.info(),
@@ -449,6 +532,22 @@ impl KeyManager {
             }
         }
         Err(StoreError::Conflict.into())
+    }
+
+    /// The team's rules as a change must obey them: asked anew (no TTL),
+    /// so that a plan change applies to the very next change.
+    async fn rules_for_change(&self, team_id: &TeamId) -> Result<Arc<TeamRules>, ManageError> {
+        match &self.inner.policy {
+            None => Ok(Arc::new(TeamRules::allow_all())),
+            Some(policy) => policy.fresh_rules(team_id).await.map_err(ManageError::Policy),
+        }
+    }
+
+    /// Hands a recorded event to the app's sink, if any.
+    fn announce(&self, event: KeyEvent) {
+        if let Some(sink) = &self.inner.sink {
+            crate::events::dispatch(sink, event);
+        }
     }
 
     /// The expiry a key made now with `options` would get, checked as
@@ -528,12 +627,31 @@ impl KeyManager {
     /// Revokes a key of `team_id`: it fails verification from the very next
     /// call. A key of another team, an unknown or an already revoked key is
     /// [`ManageError::NotFound`] and nothing changes.
+    ///
+    /// The `key.revoked` event names [`Actor::System`](crate::events::Actor::System);
+    /// name the actor with [`on_behalf_of`](Self::on_behalf_of).
     pub async fn revoke(&self, team_id: &TeamId, key_id: &KeyId) -> Result<(), ManageError> {
-        let revoked = self.inner.store.revoke(team_id, key_id, self.now()).await;
+        self.revoke_as(&Origin::system(), team_id, key_id).await
+    }
+
+    async fn revoke_as(&self, origin: &Origin, team_id: &TeamId, key_id: &KeyId) -> Result<(), ManageError> {
+        let now = self.now();
+        // The event names the key as the table showed it; revoked keys
+        // (and other teams' keys) are not found, expired ones still are.
+        let record = self
+            .inner
+            .store
+            .get(key_id)
+            .await?
+            .filter(|r| &r.id == key_id && &r.team_id == team_id && r.revoked_at.is_none())
+            .ok_or(ManageError::NotFound)?;
+        let event = KeyEvent::new(EventKind::Revoked, now, &record, origin);
+        let revoked = self.inner.store.revoke(&event).await;
         // Whatever the outcome: the next verification reads the store.
         self.forget(key_id);
         if revoked? {
-            tracing::info!(key_id = %key_id, team_id = %team_id, "API key revoked");
+            tracing::info!(key_id = %key_id, team_id = %team_id, actor = ?origin.actor, "API key revoked");
+            self.announce(event);
             Ok(())
         } else {
             Err(ManageError::NotFound)
@@ -546,8 +664,21 @@ impl KeyManager {
     /// grace), then stops. A zero grace retires it at once. Of concurrent
     /// rotations of one key exactly one succeeds; the others get
     /// [`ManageError::AlreadyRotated`].
+    ///
+    /// The `key.rotated` event names [`Actor::System`](crate::events::Actor::System);
+    /// name the actor with [`on_behalf_of`](Self::on_behalf_of).
     pub async fn rotate(
         &self,
+        team_id: &TeamId,
+        key_id: &KeyId,
+        grace: Duration,
+    ) -> Result<NewKey, ManageError> {
+        self.rotate_as(&Origin::system(), team_id, key_id, grace).await
+    }
+
+    async fn rotate_as(
+        &self,
+        origin: &Origin,
         team_id: &TeamId,
         key_id: &KeyId,
         grace: Duration,
@@ -573,11 +704,18 @@ impl KeyManager {
         if old.replaced_by.is_some() {
             return Err(ManageError::AlreadyRotated);
         }
+        // The successor keeps the old key's scopes and lifetime, so only
+        // the plan's API access and key count are asked again: a plan
+        // narrowed since must not stop the rotation of a leaked key.
+        let rules = self.rules_for_change(team_id).await?;
+        if !rules.api_access {
+            return Err(ManageError::NoApiAccess);
+        }
         // With a grace period the old key stays active beside its
         // successor: that is one more active key, and counts as a creation.
         let _turn = if grace.is_positive() {
             let turn = self.team_lock(team_id).lock().await;
-            self.check_room(team_id, now).await?;
+            self.check_room(team_id, &rules, now).await?;
             Some(turn)
         } else {
             None
@@ -586,19 +724,18 @@ impl KeyManager {
         // saturating keeps it panic-free regardless.
         let retire_at = now.saturating_add(grace);
         for _ in 0..ID_ATTEMPTS {
-            let (key, successor) = self.mint(team_id, &old.name, &old.scopes, old.expires_at, now)?;
-            let rotation = Rotation {
-                team_id: team_id.clone(),
-                old: old.id,
-                retire_at,
-                successor,
-            };
+            let (key, mut successor) = self.mint(team_id, &old.name, &old.scopes, old.expires_at, now)?;
+            successor.rotated_from = Some(old.id);
+            let mut event = KeyEvent::new(EventKind::Rotated, now, &old, origin);
+            event.successor_id = Some(successor.id);
+            let rotation = Rotation::new(team_id.clone(), old.id, retire_at, successor, event);
             let outcome = self.inner.store.rotate(&rotation).await;
             self.forget(&old.id);
             self.forget(&rotation.successor.id);
             match outcome {
                 Ok(RotateOutcome::Rotated) => {
-                    tracing::info!(key_id = %old.id, successor = %key.id(), team_id = %team_id, "API key rotated");
+                    tracing::info!(key_id = %old.id, successor = %key.id(), team_id = %team_id, actor = ?origin.actor, "API key rotated");
+                    self.announce(rotation.event.clone());
                     return Ok(NewKey {
                         key,
                         info: rotation.successor.info(),
@@ -621,7 +758,20 @@ impl KeyManager {
     /// key) and kept in the error; clients should only see
     /// [`VerifyError::rejection`].
     pub async fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
-        self.check(presented).await.inspect_err(|e| self.log_refusal(e))
+        self.verify_from(presented, None).await
+    }
+
+    /// [`verify`](Self::verify), from a client at `client_ip`: the address
+    /// is kept as the key's last-used IP when the manager
+    /// [records client IPs](KeyManagerBuilder::record_client_ips).
+    pub async fn verify_from(
+        &self,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Principal, VerifyError> {
+        self.check(presented, client_ip)
+            .await
+            .inspect_err(|e| self.refused(e))
     }
 
     /// Reads the key from a request's header values by `rules`, then
@@ -633,17 +783,74 @@ impl KeyManager {
         key_header: impl IntoIterator<Item = &'a [u8]>,
         authorization: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Principal, VerifyError> {
+        self.verify_headers_from(rules, key_header, authorization, None)
+            .await
+    }
+
+    /// [`verify_headers`](Self::verify_headers), from a client at
+    /// `client_ip` (see [`verify_from`](Self::verify_from)).
+    pub async fn verify_headers_from<'a>(
+        &self,
+        rules: &HeaderRules,
+        key_header: impl IntoIterator<Item = &'a [u8]>,
+        authorization: impl IntoIterator<Item = &'a [u8]>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Principal, VerifyError> {
         match rules.presented(key_header, authorization) {
-            Ok(presented) => self.verify(presented).await,
-            Err(problem) => Err(VerifyError::Header(problem)).inspect_err(|e| self.log_refusal(e)),
+            Ok(presented) => self.verify_from(presented, client_ip).await,
+            Err(problem) => Err(VerifyError::Header(problem)).inspect_err(|e| self.refused(e)),
         }
     }
 
-    fn log_refusal(&self, error: &VerifyError) {
+    /// Logs a refusal, and records `key.expired` the first time an
+    /// expired key is presented.
+    fn refused(&self, error: &VerifyError) {
         self.inner.refusals.refused(error, self.inner.clock.unix_micros());
+        if let VerifyError::Expired { key_id } = error {
+            self.expired(*key_id);
+        }
     }
 
-    async fn check(&self, presented: &str) -> Result<Principal, VerifyError> {
+    /// Records `key.expired` for `key_id`, once: once per process by a
+    /// bounded set, once overall by the store's unique `once_key`. Off the
+    /// request path.
+    fn expired(&self, key_id: KeyId) {
+        if self.inner.expired_seen.get(&key_id).is_some() {
+            return;
+        }
+        self.inner.expired_seen.insert(key_id, ());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        runtime.spawn(async move {
+            if let Err(e) = this.record_expired(key_id).await {
+                // Forget it, so that the next refusal tries again.
+                this.inner.expired_seen.remove(&key_id);
+                tracing::warn!(key_id = %key_id, error = %e, "teamkey events: key.expired not recorded; will retry");
+            }
+        });
+    }
+
+    async fn record_expired(&self, key_id: KeyId) -> Result<(), StoreError> {
+        let Some(record) = self.inner.store.get(&key_id).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        // A key rotated away with no grace expired by the rotation: its
+        // `key.rotated` says so. Revoked keys are `key.revoked`.
+        let expired_by_time = record.expires_at.is_some_and(|at| at <= now);
+        if record.revoked_at.is_some() || !expired_by_time {
+            return Ok(());
+        }
+        let event = KeyEvent::new(EventKind::Expired, now, &record, &Origin::system());
+        if self.inner.store.append_event(&event).await? {
+            self.announce(event);
+        }
+        Ok(())
+    }
+
+    async fn check(&self, presented: &str, client_ip: Option<IpAddr>) -> Result<Principal, VerifyError> {
         if let Some(cache) = &self.inner.cache {
             self.start_cache(cache);
         }
@@ -675,7 +882,14 @@ impl KeyManager {
         if record.expires_at.is_some_and(|at| unix_micros(at) <= now) {
             return Err(VerifyError::Expired { key_id });
         }
-        if self.inner.last_used.record(key_id, now) {
+        if let Some(policy) = &self.inner.policy {
+            let rules = policy.rules(&record.team_id).await.map_err(VerifyError::Policy)?;
+            if !rules.api_access {
+                return Err(VerifyError::NoApiAccess { key_id });
+            }
+        }
+        let client_ip = client_ip.filter(|_| self.inner.record_client_ips);
+        if self.inner.last_used.record(key_id, now, client_ip) {
             self.spawn_flush();
         }
         Ok(Principal::new(record))
@@ -735,6 +949,96 @@ impl KeyManager {
         }
     }
 
+    /// Forgets the team's policy answer on this instance: its next
+    /// verification asks the [`TeamPolicy`] again. Call it when the app
+    /// changes a team's plan, for the change to apply at once here (other
+    /// instances apply it within the policy TTL).
+    pub fn invalidate_team(&self, team_id: &TeamId) {
+        if let Some(policy) = &self.inner.policy {
+            policy.forget(team_id);
+        }
+    }
+
+    /// Changes made by `origin`: its actor and request context go into the
+    /// events of the changes.
+    ///
+    /// ```
+    /// use teamkey_core::events::{Actor, Origin, RequestContext};
+    /// use teamkey_core::{CreateOptions, KeyManager, MemoryStore, TeamId};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let keys = KeyManager::new(MemoryStore::new());
+    /// let team = TeamId::new("acme")?;
+    /// let origin = Origin::new(Actor::user("owner@acme.test"))
+    ///     .context(RequestContext::new().request_id("req-42"));
+    /// keys.on_behalf_of(origin).create(&team, "CI", CreateOptions::new()).await?;
+    ///
+    /// let events = keys.events(&team, teamkey_core::events::EventQuery::newest(10)).await?;
+    /// assert_eq!(events[0].actor, Actor::user("owner@acme.test"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_behalf_of(&self, origin: Origin) -> OnBehalfOf<'_> {
+        OnBehalfOf { keys: self, origin }
+    }
+
+    /// One page of the team's events, newest first. Never another team's.
+    /// [`StoreError::Unsupported`] from a store that keeps none.
+    pub async fn events(&self, team_id: &TeamId, query: EventQuery) -> Result<Vec<KeyEvent>, ManageError> {
+        let mut events = self.inner.store.events(team_id, &query).await?;
+        // A store that answers more than asked cannot leak or stretch a page.
+        events.retain(|e| query.matches(team_id, e));
+        events.sort_by(|a, b| b.id.cmp(&a.id));
+        events.truncate(query.limit);
+        Ok(events)
+    }
+
+    /// Records `key.expiring` for active keys that expire within 7 days
+    /// (`days_left: 7`) and within 1 day (`days_left: 1`), each notice
+    /// once per key however often it runs, on however many instances.
+    /// Run it on a schedule (hourly is plenty). Returns how many events
+    /// it recorded. Needs a store that keeps events.
+    ///
+    /// ```no_run
+    /// # async fn run(keys: teamkey_core::KeyManager) {
+    /// let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    /// loop {
+    ///     every_hour.tick().await;
+    ///     if let Err(e) = keys.sweep_expiring().await {
+    ///         eprintln!("expiry sweep failed: {e}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn sweep_expiring(&self) -> Result<usize, ManageError> {
+        const BATCH: usize = 500;
+        let now = self.now();
+        let mut recorded = 0;
+        for days in EXPIRY_NOTICES {
+            let until = now.saturating_add(Duration::days(i64::from(days)));
+            let mut after = now;
+            loop {
+                let soon = self.inner.store.expiring(after, until, BATCH).await?;
+                for record in &soon {
+                    let mut event = KeyEvent::new(EventKind::Expiring, now, record, &Origin::system());
+                    event.days_left = Some(days);
+                    if self.inner.store.append_event(&event).await? {
+                        recorded += 1;
+                        self.announce(event);
+                    }
+                }
+                match soon.last().and_then(|r| r.expires_at) {
+                    // Keys sharing the last expiry instant across a batch
+                    // boundary are asked again; once_key skips repeats.
+                    Some(last) if soon.len() == BATCH && last > after => after = last,
+                    _ => break,
+                }
+            }
+        }
+        Ok(recorded)
+    }
+
     /// Whether verifications are cached, and how many entries are held.
     pub fn cached_entries(&self) -> Option<usize> {
         self.inner.cache.as_ref().map(|c| c.state.len())
@@ -773,6 +1077,84 @@ impl KeyManager {
                 Err(e)
             }
         }
+    }
+}
+
+/// Days before expiry at which `key.expiring` is recorded.
+const EXPIRY_NOTICES: [u8; 2] = [7, 1];
+
+/// Keys whose `key.expired` one process remembers recording.
+const EXPIRED_SEEN: usize = 10_000;
+
+/// A policy that allows everything: what `policy_ttl` without `policy` keeps.
+struct AllowAll;
+
+#[async_trait::async_trait]
+impl TeamPolicy for AllowAll {
+    async fn rules(&self, _: &TeamId) -> Result<TeamRules, crate::policy::PolicyError> {
+        Ok(TeamRules::allow_all())
+    }
+}
+
+/// Refuses a new key the team's plan does not allow.
+fn check_plan(
+    rules: &TeamRules,
+    scopes: &Scopes,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), ManageError> {
+    if !rules.api_access {
+        return Err(ManageError::NoApiAccess);
+    }
+    let ungrantable = rules.ungrantable(scopes);
+    if !ungrantable.is_empty() {
+        return Err(ManageError::ScopesNotInPlan { scopes: ungrantable });
+    }
+    match (expires_at, rules.max_lifetime) {
+        (None, _) if rules.require_expiry => Err(ValidationError::ExpiryRequired.into()),
+        (Some(at), Some(max)) if now.checked_add(max).is_none_or(|limit| at > limit) => {
+            Err(ValidationError::ExpiryTooFar {
+                max_days: max.whole_days(),
+            }
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Changes made on behalf of an [`Origin`]: from
+/// [`KeyManager::on_behalf_of`]. The same calls as the manager's own, with
+/// the actor and request context in their events.
+#[derive(Debug)]
+pub struct OnBehalfOf<'a> {
+    keys: &'a KeyManager,
+    origin: Origin,
+}
+
+impl OnBehalfOf<'_> {
+    /// [`KeyManager::create`], by this origin.
+    pub async fn create(
+        &self,
+        team_id: &TeamId,
+        name: &str,
+        options: CreateOptions,
+    ) -> Result<NewKey, ManageError> {
+        self.keys.create_as(&self.origin, team_id, name, options).await
+    }
+
+    /// [`KeyManager::revoke`], by this origin.
+    pub async fn revoke(&self, team_id: &TeamId, key_id: &KeyId) -> Result<(), ManageError> {
+        self.keys.revoke_as(&self.origin, team_id, key_id).await
+    }
+
+    /// [`KeyManager::rotate`], by this origin.
+    pub async fn rotate(
+        &self,
+        team_id: &TeamId,
+        key_id: &KeyId,
+        grace: Duration,
+    ) -> Result<NewKey, ManageError> {
+        self.keys.rotate_as(&self.origin, team_id, key_id, grace).await
     }
 }
 

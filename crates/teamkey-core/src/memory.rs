@@ -8,6 +8,7 @@ use foldhash::{HashMap, HashSet};
 use time::OffsetDateTime;
 
 use crate::error::StoreError;
+use crate::events::{EventQuery, KeyEvent};
 use crate::ident::{KeyId, TeamId};
 use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
 use crate::store::KeyStore;
@@ -32,6 +33,10 @@ pub struct MemoryStore {
 struct Tables {
     keys: HashMap<KeyId, Arc<KeyRecord>>,
     by_team: HashMap<TeamId, HashSet<KeyId>>,
+    /// Each team's events, in the order they were recorded.
+    events: HashMap<TeamId, Vec<KeyEvent>>,
+    /// The [`KeyEvent::once_key`]s recorded.
+    once: HashSet<String>,
 }
 
 impl Tables {
@@ -45,6 +50,13 @@ impl Tables {
             .or_default()
             .insert(record.id);
         Ok(())
+    }
+
+    fn record_event(&mut self, event: &KeyEvent) {
+        self.events
+            .entry(event.team_id.clone())
+            .or_default()
+            .push(event.clone());
     }
 
     /// The team's unrevoked record with this id, to change. Copy on write:
@@ -76,8 +88,11 @@ impl MemoryStore {
 
 #[async_trait]
 impl KeyStore for MemoryStore {
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.write().insert(record)
+    async fn insert(&self, record: &KeyRecord, event: &KeyEvent) -> Result<(), StoreError> {
+        let mut tables = self.write();
+        tables.insert(record)?;
+        tables.record_event(event);
+        Ok(())
     }
 
     async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
@@ -97,11 +112,12 @@ impl KeyStore for MemoryStore {
             .collect())
     }
 
-    async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn revoke(&self, event: &KeyEvent) -> Result<bool, StoreError> {
         let mut tables = self.write();
-        match tables.owned_mut(team_id, key_id) {
+        match tables.owned_mut(&event.team_id, &event.key_id) {
             Some(record) => {
-                record.revoked_at = Some(at);
+                record.revoked_at = Some(event.at);
+                tables.record_event(event);
                 Ok(true)
             }
             None => Ok(false),
@@ -125,14 +141,65 @@ impl KeyStore for MemoryStore {
                 .map_or(rotation.retire_at, |at| at.min(rotation.retire_at)),
         );
         tables.insert(&rotation.successor)?;
+        tables.record_event(&rotation.event);
         Ok(RotateOutcome::Rotated)
+    }
+
+    async fn append_event(&self, event: &KeyEvent) -> Result<bool, StoreError> {
+        let mut tables = self.write();
+        if let Some(once) = event.once_key()
+            && !tables.once.insert(once)
+        {
+            return Ok(false);
+        }
+        tables.record_event(event);
+        Ok(true)
+    }
+
+    async fn events(&self, team_id: &TeamId, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+        let tables = self.read();
+        let mut events: Vec<KeyEvent> = tables
+            .events
+            .get(team_id)
+            .into_iter()
+            .flatten()
+            .filter(|e| query.matches(team_id, e))
+            .cloned()
+            .collect();
+        events.sort_by(|a, b| b.id.cmp(&a.id));
+        events.truncate(query.limit);
+        Ok(events)
+    }
+
+    async fn expiring(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let tables = self.read();
+        let mut soon: Vec<KeyRecord> = tables
+            .keys
+            .values()
+            .filter(|r| r.revoked_at.is_none() && r.replaced_by.is_none())
+            .filter(|r| r.expires_at.is_some_and(|at| at > after && at <= until))
+            .map(|r| KeyRecord::clone(r))
+            .collect();
+        soon.sort_by_key(|r| (r.expires_at, r.id));
+        soon.truncate(limit);
+        Ok(soon)
     }
 
     async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         let mut tables = self.write();
         for u in uses {
             if let Some(record) = tables.keys.get_mut(&u.key_id).map(Arc::make_mut) {
-                record.last_used_at = Some(record.last_used_at.map_or(u.at, |t| t.max(u.at)));
+                if record.last_used_at.is_none_or(|t| t <= u.at) {
+                    record.last_used_at = Some(u.at);
+                    if u.ip.is_some() {
+                        record.last_used_ip = u.ip;
+                    }
+                }
             }
         }
         Ok(())

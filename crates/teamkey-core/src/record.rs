@@ -2,11 +2,13 @@
 //! says the caller is.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::events::KeyEvent;
 use crate::hash::{HashVersion, SecretDigest};
 use crate::ident::{KeyId, KeyName, Scopes, TeamId};
 
@@ -76,6 +78,14 @@ pub struct KeyRecord {
     /// The key that replaced this one in a rotation, if any.
     #[serde(default)]
     pub replaced_by: Option<KeyId>,
+    /// The key this one replaced in a rotation, if any.
+    #[serde(default)]
+    pub rotated_from: Option<KeyId>,
+    /// The client address of the last use, as last flushed; kept only when
+    /// the manager records client IPs (off by default: an IP is personal
+    /// data in some jurisdictions).
+    #[serde(default)]
+    pub last_used_ip: Option<IpAddr>,
 }
 
 /// The version [`KeyRecord::to_bytes`] writes.
@@ -120,6 +130,8 @@ impl KeyRecord {
             expires_at: None,
             revoked_at: None,
             replaced_by: None,
+            rotated_from: None,
+            last_used_ip: None,
         }
     }
 
@@ -138,6 +150,9 @@ impl KeyRecord {
             last_used_at: self.last_used_at,
             expires_at: self.expires_at,
             scopes: self.scopes.clone(),
+            rotated_from: self.rotated_from,
+            replaced_by: self.replaced_by,
+            last_used_ip: self.last_used_ip,
         }
     }
 
@@ -177,7 +192,8 @@ impl KeyRecord {
 
 /// One row of a key table: what a team may see of its keys. Serializes to
 /// `{"id", "name", "preview", "created_at", "last_used_at", "expires_at",
-/// "scopes"}` with RFC 3339 times.
+/// "scopes", "rotated_from", "replaced_by", "last_used_ip"}` with RFC 3339
+/// times; `last_used_ip` only when the manager records client IPs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyInfo {
@@ -202,6 +218,17 @@ pub struct KeyInfo {
     pub expires_at: Option<OffsetDateTime>,
     /// Permissions.
     pub scopes: Scopes,
+    /// The key this one replaced in a rotation: tells apart two keys of
+    /// the same name.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub rotated_from: Option<KeyId>,
+    /// The key that replaced this one (which then lives out its grace).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub replaced_by: Option<KeyId>,
+    /// The client address of the last use, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub last_used_ip: Option<IpAddr>,
 }
 
 /// Who a verified key says the caller is. Scope every query by
@@ -295,15 +322,33 @@ impl Serialize for Principal {
 /// One observed use of a key, as handed to
 /// [`KeyStore::record_last_used`](crate::KeyStore::record_last_used).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyUse {
     /// The key.
     pub key_id: KeyId,
     /// The latest time it verified.
     pub at: OffsetDateTime,
+    /// The client address of that use, when the manager records client
+    /// IPs; a store keeps it beside `at` (or ignores it).
+    pub ip: Option<IpAddr>,
+}
+
+impl KeyUse {
+    /// A use of `key_id` at `at`, address unknown.
+    pub fn new(key_id: KeyId, at: OffsetDateTime) -> Self {
+        Self { key_id, at, ip: None }
+    }
+
+    /// With the client's address.
+    pub fn ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.ip = ip;
+        self
+    }
 }
 
 /// One rotation, as handed to [`KeyStore::rotate`](crate::KeyStore::rotate).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Rotation {
     /// The team that must own the old key.
     pub team_id: TeamId,
@@ -312,8 +357,30 @@ pub struct Rotation {
     /// The old key stops verifying at this instant (or earlier, if it
     /// already expires earlier).
     pub retire_at: OffsetDateTime,
-    /// The new key, to insert.
+    /// The new key, to insert (its `rotated_from` is `old`).
     pub successor: KeyRecord,
+    /// The `key.rotated` event, to record with the change.
+    pub event: KeyEvent,
+}
+
+impl Rotation {
+    /// A rotation of `old` (of `team_id`) to `successor`, the old key
+    /// retiring at `retire_at`, recorded as `event`.
+    pub fn new(
+        team_id: TeamId,
+        old: KeyId,
+        retire_at: OffsetDateTime,
+        successor: KeyRecord,
+        event: KeyEvent,
+    ) -> Self {
+        Self {
+            team_id,
+            old,
+            retire_at,
+            successor,
+            event,
+        }
+    }
 }
 
 /// What [`KeyStore::rotate`](crate::KeyStore::rotate) did.

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::error::StoreError;
+use crate::events::{EventQuery, KeyEvent};
 use crate::ident::{KeyId, TeamId};
 use crate::page::{ListQuery, newest_first};
 use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
@@ -22,9 +23,11 @@ use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
 /// Object-safe: `Arc<dyn KeyStore>` works.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
-    /// Inserts a new record. A record with the same id already present is
-    /// [`StoreError::Conflict`], and nothing is written.
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError>;
+    /// Inserts a new record and its `key.created` event, both or neither
+    /// (one transaction, where the backend has them). A record with the
+    /// same id already present is [`StoreError::Conflict`], and nothing is
+    /// written. A store that keeps no events ignores `event`.
+    async fn insert(&self, record: &KeyRecord, event: &KeyEvent) -> Result<(), StoreError>;
 
     /// The record with this id, revoked or not, or `None`. On the request
     /// path: one point lookup, no write. Shared (`Arc`) so that an
@@ -61,16 +64,57 @@ pub trait KeyStore: Send + Sync + 'static {
             .count())
     }
 
-    /// Sets `revoked_at` on the record if it belongs to `team_id` and is not
-    /// yet revoked. `true` if it did; `false` (and no change) otherwise.
-    async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Sets `revoked_at` (to `event.at`) on the record `event.key_id` if it
+    /// belongs to `event.team_id` and is not yet revoked, and records the
+    /// `key.revoked` event with it. `true` if it did; `false` (and no
+    /// change, no event) otherwise.
+    async fn revoke(&self, event: &KeyEvent) -> Result<bool, StoreError>;
 
     /// Atomically: if `rotation.old` belongs to `rotation.team_id`, is not
     /// revoked and has no successor, set its `replaced_by` to the
     /// successor's id, lower its `expires_at` to `retire_at` (keep it if
-    /// already earlier) and insert the successor. Otherwise change nothing.
-    /// Of concurrent rotations of one key, exactly one may succeed.
+    /// already earlier), insert the successor and record `rotation.event`.
+    /// Otherwise change nothing. Of concurrent rotations of one key, exactly
+    /// one may succeed.
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+
+    /// Records an event that is not part of a change (`key.expired`,
+    /// `key.expiring`). An event whose [`KeyEvent::once_key`] is already
+    /// recorded is skipped: `Ok(false)`, so that instances racing to
+    /// record it record it once. `Ok(true)` if it was written.
+    ///
+    /// The default keeps nothing and answers `Ok(false)`.
+    async fn append_event(&self, event: &KeyEvent) -> Result<bool, StoreError> {
+        let _ = event;
+        Ok(false)
+    }
+
+    /// One page of the team's events, newest first (by id, descending),
+    /// older than `query.before`, at most `query.limit`. Never another
+    /// team's.
+    ///
+    /// The default is [`StoreError::Unsupported`]: a store that keeps no
+    /// events says so rather than answering an empty history.
+    async fn events(&self, team_id: &TeamId, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+        let _ = (team_id, query);
+        Err(StoreError::Unsupported("key events"))
+    }
+
+    /// Active keys of every team (not revoked, no successor) whose expiry
+    /// lies in `(after, until]`, at most `limit`, soonest first: what
+    /// [`KeyManager::sweep_expiring`](crate::KeyManager::sweep_expiring)
+    /// warns about.
+    ///
+    /// The default is [`StoreError::Unsupported`].
+    async fn expiring(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let _ = (after, until, limit);
+        Err(StoreError::Unsupported("expiry sweeps"))
+    }
 
     /// Raises `last_used_at` of each listed key to the given time (never
     /// lowers it). Unknown ids are ignored. Called with batches, off the
@@ -82,8 +126,8 @@ macro_rules! forward_store {
     ($($ptr:ty),*) => {$(
         #[async_trait]
         impl<S: KeyStore + ?Sized> KeyStore for $ptr {
-            async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-                (**self).insert(record).await
+            async fn insert(&self, record: &KeyRecord, event: &KeyEvent) -> Result<(), StoreError> {
+                (**self).insert(record, event).await
             }
             async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
                 (**self).get(key_id).await
@@ -101,16 +145,25 @@ macro_rules! forward_store {
             async fn count_active(&self, team_id: &TeamId, now: OffsetDateTime) -> Result<usize, StoreError> {
                 (**self).count_active(team_id, now).await
             }
-            async fn revoke(
-                &self,
-                team_id: &TeamId,
-                key_id: &KeyId,
-                at: OffsetDateTime,
-            ) -> Result<bool, StoreError> {
-                (**self).revoke(team_id, key_id, at).await
+            async fn revoke(&self, event: &KeyEvent) -> Result<bool, StoreError> {
+                (**self).revoke(event).await
             }
             async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
                 (**self).rotate(rotation).await
+            }
+            async fn append_event(&self, event: &KeyEvent) -> Result<bool, StoreError> {
+                (**self).append_event(event).await
+            }
+            async fn events(&self, team_id: &TeamId, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+                (**self).events(team_id, query).await
+            }
+            async fn expiring(
+                &self,
+                after: OffsetDateTime,
+                until: OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                (**self).expiring(after, until, limit).await
             }
             async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
                 (**self).record_last_used(uses).await

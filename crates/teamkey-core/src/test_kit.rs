@@ -53,6 +53,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
+use crate::events::{Actor, EventKind, EventQuery, KeyEvent, Origin};
 use crate::{
     Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManualClock,
     RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
@@ -150,6 +151,8 @@ pub struct Counts {
     pub rotate: AtomicUsize,
     /// `record_last_used` calls.
     pub record_last_used: AtomicUsize,
+    /// `append_event`, `events` and `expiring` calls.
+    pub events: AtomicUsize,
 }
 
 impl Counts {
@@ -162,6 +165,7 @@ impl Counts {
             &self.revoke,
             &self.rotate,
             &self.record_last_used,
+            &self.events,
         ]
         .iter()
         .map(|c| c.load(Ordering::SeqCst))
@@ -190,9 +194,9 @@ fn bump(counter: &AtomicUsize) {
 
 #[async_trait]
 impl<S: KeyStore> KeyStore for CountingStore<S> {
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+    async fn insert(&self, record: &KeyRecord, event: &KeyEvent) -> Result<(), StoreError> {
         bump(&self.counts.insert);
-        self.inner.insert(record).await
+        self.inner.insert(record, event).await
     }
     async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         bump(&self.counts.get);
@@ -202,9 +206,9 @@ impl<S: KeyStore> KeyStore for CountingStore<S> {
         bump(&self.counts.list);
         self.inner.list(team_id).await
     }
-    async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn revoke(&self, event: &KeyEvent) -> Result<bool, StoreError> {
         bump(&self.counts.revoke);
-        self.inner.revoke(team_id, key_id, at).await
+        self.inner.revoke(event).await
     }
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         bump(&self.counts.rotate);
@@ -224,6 +228,24 @@ impl<S: KeyStore> KeyStore for CountingStore<S> {
         bump(&self.counts.list);
         self.inner.count_active(team_id, now).await
     }
+    // Events: forwarded, counted as `events`.
+    async fn append_event(&self, event: &KeyEvent) -> Result<bool, StoreError> {
+        bump(&self.counts.events);
+        self.inner.append_event(event).await
+    }
+    async fn events(&self, team_id: &TeamId, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+        bump(&self.counts.events);
+        self.inner.events(team_id, query).await
+    }
+    async fn expiring(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        bump(&self.counts.events);
+        self.inner.expiring(after, until, limit).await
+    }
 }
 
 /// A store whose backend is always down: every call fails with
@@ -241,7 +263,7 @@ fn unavailable() -> StoreError {
 
 #[async_trait]
 impl KeyStore for UnavailableStore {
-    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
+    async fn insert(&self, _: &KeyRecord, _: &KeyEvent) -> Result<(), StoreError> {
         Err(unavailable())
     }
     async fn get(&self, _: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
@@ -250,7 +272,21 @@ impl KeyStore for UnavailableStore {
     async fn list(&self, _: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
         Err(unavailable())
     }
-    async fn revoke(&self, _: &TeamId, _: &KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn revoke(&self, _: &KeyEvent) -> Result<bool, StoreError> {
+        Err(unavailable())
+    }
+    async fn append_event(&self, _: &KeyEvent) -> Result<bool, StoreError> {
+        Err(unavailable())
+    }
+    async fn events(&self, _: &TeamId, _: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+        Err(unavailable())
+    }
+    async fn expiring(
+        &self,
+        _: OffsetDateTime,
+        _: OffsetDateTime,
+        _: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
         Err(unavailable())
     }
     async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -286,6 +322,8 @@ fn record(team: &TeamId, name: &str) -> KeyRecord {
         expires_at: None,
         revoked_at: None,
         replaced_by: None,
+        rotated_from: None,
+        last_used_ip: None,
     }
 }
 
@@ -359,12 +397,18 @@ async fn record_round_trip(kit: &Kit) {
     full.expires_at = Some(T0 + Duration::days(90));
     full.revoked_at = Some(T0 + Duration::days(1));
     full.replaced_by = Some(fresh_key_id());
-    store.insert(&full).await.expect("insert must succeed");
+    store
+        .insert(&full, &created(&full))
+        .await
+        .expect("insert must succeed");
     let check = "record_round_trip (every field set)";
     assert_same_record(check, &get(store, &full.id, check).await, &full);
 
     let bare = record(&team, "bare");
-    store.insert(&bare).await.expect("insert must succeed");
+    store
+        .insert(&bare, &created(&bare))
+        .await
+        .expect("insert must succeed");
     let check = "record_round_trip (optionals empty)";
     assert_same_record(check, &get(store, &bare.id, check).await, &bare);
 
@@ -379,11 +423,17 @@ async fn duplicate_id_is_a_conflict(kit: &Kit) {
     let store = &kit.store;
     let team = kit.team("dup");
     let first = record(&team, "first");
-    store.insert(&first).await.expect("insert must succeed");
+    store
+        .insert(&first, &created(&first))
+        .await
+        .expect("insert must succeed");
     let mut second = record(&kit.team("dup2"), "second");
     second.id = first.id;
     assert!(
-        matches!(store.insert(&second).await, Err(StoreError::Conflict)),
+        matches!(
+            store.insert(&second, &created(&second)).await,
+            Err(StoreError::Conflict)
+        ),
         "duplicate_id_is_a_conflict: inserting an existing id must be StoreError::Conflict"
     );
     let check = "duplicate_id_is_a_conflict: the original must be unchanged";
@@ -403,7 +453,7 @@ async fn active_keys_page_newest_first(kit: &Kit) {
         let mut r = record(&team, &format!("k{i}"));
         // Two pairs share a creation time: the id must break the tie.
         r.created_at = T0 + Duration::seconds(i / 2);
-        store.insert(&r).await.expect("insert must succeed");
+        store.insert(&r, &created(&r)).await.expect("insert must succeed");
         active.push(r);
     }
     let mut revoked = record(&team, "revoked");
@@ -412,7 +462,7 @@ async fn active_keys_page_newest_first(kit: &Kit) {
     expired.expires_at = Some(T0 + Duration::seconds(1));
     let foreign = record(&other, "other team");
     for r in [&revoked, &expired, &foreign] {
-        store.insert(r).await.expect("insert must succeed");
+        store.insert(r, &created(r)).await.expect("insert must succeed");
     }
     active.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     let want: Vec<KeyId> = active.iter().map(|r| r.id).collect();
@@ -463,7 +513,7 @@ async fn list_is_team_scoped(kit: &Kit) {
     a3.revoked_at = Some(T0);
     let g1 = record(&globex, "g1");
     for r in [&a1, &a2, &a3, &g1] {
-        store.insert(r).await.expect("insert must succeed");
+        store.insert(r, &created(r)).await.expect("insert must succeed");
     }
     let mut ids: Vec<KeyId> = store
         .list(&acme)
@@ -523,7 +573,10 @@ async fn teams_stay_apart(store: &Arc<dyn KeyStore>, owner: &TeamId, other: &Tea
         "team ids must compare exactly, case, accents and every character included: {owner:?} is not {other:?}"
     );
     let key = record(owner, "look-alike");
-    store.insert(&key).await.expect("insert must succeed");
+    store
+        .insert(&key, &created(&key))
+        .await
+        .expect("insert must succeed");
     let listed = store.list(other).await.expect("list must succeed");
     assert!(
         listed.iter().all(|r| &r.team_id == other),
@@ -552,12 +605,7 @@ async fn teams_stay_apart(store: &Arc<dyn KeyStore>, owner: &TeamId, other: &Tea
         "{check}; revoke by the second must return false for a key of the first"
     );
     let successor = record(other, "look-alike");
-    let rotation = Rotation {
-        team_id: other.clone(),
-        old: key.id,
-        retire_at: T0,
-        successor: successor.clone(),
-    };
+    let rotation = rotation_of(other.clone(), key.id, T0, successor.clone());
     assert_eq!(
         store.rotate(&rotation).await.expect("rotate must succeed"),
         RotateOutcome::NotFound,
@@ -575,8 +623,43 @@ async fn teams_stay_apart(store: &Arc<dyn KeyStore>, owner: &TeamId, other: &Tea
 }
 
 /// The store's own answer, which the manager turns into `NotFound`.
+/// The `key.created` event of `record`.
+fn created(record: &KeyRecord) -> KeyEvent {
+    KeyEvent::new(
+        EventKind::Created,
+        record.created_at,
+        record,
+        &Origin::new(Actor::operator("kit")),
+    )
+}
+
+/// The `key.revoked` event for key `id` of `team` at `at`.
+fn revocation(team: &TeamId, id: KeyId, at: OffsetDateTime) -> KeyEvent {
+    let mut key = record(team, "revoked");
+    key.id = id;
+    KeyEvent::new(EventKind::Revoked, at, &key, &Origin::new(Actor::operator("kit")))
+}
+
+/// The rotation of key `old` of `team` to `successor`, with its event.
+fn rotation_of(team: TeamId, old: KeyId, retire_at: OffsetDateTime, mut successor: KeyRecord) -> Rotation {
+    let mut key = record(&team, "rotated");
+    key.id = old;
+    successor.rotated_from = Some(old);
+    let mut event = KeyEvent::new(
+        EventKind::Rotated,
+        retire_at,
+        &key,
+        &Origin::new(Actor::operator("kit")),
+    );
+    event.successor_id = Some(successor.id);
+    Rotation::new(team, old, retire_at, successor, event)
+}
+
 async fn revoke(store: &Arc<dyn KeyStore>, team: &TeamId, id: KeyId, at: OffsetDateTime) -> bool {
-    store.revoke(team, &id, at).await.expect("revoke must succeed")
+    store
+        .revoke(&revocation(team, id, at))
+        .await
+        .expect("revoke must succeed")
 }
 
 async fn revoke_is_team_scoped_and_immediate(kit: &Kit) {
@@ -632,14 +715,13 @@ async fn rotation_follows_the_contract(kit: &Kit) {
     let store = &kit.store;
     let team = kit.team("rot");
     let old = record(&team, "old");
-    store.insert(&old).await.expect("insert must succeed");
+    store
+        .insert(&old, &created(&old))
+        .await
+        .expect("insert must succeed");
     let retire_at = T0 + Duration::hours(1);
-    let rotation = |team: &TeamId, successor: KeyRecord| Rotation {
-        team_id: team.clone(),
-        old: old.id,
-        retire_at,
-        successor,
-    };
+    let rotation =
+        |team: &TeamId, successor: KeyRecord| rotation_of(team.clone(), old.id, retire_at, successor);
 
     let stray = record(&team, "stray");
     let outcome = store
@@ -698,15 +780,13 @@ async fn rotation_follows_the_contract(kit: &Kit) {
     // An earlier expiry is kept.
     let mut soon = record(&team, "soon");
     soon.expires_at = Some(T0 + Duration::minutes(5));
-    store.insert(&soon).await.expect("insert must succeed");
+    store
+        .insert(&soon, &created(&soon))
+        .await
+        .expect("insert must succeed");
     let successor = record(&team, "soon");
     let outcome = store
-        .rotate(&Rotation {
-            team_id: team.clone(),
-            old: soon.id,
-            retire_at,
-            successor,
-        })
+        .rotate(&rotation_of(team.clone(), soon.id, retire_at, successor))
         .await
         .expect("rotate");
     assert_eq!(
@@ -722,19 +802,20 @@ async fn rotation_follows_the_contract(kit: &Kit) {
 
     // A revoked key cannot be rotated.
     let revoked = record(&team, "revoked");
-    store.insert(&revoked).await.expect("insert must succeed");
+    store
+        .insert(&revoked, &created(&revoked))
+        .await
+        .expect("insert must succeed");
     assert!(
-        store.revoke(&team, &revoked.id, T0).await.expect("revoke"),
+        store
+            .revoke(&revocation(&team, revoked.id, T0))
+            .await
+            .expect("revoke"),
         "revoke must return true for an active key of its team"
     );
     let successor = record(&team, "revoked");
     let outcome = store
-        .rotate(&Rotation {
-            team_id: team.clone(),
-            old: revoked.id,
-            retire_at,
-            successor,
-        })
+        .rotate(&rotation_of(team.clone(), revoked.id, retire_at, successor))
         .await
         .expect("rotate");
     assert_eq!(
@@ -781,7 +862,10 @@ async fn race_round(kit: &Kit, round: usize, race: Race) {
     let check = format!("concurrent rotation (round {round} of {RACE_ROUNDS}, {race:?})");
     let team = kit.team("race");
     let old = record(&team, "raced");
-    store.insert(&old).await.expect("insert must succeed");
+    store
+        .insert(&old, &created(&old))
+        .await
+        .expect("insert must succeed");
     let outcomes = race_rotations(store, &team, old.id, race).await;
     let won = outcomes.iter().filter(|o| **o == RotateOutcome::Rotated).count();
     let lost = outcomes
@@ -823,12 +907,12 @@ async fn race_rotations(
     let barrier = Arc::new(Barrier::new(RACERS));
     let racers = (0..RACERS).map(|_| {
         let (store, barrier) = (Arc::clone(store), Arc::clone(&barrier));
-        let rotation = Rotation {
-            team_id: team.clone(),
+        let rotation = rotation_of(
+            team.clone(),
             old,
-            retire_at: T0 + Duration::minutes(10),
-            successor: record(team, "raced"),
-        };
+            T0 + Duration::minutes(10),
+            record(team, "raced"),
+        );
         Box::pin(async move {
             barrier.wait().await;
             store.rotate(&rotation).await
@@ -964,32 +1048,35 @@ async fn last_used_only_moves_forward(kit: &Kit) {
     let team = kit.team("lu");
     let a = record(&team, "a");
     let b = record(&team, "b");
-    store.insert(&a).await.expect("insert");
-    store.insert(&b).await.expect("insert");
+    store.insert(&a, &created(&a)).await.expect("insert");
+    store.insert(&b, &created(&b)).await.expect("insert");
     let late = T0 + Duration::minutes(10);
     let early = T0 + Duration::minutes(5);
+    let (ip_late, ip_early) = (
+        "2001:db8::7".parse().expect("ip"),
+        "192.0.2.9".parse().expect("ip"),
+    );
     let batch = [
-        KeyUse {
-            key_id: a.id,
-            at: late,
-        },
-        KeyUse {
-            key_id: b.id,
-            at: early,
-        },
-        KeyUse {
-            key_id: fresh_key_id(),
-            at: late,
-        },
+        KeyUse::new(a.id, late).ip(Some(ip_late)),
+        KeyUse::new(b.id, early),
+        KeyUse::new(fresh_key_id(), late),
     ];
     store
         .record_last_used(&batch)
         .await
         .expect("last used: a batch with an unknown id must succeed");
+    let got = get(store, &a.id, "last used").await;
     assert_eq!(
-        get(store, &a.id, "last used").await.last_used_at,
+        got.last_used_at,
         Some(late),
         "last used: every key of a batch is written"
+    );
+    // A store may keep client IPs or not; one that keeps them keeps the
+    // latest use's.
+    assert!(
+        got.last_used_ip.is_none_or(|ip| ip == ip_late),
+        "last used: a kept IP must be the latest use's, got {:?}",
+        got.last_used_ip
     );
     assert_eq!(
         get(store, &b.id, "last used").await.last_used_at,
@@ -997,14 +1084,22 @@ async fn last_used_only_moves_forward(kit: &Kit) {
         "last used: every key of a batch is written"
     );
     store
-        .record_last_used(&[KeyUse {
-            key_id: a.id,
-            at: early,
-        }])
+        .record_last_used(&[KeyUse::new(a.id, early).ip(Some(ip_early))])
         .await
         .expect("record_last_used");
+    let got = get(store, &a.id, "last used").await;
     assert_eq!(
-        get(store, &a.id, "last used").await.last_used_at,
+        got.last_used_at,
+        Some(late),
+        "last used: an older time must not overwrite"
+    );
+    assert_ne!(
+        got.last_used_ip,
+        Some(ip_early),
+        "last used: an older use must not overwrite the IP"
+    );
+    assert_eq!(
+        got.last_used_at,
         Some(late),
         "last used: an older time must not overwrite"
     );

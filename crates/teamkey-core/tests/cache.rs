@@ -269,8 +269,12 @@ struct Held {
 
 #[async_trait::async_trait]
 impl KeyStore for Held {
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
+    async fn insert(
+        &self,
+        record: &KeyRecord,
+        event: &teamkey_core::events::KeyEvent,
+    ) -> Result<(), StoreError> {
+        self.inner.insert(record, event).await
     }
     async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         let record = self.inner.get(key_id).await;
@@ -284,13 +288,8 @@ impl KeyStore for Held {
     async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.list(team_id).await
     }
-    async fn revoke(
-        &self,
-        team_id: &TeamId,
-        key_id: &KeyId,
-        at: time::OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.inner.revoke(team_id, key_id, at).await
+    async fn revoke(&self, event: &teamkey_core::events::KeyEvent) -> Result<bool, StoreError> {
+        self.inner.revoke(event).await
     }
     async fn rotate(
         &self,

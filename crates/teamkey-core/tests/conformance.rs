@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use teamkey_core::events::KeyEvent;
 use teamkey_core::test_kit::{TEAM_PREFIX, check_store};
 use teamkey_core::{
     HashVersion, KeyId, KeyName, KeyRecord, KeyStore, KeyUse, MemoryStore, RotateOutcome, Rotation, Scopes,
@@ -115,7 +116,7 @@ fn write_rotation(rows: &mut Rows, rotation: &Rotation) {
 
 #[async_trait]
 impl KeyStore for TestStore {
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+    async fn insert(&self, record: &KeyRecord, _: &KeyEvent) -> Result<(), StoreError> {
         let mut rows = self.rows();
         if rows.contains_key(&record.id) {
             return Err(StoreError::Conflict);
@@ -157,12 +158,12 @@ impl KeyStore for TestStore {
         Ok(page)
     }
 
-    async fn revoke(&self, team_id: &TeamId, key_id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn revoke(&self, event: &KeyEvent) -> Result<bool, StoreError> {
         let again = matches!(self.flaw, Flaw::RevokesTwice);
         let mut rows = self.rows();
-        match rows.get_mut(key_id) {
-            Some(r) if self.same_team(&r.team_id, team_id) && (again || r.revoked_at.is_none()) => {
-                r.revoked_at = Some(at);
+        match rows.get_mut(&event.key_id) {
+            Some(r) if self.same_team(&r.team_id, &event.team_id) && (again || r.revoked_at.is_none()) => {
+                r.revoked_at = Some(event.at);
                 Ok(true)
             }
             _ => Ok(false),

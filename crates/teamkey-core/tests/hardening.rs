@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::sync::Arc;
+use teamkey_core::events::{EventKind, KeyEvent, Origin};
 
 use sha2::{Digest, Sha256};
 use teamkey_core::{
@@ -95,7 +96,9 @@ fn records_from_before_the_change_keep_working_and_stay_bound() {
     // Any well-formed tk_test key, stored the 0.1 way.
     let key = test.format().generate().unwrap();
     let key = key.expose_secret();
-    rt.block_on(store.insert(&legacy_record(key, "tk_test"))).unwrap();
+    let legacy = legacy_record(key, "tk_test");
+    let event = KeyEvent::new(EventKind::Created, legacy.created_at, &legacy, &Origin::system());
+    rt.block_on(store.insert(&legacy, &event)).unwrap();
 
     let caller = rt.block_on(test.verify(key)).unwrap();
     assert_eq!(caller.name().as_str(), "made by 0.1");

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use teamkey_core::events::KeyEvent;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
@@ -248,8 +249,8 @@ struct FlakyFlush(Arc<MemoryStore>);
 
 #[async_trait]
 impl KeyStore for FlakyFlush {
-    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.0.insert(r).await
+    async fn insert(&self, r: &KeyRecord, e: &KeyEvent) -> Result<(), StoreError> {
+        self.0.insert(r, e).await
     }
     async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         self.0.get(id).await
@@ -257,8 +258,8 @@ impl KeyStore for FlakyFlush {
     async fn list(&self, t: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {
         self.0.list(t).await
     }
-    async fn revoke(&self, t: &TeamId, id: &KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        self.0.revoke(t, id, at).await
+    async fn revoke(&self, e: &KeyEvent) -> Result<bool, StoreError> {
+        self.0.revoke(e).await
     }
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         self.0.rotate(r).await
