@@ -28,21 +28,35 @@ use crate::record::KeyRecord;
 pub struct EventId(uuid::Uuid);
 
 impl EventId {
-    /// A new id for an event at `at`, with 74 random bits.
+    /// A new id for an event at `at`: its millisecond, then 12 bits of
+    /// sub-millisecond time kept strictly increasing within this process
+    /// (RFC 9562, 6.2 method 3), then 62 random bits. So the events of one
+    /// process sort in the order they were made, even within a millisecond.
     pub(crate) fn new(at: OffsetDateTime) -> Self {
         use rand::TryRng;
         use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let millis = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        /// The last `millis << 12 | fraction` handed out.
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let nanos = at.unix_timestamp_nanos().max(0);
+        let millis = u64::try_from(nanos / 1_000_000).unwrap_or(0) & ((1 << 48) - 1);
+        let fraction = u64::try_from((nanos % 1_000_000) * 4096 / 1_000_000).unwrap_or(0);
+        let wanted = (millis << 12) | fraction;
+        let stamp = match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(wanted.max(last.saturating_add(1)))
+        }) {
+            Ok(last) | Err(last) => wanted.max(last.saturating_add(1)),
+        };
         let mut random = [0u8; 10];
         if rand::rngs::SysRng.try_fill_bytes(&mut random).is_err() {
             // Event ids need uniqueness, not secrecy: without the OS's
-            // generator, a process id and a counter still give it.
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            random[..8].copy_from_slice(&n.to_le_bytes());
-            random[8..].copy_from_slice(&(std::process::id() as u16).to_le_bytes());
+            // generator, the process id still tells processes apart.
+            random[..4].copy_from_slice(&std::process::id().to_le_bytes());
         }
-        Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
+        // The first 12 bits (after the version nibble) are the fraction.
+        let [hi, lo] = u16::try_from(stamp & 0xFFF).unwrap_or(0).to_be_bytes();
+        random[0] = hi;
+        random[1] = lo;
+        Self(uuid::Builder::from_unix_timestamp_millis(stamp >> 12, &random).into_uuid())
     }
 
     /// Parses the text form; anything but a UUIDv7 is refused.
@@ -522,6 +536,15 @@ pub(crate) async fn deliver(sink: &dyn EventSink, event: &KeyEvent) -> bool {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn event_ids_made_in_one_millisecond_keep_their_order() {
+        let at = datetime!(2026-11-27 10:00 UTC);
+        let ids: Vec<EventId> = (0..10_000).map(|_| EventId::new(at)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids.windows(2).all(|w| w[0].to_string() < w[1].to_string()));
+        assert!(ids.iter().all(|id| id.0.get_version_num() == 7));
+    }
 
     #[test]
     fn event_ids_sort_by_time_and_parse_back() {

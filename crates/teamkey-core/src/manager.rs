@@ -989,7 +989,7 @@ impl KeyManager {
         let mut events = self.inner.store.events(team_id, &query).await?;
         // A store that answers more than asked cannot leak or stretch a page.
         events.retain(|e| query.matches(team_id, e));
-        events.sort_by(|a, b| b.id.cmp(&a.id));
+        events.sort_by_key(|e| std::cmp::Reverse(e.id));
         events.truncate(query.limit);
         Ok(events)
     }

@@ -166,7 +166,7 @@ impl KeyStore for MemoryStore {
             .filter(|e| query.matches(team_id, e))
             .cloned()
             .collect();
-        events.sort_by(|a, b| b.id.cmp(&a.id));
+        events.sort_by_key(|e| std::cmp::Reverse(e.id));
         events.truncate(query.limit);
         Ok(events)
     }
@@ -193,12 +193,12 @@ impl KeyStore for MemoryStore {
     async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         let mut tables = self.write();
         for u in uses {
-            if let Some(record) = tables.keys.get_mut(&u.key_id).map(Arc::make_mut) {
-                if record.last_used_at.is_none_or(|t| t <= u.at) {
-                    record.last_used_at = Some(u.at);
-                    if u.ip.is_some() {
-                        record.last_used_ip = u.ip;
-                    }
+            if let Some(record) = tables.keys.get_mut(&u.key_id).map(Arc::make_mut)
+                && record.last_used_at.is_none_or(|t| t <= u.at)
+            {
+                record.last_used_at = Some(u.at);
+                if u.ip.is_some() {
+                    record.last_used_ip = u.ip;
                 }
             }
         }

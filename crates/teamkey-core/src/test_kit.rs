@@ -16,7 +16,7 @@
 //! # Cleaning up
 //!
 //! The kit deletes nothing (a [`KeyStore`] cannot), so each run leaves its
-//! rows behind, some eighty. They all belong to team ids of the form
+//! rows behind, some hundred keys and their events. They all belong to team ids of the form
 //! `kit-<label>-<random>` ([`TEAM_PREFIX`]), and [`check_store`] returns
 //! the run's own in a [`KitReport`]. On a database that outlives the test,
 //! delete them afterwards, with the schema of `teamkey-sqlx`:
@@ -24,10 +24,12 @@
 //! ```sql
 //! -- This run's rows (PostgreSQL; bind the report's team ids as text[]):
 //! DELETE FROM api_keys WHERE team_id = ANY($1);
+//! DELETE FROM api_key_events WHERE team_id = ANY($1);
 //! -- Every kit run's rows, failed runs' included (a failed run returns
 //! -- no report). Not while another kit run is going, and not if real
 //! -- team ids may start with 'kit-':
 //! DELETE FROM api_keys WHERE team_id LIKE 'kit-%';
+//! DELETE FROM api_key_events WHERE team_id LIKE 'kit-%';
 //! ```
 //!
 //! ```
@@ -81,8 +83,12 @@ pub async fn check_store(store: impl KeyStore) -> KitReport {
     expiry_and_grace_are_enforced(&kit).await;
     last_used_only_moves_forward(&kit).await;
     last_used_is_batched(&kit).await;
+    let events = events_follow_changes(&kit).await;
+    let expiring = expiring_lists_the_window(&kit).await;
     KitReport {
         teams: kit.teams.into_inner().unwrap_or_else(PoisonError::into_inner),
+        events,
+        expiring,
     }
 }
 
@@ -93,6 +99,11 @@ pub struct KitReport {
     /// Every team id the run made, in order, each starting with
     /// [`TEAM_PREFIX`]. The rows the run wrote all belong to these.
     pub teams: Vec<TeamId>,
+    /// Whether the events were checked: `false` for a store whose
+    /// [`KeyStore::events`] is [`StoreError::Unsupported`] (it keeps none).
+    pub events: bool,
+    /// Whether [`KeyStore::expiring`] was checked (`false` when unsupported).
+    pub expiring: bool,
 }
 
 /// How every team id the kit makes starts: `kit-<label>-<random>`.
@@ -373,7 +384,8 @@ fn record_diffs(got: &KeyRecord, want: &KeyRecord) -> Vec<String> {
         diffs.push("digest differs".to_owned());
     }
     push_diffs!(
-        diffs, got, want: hash_version, scopes, created_at, last_used_at, expires_at, revoked_at, replaced_by
+        diffs, got, want: hash_version, scopes, created_at, last_used_at, expires_at, revoked_at, replaced_by,
+        rotated_from, last_used_ip
     );
     // A field added to KeyRecord after this list was written.
     if diffs.is_empty() && got != want {
@@ -397,6 +409,8 @@ async fn record_round_trip(kit: &Kit) {
     full.expires_at = Some(T0 + Duration::days(90));
     full.revoked_at = Some(T0 + Duration::days(1));
     full.replaced_by = Some(fresh_key_id());
+    full.rotated_from = Some(fresh_key_id());
+    full.last_used_ip = Some("2001:db8:ffff:ffff:ffff:ffff:ffff:fffe".parse().expect("ip"));
     store
         .insert(&full, &created(&full))
         .await
@@ -641,10 +655,9 @@ fn revocation(team: &TeamId, id: KeyId, at: OffsetDateTime) -> KeyEvent {
 }
 
 /// The rotation of key `old` of `team` to `successor`, with its event.
-fn rotation_of(team: TeamId, old: KeyId, retire_at: OffsetDateTime, mut successor: KeyRecord) -> Rotation {
+fn rotation_of(team: TeamId, old: KeyId, retire_at: OffsetDateTime, successor: KeyRecord) -> Rotation {
     let mut key = record(&team, "rotated");
     key.id = old;
-    successor.rotated_from = Some(old);
     let mut event = KeyEvent::new(
         EventKind::Rotated,
         retire_at,
@@ -1160,4 +1173,260 @@ async fn last_used_is_batched(kit: &Kit) {
         0,
         "last used: nothing pending after a flush"
     );
+}
+
+/// The team's events, newest first, as the store answers them; `None`
+/// when the store keeps no events.
+async fn team_events(store: &Arc<dyn KeyStore>, team: &TeamId, query: EventQuery) -> Option<Vec<KeyEvent>> {
+    match store.events(team, &query).await {
+        Ok(events) => Some(events),
+        Err(StoreError::Unsupported(_)) => None,
+        Err(e) => panic!("events: events({team}) must succeed, got {e}"),
+    }
+}
+
+fn kinds(events: &[KeyEvent]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+/// Every change records one event, with it; a refused change records
+/// none; events stay with their team. Skipped, with `false`, for a store
+/// that keeps no events.
+async fn events_follow_changes(kit: &Kit) -> bool {
+    const CHECK: &str = "events";
+    let store = &kit.store;
+    let team = kit.team("ev");
+    if team_events(store, &team, EventQuery::newest(10)).await.is_none() {
+        return false;
+    }
+    let clock = ManualClock::new(T0);
+    let keys = kit.manager(&clock);
+    let origin = Origin::new(Actor::user("owner@kit.test")).context(
+        crate::events::RequestContext::new()
+            .request_id("kit-request-1")
+            .user_agent("kit/1.0")
+            .client_ip("192.0.2.1".parse().expect("ip")),
+    );
+    let admin = keys.on_behalf_of(origin.clone());
+    let first = admin
+        .create(&team, "first", CreateOptions::new())
+        .await
+        .expect("create");
+    clock.advance(Duration::seconds(1));
+    let second = admin
+        .rotate(&team, &first.info.id, Duration::ZERO)
+        .await
+        .expect("rotate");
+    clock.advance(Duration::seconds(1));
+    admin.revoke(&team, &second.info.id).await.expect("revoke");
+
+    let events = team_events(store, &team, EventQuery::newest(10))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        kinds(&events),
+        [EventKind::Revoked, EventKind::Rotated, EventKind::Created],
+        "{CHECK}: one event per change, newest first"
+    );
+    let (revoked, rotated, made) = (&events[0], &events[1], &events[2]);
+    assert_eq!(
+        made.key_id, first.info.id,
+        "{CHECK}: key.created names the new key"
+    );
+    assert_eq!(
+        rotated.key_id, first.info.id,
+        "{CHECK}: key.rotated names the old key"
+    );
+    assert_eq!(
+        rotated.successor_id,
+        Some(second.info.id),
+        "{CHECK}: key.rotated names the successor"
+    );
+    assert_eq!(
+        revoked.key_id, second.info.id,
+        "{CHECK}: key.revoked names the key"
+    );
+    for event in &events {
+        assert_eq!(event.team_id, team, "{CHECK}: an event keeps its team");
+        assert_eq!(event.actor, origin.actor, "{CHECK}: an event keeps its actor");
+        assert_eq!(
+            event.context, origin.context,
+            "{CHECK}: an event keeps its request context"
+        );
+        assert_eq!(
+            event.key_name.as_str(),
+            "first",
+            "{CHECK}: an event keeps the key's name"
+        );
+    }
+    assert_eq!(
+        made.preview, first.info.preview,
+        "{CHECK}: an event keeps the key's preview"
+    );
+    assert_eq!(made.at, first.info.created_at, "{CHECK}: an event keeps its time");
+    let got = get(store, &second.info.id, CHECK).await;
+    assert_eq!(
+        got.rotated_from,
+        Some(first.info.id),
+        "{CHECK}: a successor keeps rotated_from"
+    );
+
+    // Paging: before the newest, the two older ones.
+    let older = team_events(store, &team, EventQuery::newest(10).before(revoked.id))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        kinds(&older),
+        [EventKind::Rotated, EventKind::Created],
+        "{CHECK}: `before` pages to older events"
+    );
+    let one = team_events(store, &team, EventQuery::newest(1))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        kinds(&one),
+        [EventKind::Revoked],
+        "{CHECK}: `limit` bounds a page"
+    );
+
+    // Refused changes record nothing.
+    let other = kit.team("ev-other");
+    let dup = {
+        let mut r = record(&team, "dup");
+        r.id = first.info.id;
+        r
+    };
+    assert!(
+        matches!(
+            store.insert(&dup, &created(&dup)).await,
+            Err(StoreError::Conflict)
+        ),
+        "{CHECK}: a duplicate insert is a conflict"
+    );
+    assert!(
+        !store
+            .revoke(&revocation(&team, second.info.id, T0))
+            .await
+            .expect("revoke"),
+        "{CHECK}: revoking a revoked key does nothing"
+    );
+    assert!(
+        !store
+            .revoke(&revocation(&other, first.info.id, T0))
+            .await
+            .expect("revoke"),
+        "{CHECK}: revoking another team's key does nothing"
+    );
+    let outcome = store
+        .rotate(&rotation_of(
+            team.clone(),
+            first.info.id,
+            T0,
+            record(&team, "again"),
+        ))
+        .await
+        .expect("rotate");
+    assert_ne!(
+        outcome,
+        RotateOutcome::Rotated,
+        "{CHECK}: a rotated key rotates once"
+    );
+    let after = team_events(store, &team, EventQuery::newest(10))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        after.len(),
+        3,
+        "{CHECK}: a refused change records no event, got {:?}",
+        kinds(&after)
+    );
+    let leaked = team_events(store, &other, EventQuery::newest(10))
+        .await
+        .unwrap_or_default();
+    assert!(
+        leaked.is_empty(),
+        "{CHECK}: another team sees none of these events"
+    );
+
+    // Once-events: recorded once, however often appended.
+    let expired = KeyEvent::new(
+        EventKind::Expired,
+        T0 + Duration::minutes(1),
+        &dup,
+        &Origin::system(),
+    );
+    assert!(
+        store.append_event(&expired).await.expect("append_event"),
+        "{CHECK}: a first key.expired is recorded"
+    );
+    let again = KeyEvent::new(
+        EventKind::Expired,
+        T0 + Duration::minutes(1),
+        &dup,
+        &Origin::system(),
+    );
+    assert!(
+        !store.append_event(&again).await.expect("append_event"),
+        "{CHECK}: a second key.expired of one key is skipped"
+    );
+    let all = team_events(store, &team, EventQuery::newest(10))
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        kinds(&all)[..1],
+        [EventKind::Expired],
+        "{CHECK}: appended events are listed"
+    );
+    assert_eq!(all.len(), 4, "{CHECK}: a once-event is recorded once");
+
+    // Look-alike teams see each other's events no more than their keys.
+    for (a, b) in look_alike_teams(kit) {
+        let key = record(&a, "look-alike");
+        store.insert(&key, &created(&key)).await.expect("insert");
+        let seen = team_events(store, &b, EventQuery::newest(10))
+            .await
+            .unwrap_or_default();
+        assert!(seen.is_empty(), "{CHECK}: team {b:?} sees events of {a:?}");
+    }
+    true
+}
+
+/// `expiring` lists the active keys expiring in a window, soonest first,
+/// of every team.
+async fn expiring_lists_the_window(kit: &Kit) -> bool {
+    const CHECK: &str = "expiring";
+    let store = &kit.store;
+    let team = kit.team("exp");
+    let mut keys = Vec::new();
+    for (name, hours) in [("soon", 2), ("later", 30), ("outside", 24 * 9), ("revoked", 3)] {
+        let mut key = record(&team, name);
+        key.expires_at = Some(T0 + Duration::hours(hours));
+        store.insert(&key, &created(&key)).await.expect("insert");
+        keys.push(key);
+    }
+    store
+        .revoke(&revocation(&team, keys[3].id, T0))
+        .await
+        .expect("revoke");
+    let listed = match store.expiring(T0, T0 + Duration::days(7), 10_000).await {
+        Ok(listed) => listed,
+        Err(StoreError::Unsupported(_)) => return false,
+        Err(e) => panic!("{CHECK}: expiring must succeed, got {e}"),
+    };
+    // Other runs' keys may share the window; look at this team's only.
+    let ours: Vec<&str> = listed
+        .iter()
+        .filter(|r| r.team_id == team)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        ours,
+        ["soon", "later"],
+        "{CHECK}: active keys in the window, soonest first"
+    );
+    assert!(
+        listed.windows(2).all(|w| w[0].expires_at <= w[1].expires_at),
+        "{CHECK}: soonest first"
+    );
+    true
 }
