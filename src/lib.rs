@@ -88,6 +88,10 @@ struct ReadmeDoctests;
 #[doc = include_str!("../docs/custom-store.md")]
 struct CustomStoreDoctests;
 
+#[cfg(doctest)]
+#[doc = include_str!("../docs/policy-and-events.md")]
+struct PolicyAndEventsDoctests;
+
 /// teamkey for axum 0.8 (feature `axum`): `Authenticated`, `RequireApiKey`,
 /// scopes, `management_routes`.
 #[cfg(feature = "axum")]
