@@ -5,17 +5,27 @@
 use std::borrow::Cow;
 
 use crate::error::{Rejection, VerifyError};
+use crate::rate_limit::{RateDecision, RateLimit, RateLimitHeaders, header_seconds};
 
 /// A refusal: status, headers and a JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Answer {
     /// HTTP status code.
     pub status: u16,
-    /// Headers besides `Content-Type: application/json`.
+    /// The body's `Content-Type`: `application/json`, or
+    /// `application/problem+json` for a `429`.
+    pub content_type: &'static str,
+    /// Headers besides the content type.
     pub headers: &'static [(&'static str, &'static str)],
+    /// Headers whose values vary (a `429`'s `Retry-After` and `RateLimit`
+    /// headers); empty, without allocating, for every other answer.
+    pub varying_headers: Vec<(&'static str, String)>,
     /// The JSON body.
     pub body: Cow<'static, str>,
 }
+
+const JSON: &str = "application/json";
 
 const NO_STORE: (&str, &str) = ("cache-control", "no-store");
 
@@ -24,6 +34,8 @@ impl Answer {
     pub fn unauthorized() -> Self {
         Self {
             status: 401,
+            content_type: JSON,
+            varying_headers: Vec::new(),
             headers: &[("www-authenticate", "ApiKey"), NO_STORE],
             body: Cow::Borrowed(r#"{"error":"unauthorized","message":"A valid API key is required."}"#),
         }
@@ -33,6 +45,8 @@ impl Answer {
     pub fn unavailable() -> Self {
         Self {
             status: 503,
+            content_type: JSON,
+            varying_headers: Vec::new(),
             headers: &[("retry-after", "5"), NO_STORE],
             body: Cow::Borrowed(
                 r#"{"error":"unavailable","message":"API keys cannot be checked right now; retry later."}"#,
@@ -46,6 +60,8 @@ impl Answer {
     pub fn misconfigured() -> Self {
         Self {
             status: 500,
+            content_type: JSON,
+            varying_headers: Vec::new(),
             headers: &[NO_STORE],
             body: Cow::Borrowed(r#"{"error":"internal","message":"Internal server error."}"#),
         }
@@ -61,6 +77,8 @@ impl Answer {
             .collect();
         Self {
             status: 403,
+            content_type: JSON,
+            varying_headers: Vec::new(),
             headers: &[NO_STORE],
             body: Cow::Owned(format!(
                 r#"{{"error":"forbidden","message":"This API key lacks the scope this request needs.","required_scope":"{scope}"}}"#
@@ -73,10 +91,35 @@ impl Answer {
     pub fn no_api_access() -> Self {
         Self {
             status: 403,
+            content_type: JSON,
+            varying_headers: Vec::new(),
             headers: &[NO_STORE],
             body: Cow::Borrowed(
                 r#"{"error":"plan_required","message":"This API key is valid, but your team's plan does not include API access. Upgrade the plan to use the API."}"#,
             ),
+        }
+    }
+
+    /// Over the rate limit: `429` with `Retry-After`, the `RateLimit`
+    /// headers and a problem body (RFC 9457) of type `quota-exceeded`.
+    pub fn rate_limited(limit: RateLimit, decision: &RateDecision) -> Self {
+        let retry_after = header_seconds(decision.retry_after).max(1);
+        let mut varying_headers = vec![("retry-after", retry_after.to_string())];
+        varying_headers.extend(
+            RateLimitHeaders::new(limit, decision)
+                .iter()
+                .map(|(name, value)| (name, value.to_owned())),
+        );
+        Self {
+            status: 429,
+            content_type: "application/problem+json",
+            headers: &[NO_STORE],
+            varying_headers,
+            body: Cow::Owned(format!(
+                r#"{{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit of {} requests per {} seconds; retry after {retry_after} seconds.","error":"rate_limited"}}"#,
+                limit.requests(),
+                limit.window_seconds(),
+            )),
         }
     }
 

@@ -84,6 +84,16 @@ pub enum ValidationError {
     /// The team's plan requires every key to expire, and none was given.
     #[error("this team's plan requires keys to expire: give expires_at or expires_in")]
     ExpiryRequired,
+    /// A rate limit outside its bounds.
+    #[error(
+        "rate limit must be 1 to {max_requests} requests per a window of 1 to {max_window_seconds} whole seconds"
+    )]
+    InvalidRateLimit {
+        /// Most requests per window.
+        max_requests: u32,
+        /// Longest window, in seconds.
+        max_window_seconds: u64,
+    },
     /// Not a key id (12 characters of A-Z, a-z, 0-9).
     #[error("not a key id: key ids are 12 characters of A-Z, a-z and 0-9")]
     InvalidKeyId,

@@ -122,16 +122,21 @@ pub enum EventKind {
     /// [`KeyManager::sweep_expiring`](crate::KeyManager::sweep_expiring).
     #[serde(rename = "key.expiring")]
     Expiring,
+    /// A key went over its rate limit: the first refusal in an hour (a
+    /// sample, not every refusal).
+    #[serde(rename = "key.rate_limited")]
+    RateLimited,
 }
 
 impl EventKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         Self::Created,
         Self::Rotated,
         Self::Revoked,
         Self::Expired,
         Self::Expiring,
+        Self::RateLimited,
     ];
 
     /// The name stored and sent: `key.created`, `key.rotated`, ...
@@ -142,6 +147,7 @@ impl EventKind {
             Self::Revoked => "key.revoked",
             Self::Expired => "key.expired",
             Self::Expiring => "key.expiring",
+            Self::RateLimited => "key.rate_limited",
         }
     }
 
@@ -389,6 +395,7 @@ pub struct KeyEvent {
     pub successor_id: Option<KeyId>,
     /// For `key.expiring`: 7 or 1.
     pub days_left: Option<u8>,
+
     /// The request the change came from, where known.
     pub context: RequestContext,
 }
@@ -419,6 +426,13 @@ impl KeyEvent {
         match (self.kind, self.days_left) {
             (EventKind::Expired, _) => Some(format!("{}:{}", self.kind, self.key_id)),
             (EventKind::Expiring, Some(days)) => Some(format!("{}:{}:{days}d", self.kind, self.key_id)),
+            // A sample: the first in each hour of `at`.
+            (EventKind::RateLimited, _) => Some(format!(
+                "{}:{}:{}h",
+                self.kind,
+                self.key_id,
+                self.at.unix_timestamp().div_euclid(3_600)
+            )),
             _ => None,
         }
     }

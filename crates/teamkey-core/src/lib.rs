@@ -61,6 +61,7 @@ mod memory;
 mod page;
 mod policy;
 mod presented;
+mod rate_limit;
 mod record;
 mod refusal_log;
 mod store;
@@ -91,7 +92,7 @@ pub use ident::{
     Scopes, TeamId,
 };
 pub use manager::{
-    CreateOptions, DEFAULT_LAST_USED_INTERVAL, DEFAULT_MAX_ACTIVE_KEYS, DEFAULT_MAX_GRACE,
+    Admission, CreateOptions, DEFAULT_LAST_USED_INTERVAL, DEFAULT_MAX_ACTIVE_KEYS, DEFAULT_MAX_GRACE,
     DEFAULT_MAX_LIFETIME, KeyManager, KeyManagerBuilder, NewKey, OnBehalfOf,
 };
 #[cfg(feature = "memory")]
@@ -100,6 +101,10 @@ pub use memory::MemoryStore;
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, ListQuery, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use policy::{DEFAULT_POLICY_TTL, PolicyError, TeamPolicy, TeamRules};
 pub use presented::HeaderRules;
+pub use rate_limit::{
+    DEFAULT_TRACKED_KEYS, LimiterFailure, LocalRateLimiter, MAX_REQUESTS, MAX_WINDOW, RateDecision,
+    RateLimit, RateLimitError, RateLimitHeaders, RateLimiter,
+};
 pub use record::{KeyInfo, KeyRecord, KeyUse, Principal, RecordDecodeError, RotateOutcome, Rotation};
 pub use store::KeyStore;
 /// The `time` crate, re-exported: expiries and grace periods are its types.

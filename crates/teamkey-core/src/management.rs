@@ -260,6 +260,10 @@ struct CreateKeyRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     expires_in: Option<u64>,
+    /// Its own rate limit; without one, the team's default applies.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::rate_limit::RateLimitFields>))]
+    rate_limit: Option<crate::RateLimit>,
 }
 
 /// `POST /api-keys/{id}/rotate`: `{}` for no grace period.
@@ -512,6 +516,7 @@ async fn create_reply<A: KeyAdmin + ?Sized>(
             let request: CreateKeyRequest = parse(content_type, body)?;
             let mut options = CreateOptions::new().scopes(Scopes::new(&request.scopes)?);
             options.expires_at = request.expires_at;
+            options.rate_limit = request.rate_limit;
             if let Some(seconds) = request.expires_in {
                 // Past i64 seconds is far past any allowed lifetime.
                 let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);

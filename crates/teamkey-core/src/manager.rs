@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
+use crate::answer::Answer;
 use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup};
 use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
@@ -18,6 +19,7 @@ use crate::last_used::LastUsed;
 use crate::page::{Cursor, ListQuery, Page, PageRequest};
 use crate::policy::{DEFAULT_POLICY_TTL, PolicyCache, TeamPolicy, TeamRules};
 use crate::presented::HeaderRules;
+use crate::rate_limit::{LimiterFailure, RateLimit, RateLimitHeaders, RateLimiter};
 use crate::record::{KeyInfo, KeyRecord, Principal, RotateOutcome, Rotation};
 use crate::refusal_log::RefusalLog;
 use crate::store::KeyStore;
@@ -54,6 +56,8 @@ pub struct CreateOptions {
     pub expires_at: Option<OffsetDateTime>,
     /// Or: how long from now the key works. Not both.
     pub expires_in: Option<Duration>,
+    /// The key's own rate limit; `None`: the team's or manager's default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl CreateOptions {
@@ -80,6 +84,13 @@ impl CreateOptions {
     #[must_use]
     pub fn expires_in(mut self, lifetime: Duration) -> Self {
         self.expires_in = Some(lifetime);
+        self
+    }
+
+    /// The key's own rate limit.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 }
@@ -111,11 +122,14 @@ struct Inner {
     refusals: RefusalLog,
     cache: Option<Cache>,
     policy: Option<PolicyCache>,
+    limiting: Limiting,
     sink: Option<Arc<dyn EventSink>>,
     record_client_ips: bool,
     /// Keys whose `key.expired` event this process already recorded (or is
     /// recording): one store write per expired key, not one per request.
     expired_seen: quick_cache::sync::Cache<KeyId, ()>,
+    /// Keys (and hours) whose `key.rate_limited` this process recorded.
+    limited_seen: quick_cache::sync::Cache<(KeyId, i64), ()>,
     /// Creations (and rotations that keep the old key alive) of one team
     /// take turns here, so that the count of active keys they check is
     /// the count they write against (within this process).
@@ -205,6 +219,7 @@ pub struct KeyManagerBuilder {
     pepper_required: bool,
     cache: Option<(Arc<dyn InvalidationSource>, CacheConfig)>,
     policy: Option<(Arc<dyn TeamPolicy>, std::time::Duration)>,
+    limiting: Limiting,
     sink: Option<Arc<dyn EventSink>>,
     record_client_ips: bool,
 }
@@ -303,6 +318,31 @@ impl KeyManagerBuilder {
         self
     }
 
+    /// Counts requests against rate limits with `limiter`
+    /// ([`LocalRateLimiter`](crate::LocalRateLimiter) in process, or a
+    /// shared one). Limits come from each key, else its team's rules, else
+    /// [`default_rate_limit`](Self::default_rate_limit); a key with none is
+    /// not limited. Adapters check right after verification
+    /// ([`KeyManager::admit`]).
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
+        self.limiting.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// The limit of keys that have none of their own and whose team's
+    /// rules name none. Default: none.
+    pub fn default_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limiting.default = Some(limit);
+        self
+    }
+
+    /// What a failing limiter means: [`LimiterFailure::Open`] (the default:
+    /// let through, logged at `warn`) or [`LimiterFailure::Closed`] (`503`).
+    pub fn on_limiter_failure(mut self, mode: LimiterFailure) -> Self {
+        self.limiting.on_failure = mode;
+        self
+    }
+
     /// Hands every event to `sink` too, after its change (see [`EventSink`]).
     pub fn event_sink(mut self, sink: impl EventSink) -> Self {
         self.sink = Some(Arc::new(sink));
@@ -345,9 +385,11 @@ impl KeyManagerBuilder {
                 refusals: RefusalLog::default(),
                 team_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
                 policy: self.policy.map(|(policy, ttl)| PolicyCache::new(policy, ttl)),
+                limiting: self.limiting,
                 sink: self.sink,
                 record_client_ips: self.record_client_ips,
                 expired_seen: quick_cache::sync::Cache::new(EXPIRED_SEEN),
+                limited_seen: quick_cache::sync::Cache::new(EXPIRED_SEEN),
                 cache: self.cache.map(|(source, config)| Cache {
                     state: CacheState::new(config),
                     source,
@@ -400,6 +442,7 @@ impl KeyManager {
             pepper_required: false,
             cache: None,
             policy: None,
+            limiting: Limiting::default(),
             sink: None,
             record_client_ips: false,
         }
@@ -513,7 +556,14 @@ impl KeyManager {
         let _turn = self.team_lock(team_id).lock().await;
         self.check_room(team_id, &rules, now).await?;
         for _ in 0..ID_ATTEMPTS {
-            let (key, record) = self.mint(team_id, &name, &options.scopes, expires_at, now)?;
+            let (key, record) = self.mint(
+                team_id,
+                &name,
+                &options.scopes,
+                expires_at,
+                options.rate_limit,
+                now,
+            )?;
             let event = KeyEvent::new(EventKind::Created, now, &record, origin);
             let inserted = self.inner.store.insert(&record, &event).await;
             // An unknown id may be cached as unknown; it is known now.
@@ -564,6 +614,7 @@ impl KeyManager {
         name: &KeyName,
         scopes: &Scopes,
         expires_at: Option<OffsetDateTime>,
+        rate_limit: Option<RateLimit>,
         now: OffsetDateTime,
     ) -> Result<(ApiKey, KeyRecord), ManageError> {
         let format = &self.inner.format;
@@ -580,6 +631,7 @@ impl KeyManager {
             now,
         );
         record.expires_at = expires_at;
+        record.rate_limit = rate_limit;
         Ok((key, record))
     }
 
@@ -724,7 +776,15 @@ impl KeyManager {
         // saturating keeps it panic-free regardless.
         let retire_at = now.saturating_add(grace);
         for _ in 0..ID_ATTEMPTS {
-            let (key, mut successor) = self.mint(team_id, &old.name, &old.scopes, old.expires_at, now)?;
+            // The successor keeps the old key's scopes, expiry and limit.
+            let (key, mut successor) = self.mint(
+                team_id,
+                &old.name,
+                &old.scopes,
+                old.expires_at,
+                old.rate_limit,
+                now,
+            )?;
             successor.rotated_from = Some(old.id);
             let mut event = KeyEvent::new(EventKind::Rotated, now, &old, origin);
             event.successor_id = Some(successor.id);
@@ -882,17 +942,20 @@ impl KeyManager {
         if record.expires_at.is_some_and(|at| unix_micros(at) <= now) {
             return Err(VerifyError::Expired { key_id });
         }
+        let mut rate_limit = record.rate_limit;
         if let Some(policy) = &self.inner.policy {
             let rules = policy.rules(&record.team_id).await.map_err(VerifyError::Policy)?;
             if !rules.api_access {
                 return Err(VerifyError::NoApiAccess { key_id });
             }
+            rate_limit = rate_limit.or(rules.rate_limit);
         }
+        let rate_limit = rate_limit.or(self.inner.limiting.default);
         let client_ip = client_ip.filter(|_| self.inner.record_client_ips);
         if self.inner.last_used.record(key_id, now, client_ip) {
             self.spawn_flush();
         }
-        Ok(Principal::new(record))
+        Ok(Principal::new(record, rate_limit))
     }
 
     /// The record of `key_id`, from the cache when it may be trusted.
@@ -947,6 +1010,67 @@ impl KeyManager {
         if let Some(cache) = &self.inner.cache {
             cache.state.invalidate(key_id);
         }
+    }
+
+    /// Takes one request from the caller's rate limit, right after
+    /// [`verify`](Self::verify): what adapters call before the handler.
+    /// Costs no store call. A refused request is not counted; the first
+    /// refusal of a key in each hour records a `key.rate_limited` event.
+    pub async fn admit(&self, principal: &Principal) -> Admission {
+        let (Some(limit), Some(limiter)) = (principal.rate_limit(), &self.inner.limiting.limiter) else {
+            return Admission::Unlimited;
+        };
+        match limiter.check(&principal.key_id(), limit).await {
+            Ok(decision) if decision.allowed => Admission::Allowed(RateLimitHeaders::new(limit, &decision)),
+            Ok(decision) => {
+                self.rate_limited(principal);
+                Admission::Refused(Answer::rate_limited(limit, &decision))
+            }
+            Err(error) => self.limiter_failed(&error),
+        }
+    }
+
+    fn limiter_failed(&self, error: &crate::rate_limit::RateLimitError) -> Admission {
+        use std::sync::atomic::Ordering;
+        let limiting = &self.inner.limiting;
+        let now = self.inner.clock.unix_micros();
+        let last = limiting.last_warning.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000_000
+            && limiting
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %error, mode = ?limiting.on_failure, "teamkey: rate limiter failed");
+        }
+        match limiting.on_failure {
+            LimiterFailure::Closed => Admission::Refused(Answer::unavailable()),
+            _ => Admission::Unlimited,
+        }
+    }
+
+    /// Records `key.rate_limited` for the caller's key at most once an
+    /// hour (per process, and per store through its `once_key`).
+    fn rate_limited(&self, principal: &Principal) {
+        let hour = self.inner.clock.unix_micros() / 3_600_000_000;
+        let seen = (principal.key_id(), hour);
+        if self.inner.limited_seen.get(&seen).is_some() {
+            return;
+        }
+        self.inner.limited_seen.insert(seen, ());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        let principal = principal.clone();
+        runtime.spawn(async move {
+            let event = KeyEvent::new(EventKind::RateLimited, this.now(), principal.record(), &Origin::system());
+            match this.inner.store.append_event(&event).await {
+                Ok(true) => this.announce(event),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(key_id = %event.key_id, error = %e, "teamkey events: key.rate_limited not recorded"),
+            }
+        });
     }
 
     /// Forgets the team's policy answer on this instance: its next
@@ -1078,6 +1202,29 @@ impl KeyManager {
             }
         }
     }
+}
+
+/// Rate limiting: the limiter, the default quota, the failure mode.
+#[derive(Clone, Default)]
+struct Limiting {
+    limiter: Option<Arc<dyn RateLimiter>>,
+    default: Option<RateLimit>,
+    on_failure: LimiterFailure,
+    /// When the last "limiter failed" warning was logged (unix micros).
+    last_warning: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// What [`KeyManager::admit`] decided for a verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Admission {
+    /// No rate limit applies (or no limiter is set, or it failed open).
+    Unlimited,
+    /// Within its limit: send these headers with the response.
+    Allowed(RateLimitHeaders),
+    /// Over its limit (`429`), or the limiter failed closed (`503`):
+    /// answer this and do not run the handler.
+    Refused(Answer),
 }
 
 /// Days before expiry at which `key.expiring` is recorded.

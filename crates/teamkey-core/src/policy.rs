@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
 use crate::ident::{Scope, Scopes, TeamId};
+use crate::rate_limit::RateLimit;
 
 /// What a team may do with API keys, from the app's own data (its plans,
 /// its contracts). Set it with
@@ -65,6 +66,9 @@ pub struct TeamRules {
     /// The longest lifetime of a new key (the manager's own maximum
     /// applies too); `None`: only the manager's.
     pub max_lifetime: Option<time::Duration>,
+    /// The rate limit of the team's keys that have none of their own;
+    /// `None`: the manager's default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for TeamRules {
@@ -82,6 +86,7 @@ impl TeamRules {
             max_active_keys: None,
             require_expiry: false,
             max_lifetime: None,
+            rate_limit: None,
         }
     }
 
@@ -110,6 +115,12 @@ impl TeamRules {
     pub fn require_expiry_within(mut self, max: time::Duration) -> Self {
         self.require_expiry = true;
         self.max_lifetime = Some(max);
+        self
+    }
+
+    /// The plan's rate limit for keys without their own.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::events::KeyEvent;
 use crate::hash::{HashVersion, SecretDigest};
 use crate::ident::{KeyId, KeyName, Scopes, TeamId};
+use crate::rate_limit::RateLimit;
 
 /// Everything a store keeps about one key. Never the key itself: only the
 /// digest of its secret.
@@ -86,6 +87,10 @@ pub struct KeyRecord {
     /// data in some jurisdictions).
     #[serde(default)]
     pub last_used_ip: Option<IpAddr>,
+    /// The key's own rate limit; `None`: the team's or the manager's
+    /// default, if any.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The version [`KeyRecord::to_bytes`] writes.
@@ -132,6 +137,7 @@ impl KeyRecord {
             replaced_by: None,
             rotated_from: None,
             last_used_ip: None,
+            rate_limit: None,
         }
     }
 
@@ -153,6 +159,7 @@ impl KeyRecord {
             rotated_from: self.rotated_from,
             replaced_by: self.replaced_by,
             last_used_ip: self.last_used_ip,
+            rate_limit: self.rate_limit,
         }
     }
 
@@ -229,6 +236,9 @@ pub struct KeyInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub last_used_ip: Option<IpAddr>,
+    /// The key's own rate limit (`null`: the team's default applies).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::rate_limit::RateLimitFields>))]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Who a verified key says the caller is. Scope every query by
@@ -239,12 +249,21 @@ pub struct KeyInfo {
 #[derive(Clone)]
 pub struct Principal {
     record: Arc<KeyRecord>,
+    /// The quota that applies: the key's own, else the team's or the
+    /// manager's default.
+    rate_limit: Option<RateLimit>,
 }
 
 impl Principal {
     /// The principal a verified record stands for.
-    pub(crate) fn new(record: Arc<KeyRecord>) -> Self {
-        Self { record }
+    pub(crate) fn new(record: Arc<KeyRecord>, rate_limit: Option<RateLimit>) -> Self {
+        Self { record, rate_limit }
+    }
+
+    /// The rate limit that applies to this caller, if any: the key's own,
+    /// else its team's default, else the manager's.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 
     /// The team the key belongs to.
@@ -265,6 +284,11 @@ impl Principal {
     /// The key's permissions.
     pub fn scopes(&self) -> &Scopes {
         &self.record.scopes
+    }
+
+    /// The record the key was verified against.
+    pub(crate) fn record(&self) -> &KeyRecord {
+        &self.record
     }
 
     /// Whether the key carries `scope`.

@@ -60,7 +60,7 @@ use crate::{
     Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManualClock,
     RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
 };
-use crate::{Cursor, ListQuery};
+use crate::{Cursor, ListQuery, RateLimit};
 
 /// Runs every check of the [`KeyStore`] contract against `store`, and
 /// reports the team ids it wrote under (see [Cleaning up](self#cleaning-up)).
@@ -83,6 +83,7 @@ pub async fn check_store(store: impl KeyStore) -> KitReport {
     expiry_and_grace_are_enforced(&kit).await;
     last_used_only_moves_forward(&kit).await;
     last_used_is_batched(&kit).await;
+    rotation_keeps_the_rate_limit(&kit).await;
     let events = events_follow_changes(&kit).await;
     let expiring = expiring_lists_the_window(&kit).await;
     KitReport {
@@ -335,6 +336,7 @@ fn record(team: &TeamId, name: &str) -> KeyRecord {
         replaced_by: None,
         rotated_from: None,
         last_used_ip: None,
+        rate_limit: None,
     }
 }
 
@@ -385,7 +387,7 @@ fn record_diffs(got: &KeyRecord, want: &KeyRecord) -> Vec<String> {
     }
     push_diffs!(
         diffs, got, want: hash_version, scopes, created_at, last_used_at, expires_at, revoked_at, replaced_by,
-        rotated_from, last_used_ip
+        rotated_from, last_used_ip, rate_limit
     );
     // A field added to KeyRecord after this list was written.
     if diffs.is_empty() && got != want {
@@ -410,6 +412,7 @@ async fn record_round_trip(kit: &Kit) {
     full.revoked_at = Some(T0 + Duration::days(1));
     full.replaced_by = Some(fresh_key_id());
     full.rotated_from = Some(fresh_key_id());
+    full.rate_limit = Some(RateLimit::new(1_000_000, std::time::Duration::from_secs(86_400)).expect("limit"));
     full.last_used_ip = Some("2001:db8:ffff:ffff:ffff:ffff:ffff:fffe".parse().expect("ip"));
     store
         .insert(&full, &created(&full))
@@ -1172,6 +1175,39 @@ async fn last_used_is_batched(kit: &Kit) {
         keys.flush_last_used().await.expect("flush"),
         0,
         "last used: nothing pending after a flush"
+    );
+}
+
+/// A key's own rate limit is stored, and its successor inherits it.
+async fn rotation_keeps_the_rate_limit(kit: &Kit) {
+    const CHECK: &str = "rate limit";
+    let clock = ManualClock::new(T0);
+    let keys = kit.manager(&clock);
+    let team = kit.team("rl");
+    let limit = RateLimit::new(5, std::time::Duration::from_secs(10)).expect("limit");
+    let made = keys
+        .create(&team, "limited", CreateOptions::new().rate_limit(limit))
+        .await
+        .expect("create");
+    assert_eq!(
+        get(&kit.store, &made.info.id, CHECK).await.rate_limit,
+        Some(limit),
+        "{CHECK}: a key's rate limit is stored"
+    );
+    let next = keys
+        .rotate(&team, &made.info.id, Duration::hours(1))
+        .await
+        .expect("rotate");
+    let successor = get(&kit.store, &next.info.id, CHECK).await;
+    assert_eq!(
+        successor.rate_limit,
+        Some(limit),
+        "{CHECK}: a successor keeps the limit"
+    );
+    assert_eq!(
+        successor.rotated_from,
+        Some(made.info.id),
+        "{CHECK}: and its lineage"
     );
 }
 

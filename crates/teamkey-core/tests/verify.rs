@@ -328,8 +328,8 @@ fn list_is_newest_first_and_team_scoped() {
     assert_eq!(names, ["third", "second", "first"]);
     let json = serde_json::to_value(&rt.block_on(keys.list(&globex)).unwrap()[0]).unwrap();
     let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
-    // Nine: `last_used_ip` only when client IPs are recorded.
-    assert_eq!(fields.len(), 9);
+    // Ten: `last_used_ip` only when client IPs are recorded.
+    assert_eq!(fields.len(), 10);
     for f in [
         "id",
         "name",
@@ -340,6 +340,7 @@ fn list_is_newest_first_and_team_scoped() {
         "scopes",
         "rotated_from",
         "replaced_by",
+        "rate_limit",
     ] {
         assert!(fields.contains(&f), "{f}");
     }
