@@ -92,6 +92,10 @@ struct CustomStoreDoctests;
 #[doc = include_str!("../docs/policy-and-events.md")]
 struct PolicyAndEventsDoctests;
 
+#[cfg(doctest)]
+#[doc = include_str!("../docs/rate-limits.md")]
+struct RateLimitsDoctests;
+
 /// teamkey for axum 0.8 (feature `axum`): `Authenticated`, `RequireApiKey`,
 /// scopes, `management_routes`.
 #[cfg(feature = "axum")]
