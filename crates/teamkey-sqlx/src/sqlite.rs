@@ -1,4 +1,5 @@
-//! SQLite: times as Unix microseconds, `BEGIN IMMEDIATE` for rotation.
+//! SQLite: times as Unix microseconds, `BEGIN IMMEDIATE` for writes,
+//! `ON CONFLICT DO NOTHING` for events recorded once.
 
 use sqlx::error::DatabaseError;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -9,6 +10,9 @@ use crate::{MIGRATIONS_TABLE, MigrateError, SqlxStore};
 
 /// Unix microseconds, as stored.
 type DbTime = i64;
+
+/// A time as bound.
+type BindTime = DbTime;
 
 /// A time to bind, checked first: SQLite would store any integer, and a
 /// time no read can decode would break its team's key table for good.
@@ -46,6 +50,29 @@ mod sql {
         "SELECT replaced_by FROM api_keys WHERE id = ? AND team_id = ? AND revoked_at IS NULL";
     pub(super) const RETIRE: &str = "UPDATE api_keys SET replaced_by = ?, \
          expires_at = min(coalesce(expires_at, ?), ?) WHERE id = ?";
+    /// As `INSERT_EVENT`; an event whose once key is recorded writes no
+    /// row. Only that conflict is skipped: a clashing event id still fails.
+    pub(super) const APPEND_EVENT: &str = concat!(
+        "INSERT INTO api_key_events (",
+        event_columns!(),
+        ", once_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (once_key) DO NOTHING"
+    );
+    /// How many times `EVENTS` and `EVENTS_BEFORE` bind the team: text
+    /// compares bytewise (`BINARY`), trailing spaces included.
+    pub(super) const EVENT_TEAM_BINDS: usize = 1;
+    /// Binds: team, limit.
+    pub(super) const EVENTS: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM api_key_events WHERE team_id = ? ORDER BY id DESC LIMIT ?"
+    );
+    /// Binds: team, before, limit.
+    pub(super) const EVENTS_BEFORE: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM api_key_events WHERE team_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+    );
 }
 
 impl_touch_by_case!(SqlitePool);
@@ -53,7 +80,9 @@ impl_touch_by_case!(SqlitePool);
 impl_key_store! {
     db: Sqlite,
     row: SqliteRow,
-    begin_rotation: "BEGIN IMMEDIATE",
+    // The write lock from the start: a transaction that read first could not
+    // take it later without failing as busy.
+    begin_write: "BEGIN IMMEDIATE",
     touch: touch,
 }
 

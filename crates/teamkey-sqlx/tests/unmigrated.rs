@@ -12,6 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use support::databases::{MyDatabase, PgSchema, env_url};
+use teamkey_core::events::{EventKind, EventQuery, KeyEvent, Origin};
 use teamkey_core::{
     CreateOptions, HashVersion, KeyFormat, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse,
     ManageError, PageRequest, Rejection, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
@@ -117,25 +118,32 @@ where
     assert_store_failure(keys().rotate(&team, &id, time::Duration::ZERO).await, "rotate");
     one_hint("rotate");
 
+    let now = OffsetDateTime::now_utc();
+    let event = |kind| KeyEvent::new(kind, now, &record(&team), &Origin::system());
     let direct = store();
-    assert!(direct.insert(&record(&team)).await.is_err());
+    assert!(
+        direct
+            .insert(&record(&team), &event(EventKind::Created))
+            .await
+            .is_err()
+    );
     one_hint("insert");
     let direct = store();
-    let rotation = Rotation {
-        team_id: team.clone(),
-        old: id,
-        retire_at: OffsetDateTime::now_utc(),
-        successor: record(&team),
-    };
+    let rotation = Rotation::new(team.clone(), id, now, record(&team), event(EventKind::Rotated));
     assert!(direct.rotate(&rotation).await.is_err());
     one_hint("store rotate");
     let direct = store();
-    let uses = [KeyUse {
-        key_id: id,
-        at: OffsetDateTime::now_utc(),
-    }];
+    let uses = [KeyUse::new(id, now)];
     assert!(direct.record_last_used(&uses).await.is_err());
     one_hint("record_last_used");
+    let direct = store();
+    assert!(direct.append_event(&event(EventKind::Expired)).await.is_err());
+    one_hint("append_event");
+    assert_store_failure(keys().events(&team, EventQuery::newest(10)).await, "events");
+    one_hint("events");
+    let direct = store();
+    assert!(direct.expiring(now, now, 10).await.is_err());
+    one_hint("expiring");
 
     // A service under load: one line, not one per request.
     let keys = keys();
