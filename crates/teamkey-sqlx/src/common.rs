@@ -165,30 +165,36 @@ pub(crate) fn cursor_bound(at: OffsetDateTime) -> CursorBound {
     }
 }
 
-/// A query failed because `api_keys` does not exist: the database was
-/// never migrated. Its text says what to do.
+/// A query failed because a table or column of teamkey's is missing: the
+/// database was never migrated, or not since this version added it. Its
+/// text says what to do.
 #[derive(Debug)]
-pub(crate) struct MissingTable(sqlx::Error);
+pub(crate) struct NotMigrated(sqlx::Error);
 
-impl fmt::Display for MissingTable {
+impl fmt::Display for NotMigrated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("table api_keys is missing; run SqlxStore::migrate() (or `teamkey migrate`) first")
+        f.write_str(NOT_MIGRATED)
     }
 }
 
-impl std::error::Error for MissingTable {
+/// What a store says, and logs, when its database is not migrated.
+pub(crate) const NOT_MIGRATED: &str = "teamkey's tables are missing or older than this version \
+     (table api_keys or api_key_events, or one of their columns); \
+     run SqlxStore::migrate() (or `teamkey migrate`) first";
+
+impl std::error::Error for NotMigrated {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
     }
 }
 
-/// Unique violations are key-id collisions; a missing table is named as
-/// such (`undefined_table` knows the database's own code); everything else
-/// is the backend's.
-pub(crate) fn store_error(error: sqlx::Error, undefined_table: fn(&dyn DatabaseError) -> bool) -> StoreError {
+/// Unique violations are key-id collisions; a missing table or column is
+/// named as such (`not_migrated` knows the database's own codes);
+/// everything else is the backend's.
+pub(crate) fn store_error(error: sqlx::Error, not_migrated: fn(&dyn DatabaseError) -> bool) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-        sqlx::Error::Database(db) if undefined_table(&**db) => StoreError::backend(MissingTable(error)),
+        sqlx::Error::Database(db) if not_migrated(&**db) => StoreError::backend(NotMigrated(error)),
         _ => StoreError::backend(error),
     }
 }
@@ -316,7 +322,7 @@ macro_rules! impl_touch_by_case {
 
 /// Implements `KeyStore` for `SqlxStore<$db>` from the calling module's
 /// `sql` constants, its time conversions (`to_db` for binds, giving a
-/// `BindTime`; `column_time` for reads), and its `undefined_table` test.
+/// `BindTime`; `column_time` for reads), and its `not_migrated` test.
 ///
 /// `begin_write` starts the transactions that write (a change and its
 /// event, a rotation).
@@ -339,9 +345,9 @@ macro_rules! impl_key_store {
         };
 
         /// Errors through the shared mapping, with this database's test for
-        /// a missing table.
+        /// a missing table or column.
         fn store_error(error: sqlx::Error) -> StoreError {
-            crate::common::store_error(error, undefined_table)
+            crate::common::store_error(error, not_migrated)
         }
 
         /// A nullable time column of `row`, within the stored years.

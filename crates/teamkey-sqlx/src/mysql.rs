@@ -46,12 +46,13 @@ fn column_time(row: &MySqlRow, column: &str) -> Result<Option<OffsetDateTime>, S
     Ok(Some(at.assume_utc()))
 }
 
-/// `ER_NO_SUCH_TABLE` (1146), SQLSTATE 42S02, on MySQL and MariaDB.
-fn undefined_table(error: &dyn DatabaseError) -> bool {
+/// `ER_NO_SUCH_TABLE` (1146, SQLSTATE 42S02) or `ER_BAD_FIELD_ERROR`
+/// (1054, SQLSTATE 42S22), on MySQL and MariaDB.
+fn not_migrated(error: &dyn DatabaseError) -> bool {
     error
         .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-        .is_some_and(|e| e.number() == 1146)
-        || error.code().as_deref() == Some("42S02")
+        .is_some_and(|e| matches!(e.number(), 1146 | 1054))
+        || matches!(error.code().as_deref(), Some("42S02" | "42S22"))
 }
 
 mod sql {
@@ -96,8 +97,9 @@ impl_key_store! {
 }
 
 impl SqlxStore<MySql> {
-    /// Creates or updates the `api_keys` table, tracked in
-    /// [`MIGRATIONS_TABLE`]. Safe to run on every start.
+    /// Creates or updates teamkey's tables (`api_keys`, `api_key_events`
+    /// and the change feed's), tracked in [`MIGRATIONS_TABLE`]. Safe to run
+    /// on every start.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations/mysql");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);

@@ -60,9 +60,9 @@ fn column_time(row: &PgRow, column: &str) -> Result<Option<OffsetDateTime>, Stri
     Ok(at.map(|at| at.0))
 }
 
-/// `undefined_table`, SQLSTATE 42P01.
-fn undefined_table(error: &dyn DatabaseError) -> bool {
-    error.code().as_deref() == Some("42P01")
+/// `undefined_table` (SQLSTATE 42P01) or `undefined_column` (42703).
+fn not_migrated(error: &dyn DatabaseError) -> bool {
+    matches!(error.code().as_deref(), Some("42P01" | "42703"))
 }
 
 mod sql {
@@ -166,8 +166,9 @@ impl_key_store! {
 }
 
 impl SqlxStore<Postgres> {
-    /// Creates or updates the `api_keys` table, tracked in
-    /// [`MIGRATIONS_TABLE`]. Safe to run on every start.
+    /// Creates or updates teamkey's tables (`api_keys`, `api_key_events`
+    /// and the change feed's), tracked in [`MIGRATIONS_TABLE`]. Safe to run
+    /// on every start.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations/postgres");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);

@@ -36,9 +36,14 @@ fn column_time(row: &SqliteRow, column: &str) -> Result<Option<OffsetDateTime>, 
         .transpose()
 }
 
-/// SQLite has no code for it: `SQLITE_ERROR` with "no such table: …".
-fn undefined_table(error: &dyn DatabaseError) -> bool {
-    error.message().starts_with("no such table")
+/// SQLite has no code for it: `SQLITE_ERROR` with "no such table: …",
+/// "no such column: …" (a query) or "table … has no column named …" (an
+/// insert).
+fn not_migrated(error: &dyn DatabaseError) -> bool {
+    let message = error.message();
+    message.starts_with("no such table")
+        || message.starts_with("no such column")
+        || message.contains("has no column named")
 }
 
 mod sql {
@@ -87,8 +92,9 @@ impl_key_store! {
 }
 
 impl SqlxStore<Sqlite> {
-    /// Creates or updates the `api_keys` table, tracked in
-    /// [`MIGRATIONS_TABLE`]. Safe to run on every start.
+    /// Creates or updates teamkey's tables (`api_keys`, `api_key_events`
+    /// and the change feed's), tracked in [`MIGRATIONS_TABLE`]. Safe to run
+    /// on every start.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations/sqlite");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
