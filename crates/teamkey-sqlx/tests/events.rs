@@ -3,7 +3,8 @@
 //! field for field, page newest first within their team only, once-only
 //! events are recorded once however many instances race, expiry sweeps
 //! warn once, lineage and last-used addresses round-trip, bad rows are
-//! errors, and events invalidate no cache.
+//! errors, events invalidate no cache, and event pages and expiry sweeps
+//! walk their indexes.
 //!
 //! PostgreSQL and MySQL/MariaDB run when `TEAMKEY_TEST_POSTGRES_URL` and
 //! `TEAMKEY_TEST_MYSQL_URL` are set; each test works in a schema or
@@ -14,6 +15,7 @@
 
 mod support {
     pub(crate) mod databases;
+    pub(crate) mod probe;
 }
 
 use std::net::IpAddr;
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use support::databases::{MyDatabase, PgSchema, env_url, my_store, pg_store, unique};
+use support::probe::StatementLog;
 use teamkey_core::events::{
     Actor, EventKind, EventQuery, EventSink, KeyEvent, Origin, RequestContext, SinkError,
 };
@@ -1011,3 +1014,157 @@ on_every_database!(
     bad_event_rows_are_errors,
     events_invalidate_nothing,
 );
+
+/// The SQL of an events page (first, and before an id) and of an expiry
+/// sweep, as the store runs it: one statement each.
+struct EventSql {
+    first: String,
+    before: String,
+    expiring: String,
+}
+
+async fn event_sql<S: KeyStore + Clone>(store: &S) -> EventSql {
+    let log = StatementLog::global();
+    let team = team("plans");
+    let key = record(&team, "planned");
+    let made = created(&key);
+    store.insert(&key, &made).await.unwrap();
+    let one = |statements: Vec<support::probe::Statement>| {
+        // SQLite's pool may open a connection on the way (PRAGMAs).
+        let ours: Vec<_> = statements
+            .into_iter()
+            .filter(|s| !s.sql.starts_with("PRAGMA"))
+            .collect();
+        assert_eq!(ours.len(), 1, "one statement: {ours:#?}");
+        ours[0].sql.clone()
+    };
+    let (page, first) = log.probe(store.events(&team, &EventQuery::newest(5))).await;
+    assert_eq!(page.unwrap(), std::slice::from_ref(&made));
+    let query = EventQuery::newest(5).before(made.id);
+    let (page, before) = log.probe(store.events(&team, &query)).await;
+    assert!(page.unwrap().is_empty());
+    let (soon, expiring) = log.probe(store.expiring(T0, T0 + Duration::days(31), 5)).await;
+    assert_eq!(soon.unwrap().len(), 1);
+    EventSql {
+        first: one(first),
+        before: one(before),
+        expiring: one(expiring),
+    }
+}
+
+#[tokio::test]
+async fn sqlite_event_pages_and_sweeps_walk_their_indexes() {
+    let (_file, store, _) = sqlite().await;
+    let sql = event_sql(&store).await;
+    for (statement, index) in [
+        (sql.first, "api_key_events_team_idx"),
+        (sql.before, "api_key_events_team_idx"),
+        (sql.expiring, "api_keys_expiring_idx"),
+    ] {
+        // Unbound parameters plan as NULLs: the plan is the same.
+        let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {statement}")))
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains(index), "{statement}: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "the index gives the order: {plan}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_event_pages_and_sweeps_walk_their_indexes() {
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, options) = PgSchema::new(&url).await;
+    let store = pg_store(options, 2).await;
+    let sql = event_sql(&store).await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    // With sequential scans off, each plan must walk its index and never
+    // sort: the query's order is the index's.
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let explain = |statement: &str| AssertSqlSafe(format!("EXPLAIN {statement}"));
+    let first: Vec<String> = sqlx::query_scalar(explain(&sql.first))
+        .bind("acme")
+        .bind(5_i64)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let before: Vec<String> = sqlx::query_scalar(explain(&sql.before))
+        .bind("acme")
+        .bind("01890000-0000-7000-8000-000000000000")
+        .bind(5_i64)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let expiring: Vec<String> = sqlx::query_scalar(explain(&sql.expiring))
+        .bind(T0)
+        .bind(T0 + Duration::days(7))
+        .bind(5_i64)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    for (plan, walk) in [
+        (first, "Index Scan Backward using api_key_events_team_idx"),
+        (before, "Index Scan Backward using api_key_events_team_idx"),
+        (expiring, "Index Scan using api_keys_expiring_idx"),
+    ] {
+        let plan = plan.join("\n");
+        assert!(plan.contains(walk), "{plan}");
+        assert!(!plan.contains("Sort"), "{plan}");
+    }
+    drop(conn);
+    store.pool().close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn mysql_event_pages_and_sweeps_can_use_their_indexes() {
+    let Some(url) = env_url("TEAMKEY_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (database, options) = MyDatabase::new(&url).await;
+    let store = my_store(options, 2).await;
+    let sql = event_sql(&store).await;
+    let explain = |statement: &str| AssertSqlSafe(format!("EXPLAIN {statement}"));
+    let possible = |row: sqlx::mysql::MySqlRow| -> String {
+        sqlx::Row::try_get::<Option<String>, _>(&row, "possible_keys")
+            .unwrap()
+            .unwrap_or_default()
+    };
+    let first = sqlx::query(explain(&sql.first))
+        .bind("acme")
+        .bind("acme")
+        .bind(5_i64)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(possible(first).contains("api_key_events_team_idx"));
+    let before = sqlx::query(explain(&sql.before))
+        .bind("acme")
+        .bind("acme")
+        .bind("01890000-0000-7000-8000-000000000000")
+        .bind(5_i64)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(possible(before).contains("api_key_events_team_idx"));
+    let at = |t: OffsetDateTime| time::PrimitiveDateTime::new(t.date(), t.time());
+    let expiring = sqlx::query(explain(&sql.expiring))
+        .bind(at(T0))
+        .bind(at(T0 + Duration::days(7)))
+        .bind(5_i64)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(possible(expiring).contains("api_keys_expiring_idx"));
+    store.pool().close().await;
+    database.drop().await;
+}

@@ -1,6 +1,7 @@
-//! A store whose table was never created says what to do: one `error`
-//! line naming `SqlxStore::migrate()`, for verification and management
-//! alike, while every call still fails as a store failure (503).
+//! A store whose tables were never created, or are older than this
+//! version, says what to do: one `error` line naming
+//! `SqlxStore::migrate()`, for verification and management alike, while
+//! every call still fails as a store failure (503).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -201,6 +202,101 @@ async fn mysql_unmigrated_store_says_to_migrate() {
         .await
         .unwrap();
     every_call_says_to_migrate(pool.clone()).await;
+    pool.close().await;
+    database.drop().await;
+}
+
+/// The last migration before events: what a database upgraded by the
+/// previous release holds.
+const BEFORE_EVENTS: i64 = 20261215000000;
+
+/// A store whose database the previous release migrated (no events table,
+/// no lineage columns) says to migrate too, rather than failing on a
+/// column it does not name; once migrated, it works.
+async fn a_stale_schema_says_to_migrate<DB>(pool: Pool<DB>)
+where
+    DB: sqlx::Database,
+    SqlxStore<DB>: KeyStore,
+{
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let team = TeamId::new("acme").unwrap();
+    let keys = || KeyManager::new(SqlxStore::new(pool.clone()));
+    let key = KeyFormat::default().generate().unwrap();
+
+    let err = keys().verify(key.expose_secret()).await.unwrap_err();
+    match err {
+        VerifyError::Store(StoreError::Backend(source)) => {
+            assert!(source.to_string().contains(HINT), "verify: {source}");
+        }
+        other => panic!("verify: a store failure, got {other}"),
+    }
+    assert_store_failure(keys().create(&team, "k", CreateOptions::new()).await, "create");
+    assert_store_failure(keys().list(&team).await, "list");
+    assert_store_failure(keys().events(&team, EventQuery::newest(10)).await, "events");
+    assert_eq!(captured.take_hints().len(), 4, "one line per store");
+}
+
+macro_rules! migrated_before_events {
+    ($pool:expr, $dir:literal) => {{
+        let mut migrator = sqlx::migrate!($dir);
+        migrator.dangerous_set_table_name(teamkey_sqlx::MIGRATIONS_TABLE);
+        migrator.run_to(BEFORE_EVENTS, &$pool).await.unwrap();
+        a_stale_schema_says_to_migrate($pool.clone()).await;
+        let store = SqlxStore::new($pool.clone());
+        store.migrate().await.unwrap();
+        let keys = KeyManager::new(store);
+        let made = keys
+            .create(&TeamId::new("acme").unwrap(), "k", CreateOptions::new())
+            .await
+            .unwrap();
+        keys.verify(made.key.expose_secret()).await.unwrap();
+    }};
+}
+
+#[tokio::test]
+async fn sqlite_schema_before_events_says_to_migrate() {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    migrated_before_events!(pool, "./migrations/sqlite");
+}
+
+#[tokio::test]
+async fn postgres_schema_before_events_says_to_migrate() {
+    let Some(url) = env_url("TEAMKEY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (schema, options) = PgSchema::new(&url).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    migrated_before_events!(pool, "./migrations/postgres");
+    pool.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn mysql_schema_before_events_says_to_migrate() {
+    let Some(url) = env_url("TEAMKEY_TEST_MYSQL_URL") else {
+        return;
+    };
+    let (database, options) = MyDatabase::new(&url).await;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    migrated_before_events!(pool, "./migrations/mysql");
     pool.close().await;
     database.drop().await;
 }
