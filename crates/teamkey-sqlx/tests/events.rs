@@ -763,6 +763,15 @@ async fn lineage_and_last_used_ip_round_trip<S: KeyStore + Clone>(store: &S, _: 
     assert_eq!(seen(get(store, &a.id).await), (Some(t(30)), Some(v4)));
     assert_eq!(seen(get(store, &b.id).await), (Some(t(30)), None));
 
+    // A batch past one statement's share (1,000 keys where uses are bind
+    // parameters), every use with an address: unknown ids are ignored.
+    let mut batch: Vec<KeyUse> = (0..2_500)
+        .map(|_| KeyUse::new(fresh_key_id(), t(40)).ip(Some(v6)))
+        .collect();
+    batch[1_700] = KeyUse::new(c.id, t(40)).ip(Some(v4));
+    store.record_last_used(&batch).await.unwrap();
+    assert_eq!(seen(get(store, &c.id).await), (Some(t(40)), Some(v4)));
+
     // Through a manager that records client addresses.
     let clock = ManualClock::new(T0);
     let keys = KeyManager::builder(store.clone())
