@@ -419,6 +419,37 @@ impl KeyEvent {
         }
     }
 
+    /// An event as a store reads it back: every field it keeps, the id
+    /// included. `successor_id` and `days_left` start empty; set them.
+    #[allow(clippy::too_many_arguments)] // one per stored column, named by type
+    pub fn stored(
+        id: EventId,
+        kind: EventKind,
+        at: OffsetDateTime,
+        team_id: TeamId,
+        actor: Actor,
+        key_id: KeyId,
+        key_name: KeyName,
+        preview: impl Into<String>,
+        scopes: Scopes,
+        context: RequestContext,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            at,
+            team_id,
+            actor,
+            key_id,
+            key_name,
+            preview: preview.into(),
+            scopes,
+            successor_id: None,
+            days_left: None,
+            context: context.cleaned(),
+        }
+    }
+
     /// For events that happen once per key (`key.expired`, and
     /// `key.expiring` once per notice), the text a store keeps unique so
     /// that several instances record it once: `None` for the others.

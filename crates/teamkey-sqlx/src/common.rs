@@ -17,7 +17,7 @@ macro_rules! columns {
     () => {
         "id, team_id, name, preview, digest, hash_version, scopes, \
          created_at, last_used_at, expires_at, revoked_at, replaced_by, \
-         rotated_from, last_used_ip"
+         rotated_from, last_used_ip, rate_limit_requests, rate_limit_window_seconds"
     };
 }
 
@@ -71,7 +71,7 @@ pub(crate) mod qmark_sql {
     pub(crate) const INSERT: &str = concat!(
         "INSERT INTO api_keys (",
         columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     pub(crate) const GET: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = ?");
     pub(crate) const LIST: &str = concat!(
@@ -333,10 +333,10 @@ macro_rules! impl_key_store {
         begin_write: $begin:expr,
         touch: $touch:ident $(,)?
     ) => {
-        use teamkey_core::events::{Actor, EventId, EventKind, EventQuery, KeyEvent, Origin, RequestContext};
+        use teamkey_core::events::{Actor, EventId, EventKind, EventQuery, KeyEvent, RequestContext};
         use teamkey_core::{
-            HashVersion, KeyId, KeyName, KeyRecord, KeyUse, ListQuery, RotateOutcome, Rotation, Scopes,
-            SecretDigest, StoreError, TeamId,
+            HashVersion, KeyId, KeyName, KeyRecord, KeyUse, ListQuery, RateLimit, RotateOutcome, Rotation,
+            Scopes, SecretDigest, StoreError, TeamId,
         };
         use time::OffsetDateTime;
 
@@ -411,6 +411,32 @@ macro_rules! impl_key_store {
                 .try_get("last_used_ip")
                 .map_err(|e| corrupt(id_ref, "last_used_ip", e))?;
             record.last_used_ip = parse_ip(ip).map_err(|e| corrupt(id_ref, "last_used_ip", e))?;
+            let number = |column: &'static str| -> Result<Option<i64>, StoreError> {
+                row.try_get(column).map_err(|e| corrupt(id_ref, column, e))
+            };
+            record.rate_limit = match (
+                number("rate_limit_requests")?,
+                number("rate_limit_window_seconds")?,
+            ) {
+                (None, None) => None,
+                (Some(requests), Some(window)) => {
+                    let requests =
+                        u32::try_from(requests).map_err(|e| corrupt(id_ref, "rate_limit_requests", e))?;
+                    let window =
+                        u64::try_from(window).map_err(|e| corrupt(id_ref, "rate_limit_window_seconds", e))?;
+                    Some(
+                        RateLimit::new(requests, std::time::Duration::from_secs(window))
+                            .map_err(|e| corrupt(id_ref, "rate_limit_requests", e))?,
+                    )
+                }
+                _ => {
+                    return Err(corrupt(
+                        id_ref,
+                        "rate_limit_requests",
+                        "half a rate limit: both columns or neither",
+                    ))
+                }
+            };
             Ok(record)
         }
 
@@ -468,22 +494,19 @@ macro_rules! impl_key_store {
             if let Some(ip) = parse_ip(optional("client_ip")?).map_err(bad_event(&id, "client_ip"))? {
                 context = context.client_ip(ip);
             }
-            // `KeyEvent` is built by the core only, from the record it is
-            // about: this record carries the event's copy of the key's
-            // public fields. Events hold no digest; this one is never read.
             let scopes = text("scopes")?;
-            let about = KeyRecord::new(
-                key_id("key_id", &text("key_id")?)?,
+            let mut event = KeyEvent::stored(
+                id,
+                kind,
+                at,
                 TeamId::new(text("team_id")?).map_err(bad_event(&id, "team_id"))?,
+                actor,
+                key_id("key_id", &text("key_id")?)?,
                 KeyName::new(text("key_name")?).map_err(bad_event(&id, "key_name"))?,
                 text("preview")?,
-                SecretDigest::from_bytes([0; 32]),
-                HashVersion::PrefixedSha256,
                 Scopes::new(scopes.split_whitespace()).map_err(bad_event(&id, "scopes"))?,
-                at,
+                context,
             );
-            let mut event = KeyEvent::new(kind, at, &about, &Origin::new(actor).context(context));
-            event.id = id;
             event.successor_id = successor;
             event.days_left = days_left;
             Ok(event)
@@ -513,6 +536,8 @@ macro_rules! impl_key_store {
                 .bind(r.replaced_by.as_ref().map(KeyId::as_str))
                 .bind(r.rotated_from.as_ref().map(KeyId::as_str))
                 .bind(r.last_used_ip.map(|ip| ip.to_string()))
+                .bind(r.rate_limit.map(|l| i64::from(l.requests())))
+                .bind(r.rate_limit.map(|l| i64::from(l.window_seconds())))
                 .execute(executor)
                 .await
                 .map_err(store_error)?;

@@ -69,7 +69,7 @@ mod sql {
     pub(super) const INSERT: &str = concat!(
         "INSERT INTO api_keys (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     );
     pub(super) const GET: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
     pub(super) const LIST: &str = concat!(

@@ -35,7 +35,7 @@ async fn sqlite_in_memory_passes_the_conformance_kit() {
         .unwrap();
     let store = SqlxStore::new(pool);
     store.migrate().await.unwrap();
-    teamkey_core::test_kit::check_store(store).await;
+    assert_full_kit(teamkey_core::test_kit::check_store(store).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +51,7 @@ async fn sqlite_file_passes_the_conformance_kit() {
         .unwrap();
     let store = SqlxStore::new(pool.clone());
     store.migrate().await.unwrap();
-    teamkey_core::test_kit::check_store(store).await;
+    assert_full_kit(teamkey_core::test_kit::check_store(store).await);
     pool.close().await;
     let _ = std::fs::remove_file(&path);
 }
@@ -64,7 +64,7 @@ async fn postgres_passes_the_conformance_kit() {
     let (schema, options) = PgSchema::new(&url).await;
     let store = pg_store(options, 8).await;
     let pool = store.pool().clone();
-    teamkey_core::test_kit::check_store(store).await;
+    assert_full_kit(teamkey_core::test_kit::check_store(store).await);
     pool.close().await;
     schema.drop().await;
 }
@@ -77,9 +77,16 @@ async fn mysql_passes_the_conformance_kit() {
     let (database, options) = MyDatabase::new(&url).await;
     let store = my_store(options, 8).await;
     let pool = store.pool().clone();
-    teamkey_core::test_kit::check_store(store).await;
+    assert_full_kit(teamkey_core::test_kit::check_store(store).await);
     pool.close().await;
     database.drop().await;
+}
+
+/// A SQL store keeps events and sweeps expiries: the kit must have
+/// checked both, not skipped them.
+fn assert_full_kit(report: teamkey_core::test_kit::KitReport) {
+    assert!(report.events, "the kit skipped the events");
+    assert!(report.expiring, "the kit skipped the expiry sweep");
 }
 
 /// The kit's panic message on `store`, which it must reject.

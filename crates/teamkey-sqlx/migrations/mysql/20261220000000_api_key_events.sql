@@ -1,19 +1,22 @@
--- teamkey: rotation lineage, the last use's client address, and the audit
--- log of key changes (issue 11).
+-- teamkey: rotation lineage, the last use's client address, per-key rate
+-- limits, and the audit log of key changes (issues 11 and 12).
 --
 -- rotated_from names the key a rotation replaced; last_used_ip is written
 -- with last_used_at by the batched last-used flush, as text (at most 45
 -- characters: an IPv6 address with an embedded IPv4 one), the same on every
--- database. The expiry index serves sweeps for expiring keys across teams
+-- database. A key's own rate limit is two columns, both set or both NULL
+-- (NULL: the team's or the manager's default). The expiry index serves sweeps for expiring keys across teams
 -- (MySQL has no partial indexes: revoked and rotated keys are in it too).
 -- One ALTER: MySQL commits each DDL statement on its own, and one statement
 -- cannot half-apply.
 ALTER TABLE api_keys
     ADD COLUMN rotated_from CHAR(12)    CHARACTER SET ascii COLLATE ascii_bin NULL,
     ADD COLUMN last_used_ip VARCHAR(45) CHARACTER SET ascii COLLATE ascii_bin NULL,
+    ADD COLUMN rate_limit_requests BIGINT NULL,
+    ADD COLUMN rate_limit_window_seconds BIGINT NULL,
     ADD INDEX api_keys_expiring_idx (expires_at, id);
 
--- The change log counts rotated_from as it counts every other column but
+-- The change log counts rotated_from and the rate limit as it counts every other column but
 -- the last-used pair (last_used_at, and now last_used_ip, which the batched
 -- flush writes all the time and which change no verification). The new
 -- trigger is made before the old one is dropped, so that no update goes
@@ -34,7 +37,9 @@ BEGIN
         AND OLD.expires_at <=> NEW.expires_at
         AND OLD.revoked_at <=> NEW.revoked_at
         AND BINARY OLD.replaced_by <=> BINARY NEW.replaced_by
-        AND BINARY OLD.rotated_from <=> BINARY NEW.rotated_from) THEN
+        AND BINARY OLD.rotated_from <=> BINARY NEW.rotated_from
+        AND OLD.rate_limit_requests <=> NEW.rate_limit_requests
+        AND OLD.rate_limit_window_seconds <=> NEW.rate_limit_window_seconds) THEN
         INSERT INTO api_key_changes (key_id, changed_at) VALUES (OLD.id, UTC_TIMESTAMP(6));
         IF NOT (BINARY OLD.id <=> BINARY NEW.id) THEN
             INSERT INTO api_key_changes (key_id, changed_at) VALUES (NEW.id, UTC_TIMESTAMP(6));

@@ -1,5 +1,5 @@
--- teamkey: rotation lineage, the last use's client address, and the audit
--- log of key changes (issue 11).
+-- teamkey: rotation lineage, the last use's client address, per-key rate
+-- limits, and the audit log of key changes (issues 11 and 12).
 --
 -- rotated_from names the key a rotation replaced; last_used_ip is written
 -- with last_used_at by the batched last-used flush, as text (at most 45
@@ -7,7 +7,11 @@
 -- database.
 ALTER TABLE api_keys
     ADD COLUMN rotated_from VARCHAR(12),
-    ADD COLUMN last_used_ip VARCHAR(45);
+    ADD COLUMN last_used_ip VARCHAR(45),
+    -- A key's own rate limit, both set or both NULL (the team's or the
+    -- manager's default).
+    ADD COLUMN rate_limit_requests BIGINT,
+    ADD COLUMN rate_limit_window_seconds BIGINT;
 
 -- Expiry sweeps: active keys (unrevoked, not rotated away) by expiry,
 -- soonest first, across teams. Partial: revoked and rotated keys, which

@@ -1,25 +1,29 @@
--- teamkey: rotation lineage, the last use's client address, and the audit
--- log of key changes (issue 11).
+-- teamkey: rotation lineage, the last use's client address, per-key rate
+-- limits, and the audit log of key changes (issues 11 and 12).
 --
 -- rotated_from names the key a rotation replaced; last_used_ip is written
 -- with last_used_at by the batched last-used flush, as text (an IP address,
 -- at most 45 characters), the same on every database.
 ALTER TABLE api_keys ADD COLUMN rotated_from TEXT;
 ALTER TABLE api_keys ADD COLUMN last_used_ip TEXT;
+-- A key's own rate limit, both set or both NULL (the team's or manager's default).
+ALTER TABLE api_keys ADD COLUMN rate_limit_requests INTEGER;
+ALTER TABLE api_keys ADD COLUMN rate_limit_window_seconds INTEGER;
 
 -- Expiry sweeps: active keys (unrevoked, not rotated away) by expiry,
 -- soonest first, across teams. Partial: revoked and rotated keys stay out.
 CREATE INDEX api_keys_expiring_idx ON api_keys (expires_at, id)
     WHERE revoked_at IS NULL AND replaced_by IS NULL;
 
--- The change log counts rotated_from as it counts every other column but
+-- The change log counts rotated_from and the rate limit as it counts every other column but
 -- the last-used pair (last_used_at, and now last_used_ip, which the batched
 -- flush writes all the time and which change no verification). SQLite runs
 -- this migration in one transaction: no update goes unlogged in between.
 DROP TRIGGER api_keys_changes_update;
 CREATE TRIGGER api_keys_changes_update AFTER UPDATE OF
     id, team_id, name, preview, digest, hash_version, scopes,
-    created_at, expires_at, revoked_at, replaced_by, rotated_from
+    created_at, expires_at, revoked_at, replaced_by, rotated_from,
+    rate_limit_requests, rate_limit_window_seconds
 ON api_keys
 BEGIN
     INSERT INTO api_key_changes (key_id, changed_at)
