@@ -44,7 +44,7 @@ use clap::{Parser, Subcommand};
 use teamkey_core::events::{Actor, EventId, EventQuery, Origin};
 use teamkey_core::{
     CreateOptions, Cursor, DEFAULT_PAGE_LIMIT, KeyFormat, KeyId, KeyInfo, KeyManager, MAX_PAGE_LIMIT,
-    ManageError, NewKey, OnBehalfOf, PageRequest, Pepper, Scopes, TeamId, ValidationError,
+    ManageError, NewKey, OnBehalfOf, PageRequest, Pepper, RateLimit, Scopes, TeamId, ValidationError,
 };
 
 /// The environment variable that may hold the pepper itself.
@@ -108,6 +108,10 @@ enum Command {
         /// Lifetime, such as 90d, 24h or 30m; at most 10 years.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<std::time::Duration>,
+        /// The key's own rate limit: REQUESTS/WINDOW, such as 100/60s or
+        /// 5000/1h (1 to 1,000,000 requests; a window of 1s to 1d).
+        #[arg(long, value_parser = rate_limit)]
+        rate_limit: Option<RateLimit>,
     },
     /// List a team's active keys, newest first: all of them, or one page
     /// with --limit or --cursor.
@@ -222,6 +226,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             name,
             scopes,
             expires_in,
+            rate_limit,
         } => {
             let team = team_id(&team)?;
             let scopes = Scopes::new(&scopes).map_err(|e| Failure(format!("--scope: {e}")))?;
@@ -229,6 +234,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(lifetime) = expires_in {
                 options = options.expires_in(duration(lifetime));
             }
+            options.rate_limit = rate_limit;
             let by = acting()?;
             let created = by.create(&team, &name, options).await.map_err(|e| match e {
                 ManageError::Invalid(
@@ -487,4 +493,17 @@ fn not_found(error: ManageError, team: &TeamId, id: &KeyId) -> Failure {
         ManageError::NotFound => Failure(format!("no active key {id} in team {team}")),
         other => Failure(other.to_string()),
     }
+}
+
+/// `--rate-limit REQUESTS/WINDOW`: `100/60s`, `5000/1h`.
+fn rate_limit(text: &str) -> Result<RateLimit, String> {
+    let (requests, window) = text
+        .split_once('/')
+        .ok_or_else(|| "expected REQUESTS/WINDOW, such as 100/60s".to_owned())?;
+    let requests: u32 = requests
+        .trim()
+        .parse()
+        .map_err(|_| format!("{requests:?} is not a number of requests"))?;
+    let window = humantime::parse_duration(window.trim()).map_err(|e| format!("window {window:?}: {e}"))?;
+    RateLimit::new(requests, window).map_err(|e| e.to_string())
 }

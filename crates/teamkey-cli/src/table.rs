@@ -7,12 +7,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// The key table's columns.
-const KEY_HEADERS: [&str; 7] = [
+const KEY_HEADERS: [&str; 8] = [
     "ID",
     "NAME",
     "KEY",
     "CREATED",
     "LAST USED",
+    "RATE LIMIT",
     "ROTATED FROM",
     "REPLACED BY",
 ];
@@ -35,7 +36,7 @@ fn key(id: Option<KeyId>) -> String {
 
 /// A team's keys, one per row, with their lineage.
 pub(crate) fn keys(keys: &[KeyInfo]) -> String {
-    let rows: Vec<[String; 7]> = keys
+    let rows: Vec<[String; 8]> = keys
         .iter()
         .map(|k| {
             [
@@ -44,6 +45,7 @@ pub(crate) fn keys(keys: &[KeyInfo]) -> String {
                 k.preview.clone(),
                 when(Some(k.created_at)),
                 when(k.last_used_at),
+                k.rate_limit.map_or_else(|| NONE.to_owned(), |l| l.to_string()),
                 key(k.rotated_from),
                 key(k.replaced_by),
             ]

@@ -913,3 +913,69 @@ fn a_closed_stdout_is_one_line_and_a_key_never_shown_is_revoked() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_rate_limit_is_set_listed_kept_by_rotation_and_checked() {
+    let db = TempDb::new("ratelimit");
+    let url = &db.url;
+    let (stdout, _) = ok(
+        url,
+        &[
+            "create",
+            "--team",
+            "acme",
+            "--name",
+            "limited",
+            "--rate-limit",
+            "100/60s",
+        ],
+    );
+    let id = stdout[8..20].to_owned();
+    let (table, _) = ok(url, &["list", "--team", "acme"]);
+    let rows = cells(&table);
+    assert_eq!(rows[0][5], "RATE LIMIT", "{table}");
+    assert_eq!(rows[1][5], "100/60s", "{table}");
+    ok(url, &["rotate", "--team", "acme", &id, "--grace", "1h"]);
+    let (json, _) = ok(url, &["list", "--team", "acme", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for row in json.as_array().unwrap() {
+        assert_eq!(
+            row["rate_limit"],
+            serde_json::json!({"requests": 100, "window_seconds": 60}),
+            "the successor keeps the limit: {row}"
+        );
+    }
+    ok(
+        url,
+        &[
+            "create",
+            "--team",
+            "acme",
+            "--name",
+            "hourly",
+            "--rate-limit",
+            "5000/1h",
+        ],
+    );
+    for bad in [
+        "0/60s",
+        "100",
+        "100/0s",
+        "100/2d",
+        "x/60s",
+        "100/1.5s",
+        "4294967296/1s",
+    ] {
+        let out = teamkey(
+            url,
+            &["create", "--team", "acme", "--name", "bad", "--rate-limit", bad],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--rate-limit"), "{bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    let (table, _) = ok(url, &["list", "--team", "acme"]);
+    assert_eq!(table.lines().count(), 4, "nothing written for bad input: {table}");
+}
