@@ -1,9 +1,11 @@
 //! Cost of a rate-limit check, next to the cost of verifying a key.
 //!
 //! `cargo bench -p teamkey-redis --bench check` (Redis at
-//! `TEAMKEY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`). All benches
-//! run in one process, one after another, so their ratios hold even on a
-//! noisy machine:
+//! `TEAMKEY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`); the sample
+//! counts and sizes are set on each bench (the in-process ones as
+//! docs/performance.md runs teamkey-core's), so pass none. All benches run
+//! in one process, one after another, so their ratios hold even on a noisy
+//! machine:
 //! - `redis_check`: one `RedisRateLimiter::check` on loopback (divan shows
 //!   the median; `cargo run --release -p teamkey-redis --example latency`
 //!   prints p50/p99/max over 10,000 checks);
@@ -49,7 +51,8 @@ fn key_id() -> KeyId {
     KeyId::parse("benchKey0001").unwrap()
 }
 
-#[divan::bench]
+// One check per sample: the median is a check's, not an average's.
+#[divan::bench(sample_count = 5_000, sample_size = 1)]
 fn redis_check(bencher: divan::Bencher<'_, '_>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -70,7 +73,7 @@ fn redis_check(bencher: divan::Bencher<'_, '_>) {
     });
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 300, sample_size = 2_000)]
 fn local_decide(bencher: divan::Bencher<'_, '_>) {
     let limiter = LocalRateLimiter::new();
     let (id, limit) = (key_id(), roomy());
@@ -101,14 +104,14 @@ fn fixture() -> Fixture {
     Fixture { keys, key }
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 300, sample_size = 2_000)]
 fn local_admit(bencher: divan::Bencher<'_, '_>) {
     let f = fixture();
     let caller = ready(f.keys.verify(&f.key)).unwrap();
     bencher.bench_local(|| ready(f.keys.admit(black_box(&caller))));
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 300, sample_size = 2_000)]
 fn verify_valid(bencher: divan::Bencher<'_, '_>) {
     let f = fixture();
     bencher.bench_local(|| ready(f.keys.verify(black_box(&f.key))).unwrap());
