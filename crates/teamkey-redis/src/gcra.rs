@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Value;
 use teamkey_core::{RateDecision, RateLimit};
 
-use crate::CheckError;
+use crate::RedisCheckError;
 
 /// One quota in governor's terms, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +31,8 @@ impl Gcra {
     /// The decision from the script's reply: `[1, TAT - now]` (allowed) or
     /// `[0, wait]` (refused), both in nanoseconds. Anything else is an error,
     /// never a panic.
-    pub(crate) fn decision(self, limit: RateLimit, reply: &Value) -> Result<RateDecision, CheckError> {
-        let malformed = || CheckError::MalformedReply(format!("{reply:?}"));
+    pub(crate) fn decision(self, limit: RateLimit, reply: &Value) -> Result<RateDecision, RedisCheckError> {
+        let malformed = || RedisCheckError::MalformedReply(format!("{reply:?}"));
         let Value::Array(items) = reply else {
             return Err(malformed());
         };
@@ -129,7 +129,7 @@ mod tests {
             reply(0, i64::MIN),
         ] {
             assert!(
-                matches!(g.decision(l, &bad), Err(CheckError::MalformedReply(_))),
+                matches!(g.decision(l, &bad), Err(RedisCheckError::MalformedReply(_))),
                 "{bad:?}"
             );
         }

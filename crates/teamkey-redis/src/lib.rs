@@ -61,10 +61,11 @@
 //! an error, as does an unreachable Redis, so a half-dead server cannot
 //! hold requests up. The `KeyManager` then lets the request through or
 //! answers `503`, as set with `on_limiter_failure`. For
-//! [`RETRY_INTERVAL`] after such a failure, checks fail at once without
-//! asking Redis, so an outage does not add the timeout to every request;
-//! then Redis is asked again (reconnecting if need be), and the limiter is
-//! back within about that long of Redis.
+//! [`RETRY_INTERVAL`](RedisRateLimiter::RETRY_INTERVAL) (250 ms) after
+//! such a failure, checks fail at once without asking Redis, so an outage
+//! does not add the timeout to every request; then Redis is asked again
+//! (reconnecting if need be), and the limiter is back within about that
+//! long of Redis.
 //!
 //! # Requirements
 //!
@@ -92,20 +93,6 @@ use gcra::Gcra;
 /// The `redis` crate this limiter is built on, for its connection types
 /// ([`redis::ConnectionInfo`]) and errors.
 pub use redis;
-
-/// The prefix of the Redis keys unless set: `teamkey:rl:`.
-pub const DEFAULT_PREFIX: &str = "teamkey:rl:";
-
-/// How long a check waits for Redis unless set: 200 ms. A round trip on a
-/// local network takes well under a millisecond; past this, Redis is taken
-/// to be down and the manager's failure mode decides.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// After Redis failed to answer (unreachable, or past the timeout), checks
-/// fail at once, without asking it, for this long: while Redis is down,
-/// requests are not each held up by the timeout, and it is tried a few
-/// times a second, so the limiter is back within about this of Redis.
-pub const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The GCRA check; its arguments and reply are described in the file.
 const GCRA_SCRIPT: &str = include_str!("gcra.lua");
@@ -138,14 +125,29 @@ impl fmt::Debug for RedisRateLimiter {
 }
 
 impl RedisRateLimiter {
+    /// The prefix of the Redis keys unless set: `teamkey:rl:`.
+    pub const DEFAULT_PREFIX: &'static str = "teamkey:rl:";
+
+    /// How long a check waits for Redis unless set: 200 ms. A round trip on
+    /// a local network takes well under a millisecond; past this, Redis is
+    /// taken to be down and the manager's failure mode decides.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
+
+    /// After Redis failed to answer (unreachable, or past the timeout),
+    /// checks fail at once, without asking it, for this long: while Redis
+    /// is down, requests are not each held up by the timeout, and it is
+    /// tried a few times a second, so the limiter is back within about this
+    /// of Redis.
+    pub const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
     /// Settings for a limiter on the Redis at `server`: a URL such as
     /// `redis://127.0.0.1:6379` or `rediss://user:password@host/0` (TLS
     /// needs the `redis` crate's TLS features), or a [`redis::ConnectionInfo`].
     pub fn builder(server: impl IntoConnectionInfo) -> RedisRateLimiterBuilder {
         RedisRateLimiterBuilder {
             server: server.into_connection_info(),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            timeout: Self::DEFAULT_TIMEOUT,
             clock: None,
         }
     }
@@ -161,19 +163,18 @@ impl RedisRateLimiter {
         self.timeout
     }
 
-    async fn decide(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, CheckError> {
+    async fn decide(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, RedisCheckError> {
         self.health.check()?;
         let decided = self.ask(key_id, limit).await;
-        if let Err(error) = &decided
-            && error.means_down()
-        {
-            self.health.failed(error);
+        match &decided {
+            Err(error) if error.means_down() => self.health.failed(error),
+            _ => {}
         }
         decided
     }
 
     /// One check in Redis, within the timeout.
-    async fn ask(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, CheckError> {
+    async fn ask(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, RedisCheckError> {
         let gcra = Gcra::new(limit);
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -204,8 +205,8 @@ impl RedisRateLimiter {
         };
         let reply: Value = tokio::time::timeout(self.timeout, ask)
             .await
-            .map_err(|_| CheckError::Timeout(self.timeout))?
-            .map_err(CheckError::Redis)?;
+            .map_err(|_| RedisCheckError::Timeout(self.timeout))?
+            .map_err(RedisCheckError::Redis)?;
         gcra.decision(limit, &reply)
     }
 }
@@ -236,15 +237,17 @@ impl fmt::Debug for RedisRateLimiterBuilder {
 }
 
 impl RedisRateLimiterBuilder {
-    /// The prefix of every Redis key the limiter writes; [`DEFAULT_PREFIX`]
-    /// unless set. Give each environment sharing one Redis its own.
+    /// The prefix of every Redis key the limiter writes;
+    /// [`DEFAULT_PREFIX`](RedisRateLimiter::DEFAULT_PREFIX) unless set.
+    /// Give each environment sharing one Redis its own.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
     /// How long a check waits for Redis (connecting included) before it
-    /// fails; [`DEFAULT_TIMEOUT`] unless set. A zero timeout fails every check.
+    /// fails; [`DEFAULT_TIMEOUT`](RedisRateLimiter::DEFAULT_TIMEOUT) unless
+    /// set. A zero timeout fails every check.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -267,14 +270,14 @@ impl RedisRateLimiterBuilder {
     ///
     /// Fails on settings the `redis` crate refuses, or outside a Tokio
     /// runtime.
-    pub fn build(self) -> Result<RedisRateLimiter, ConnectError> {
+    pub fn build(self) -> Result<RedisRateLimiter, RedisConnectError> {
         // The connection manager spawns its tasks on the current runtime,
         // and would panic without one.
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(ConnectError::NoRuntime);
+            return Err(RedisConnectError::NoRuntime);
         }
-        let client = redis::Client::open(self.server.map_err(ConnectError::Settings)?)
-            .map_err(ConnectError::Settings)?;
+        let client = redis::Client::open(self.server.map_err(RedisConnectError::Settings)?)
+            .map_err(RedisConnectError::Settings)?;
         // One connection attempt per reconnection, no retries: while Redis
         // is down, `Health` paces the attempts and fails checks at once,
         // where retries would hold each check up to its timeout.
@@ -283,7 +286,7 @@ impl RedisRateLimiterBuilder {
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(0);
         let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(ConnectError::Settings)?;
+            ConnectionManager::new_lazy_with_config(client, config).map_err(RedisConnectError::Settings)?;
         Ok(RedisRateLimiter {
             connection,
             script: Arc::new(Script::new(GCRA_SCRIPT)),
@@ -297,13 +300,13 @@ impl RedisRateLimiterBuilder {
     /// The limiter, once Redis has answered and loaded the script within
     /// the timeout: for a service that should not start without its
     /// limiter, or to report a wrong address at startup.
-    pub async fn connect(self) -> Result<RedisRateLimiter, ConnectError> {
+    pub async fn connect(self) -> Result<RedisRateLimiter, RedisConnectError> {
         let limiter = self.build()?;
         let mut connection = limiter.connection.clone();
         tokio::time::timeout(limiter.timeout, limiter.script.load_async(&mut connection))
             .await
-            .map_err(|_| ConnectError::Unavailable(CheckError::Timeout(limiter.timeout)))?
-            .map_err(|e| ConnectError::Unavailable(CheckError::Redis(e)))?;
+            .map_err(|_| RedisConnectError::Unavailable(RedisCheckError::Timeout(limiter.timeout)))?
+            .map_err(|e| RedisConnectError::Unavailable(RedisCheckError::Redis(e)))?;
         Ok(limiter)
     }
 }
@@ -311,7 +314,7 @@ impl RedisRateLimiterBuilder {
 /// Why a [`RedisRateLimiter`] could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConnectError {
+pub enum RedisConnectError {
     /// The `redis` crate refused the URL or settings.
     #[error("Redis settings refused: {0}")]
     Settings(RedisError),
@@ -321,14 +324,14 @@ pub enum ConnectError {
     /// ([`connect`](RedisRateLimiterBuilder::connect) only) Redis did not
     /// load the script: unreachable, refusing, or too slow.
     #[error("Redis unavailable: {0}")]
-    Unavailable(CheckError),
+    Unavailable(RedisCheckError),
 }
 
 /// Why a check failed; the manager logs it and applies its failure mode.
 /// Each message says what went wrong, as the manager's log shows only it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CheckError {
+pub enum RedisCheckError {
     /// Redis did not answer in time (down, overloaded, or unreachable).
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -339,15 +342,16 @@ pub enum CheckError {
     /// script under its hash, a proxy...): never trusted.
     #[error("Redis answered the rate-limit script with {0}")]
     MalformedReply(String),
-    /// Not asked: Redis failed less than [`RETRY_INTERVAL`] ago.
-    #[error("Redis is taken as down for up to {RETRY_INTERVAL:?} after: {last}")]
+    /// Not asked: Redis failed less than
+    /// [`RETRY_INTERVAL`](RedisRateLimiter::RETRY_INTERVAL) ago.
+    #[error("Redis is taken as down for up to {pause:?} after: {last}", pause = RedisRateLimiter::RETRY_INTERVAL)]
     Down {
         /// What the last failure was.
         last: String,
     },
 }
 
-impl CheckError {
+impl RedisCheckError {
     /// Whether Redis itself is unreachable or too slow (rather than
     /// answering with an error).
     fn means_down(&self) -> bool {
@@ -360,7 +364,7 @@ impl CheckError {
 }
 
 /// Whether Redis failed lately: then checks fail at once, until
-/// [`RETRY_INTERVAL`] has passed.
+/// [`RETRY_INTERVAL`](RedisRateLimiter::RETRY_INTERVAL) has passed.
 struct Health {
     start: Instant,
     /// Until when Redis is not asked, in nanoseconds since `start`; 0: ask.
@@ -382,17 +386,17 @@ impl Health {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn check(&self) -> Result<(), CheckError> {
+    fn check(&self) -> Result<(), RedisCheckError> {
         if self.now() < self.down_until.load(Ordering::Relaxed) {
             let last = self.last.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            return Err(CheckError::Down { last });
+            return Err(RedisCheckError::Down { last });
         }
         Ok(())
     }
 
-    fn failed(&self, error: &CheckError) {
+    fn failed(&self, error: &RedisCheckError) {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = error.to_string();
-        let pause = u64::try_from(RETRY_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+        let pause = u64::try_from(RedisRateLimiter::RETRY_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
         self.down_until
             .store(self.now().saturating_add(pause), Ordering::Relaxed);
     }

@@ -16,7 +16,9 @@ use teamkey_core::{
     Admission, CreateOptions, KeyId, KeyManager, LimiterFailure, LocalRateLimiter, ManualClock, MemoryStore,
     RateDecision, RateLimit, RateLimiter, TeamId,
 };
-use teamkey_redis::{CheckError, ConnectError, RETRY_INTERVAL, RedisRateLimiter, redis};
+use teamkey_redis::{RedisCheckError, RedisConnectError, RedisRateLimiter, redis};
+
+const RETRY_INTERVAL: Duration = RedisRateLimiter::RETRY_INTERVAL;
 use time::macros::datetime;
 
 fn redis_url() -> String {
@@ -293,13 +295,13 @@ async fn a_changed_quota_starts_whole_and_an_unreadable_state_counts_as_none() {
 #[test]
 fn building_outside_a_runtime_is_an_error() {
     let built = RedisRateLimiter::builder("redis://127.0.0.1:6379").build();
-    assert!(matches!(built, Err(ConnectError::NoRuntime)), "{built:?}");
+    assert!(matches!(built, Err(RedisConnectError::NoRuntime)), "{built:?}");
 }
 
 #[tokio::test]
 async fn a_bad_url_is_an_error() {
     let built = RedisRateLimiter::builder("http://127.0.0.1:6379").build();
-    assert!(matches!(built, Err(ConnectError::Settings(_))), "{built:?}");
+    assert!(matches!(built, Err(RedisConnectError::Settings(_))), "{built:?}");
 }
 
 // ---- outages -----------------------------------------------------------
@@ -413,14 +415,14 @@ async fn nothing_listening_fails_within_the_timeout() {
         "{:?}",
         started.elapsed()
     );
-    let down = err.downcast_ref::<CheckError>().unwrap();
-    assert!(matches!(down, CheckError::Down { .. }), "{down:?}");
+    let down = err.downcast_ref::<RedisCheckError>().unwrap();
+    assert!(matches!(down, RedisCheckError::Down { .. }), "{down:?}");
     let connected = RedisRateLimiter::builder(url.as_str())
         .timeout(SHORT)
         .connect()
         .await;
     assert!(
-        matches!(connected, Err(ConnectError::Unavailable(_))),
+        matches!(connected, Err(RedisConnectError::Unavailable(_))),
         "{connected:?}"
     );
 }
@@ -471,8 +473,8 @@ async fn a_hung_redis_fails_checks_within_the_timeout() {
     assert!(started.elapsed() < SHORT + SLACK, "{:?}", started.elapsed());
     assert!(
         matches!(
-            err.downcast_ref::<CheckError>(),
-            Some(CheckError::Timeout(_) | CheckError::Redis(_))
+            err.downcast_ref::<RedisCheckError>(),
+            Some(RedisCheckError::Timeout(_) | RedisCheckError::Redis(_))
         ),
         "{err}"
     );
