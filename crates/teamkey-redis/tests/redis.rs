@@ -380,6 +380,8 @@ impl Drop for OwnRedis {
 const SHORT: Duration = Duration::from_millis(200);
 /// Room for the scheduler on a loaded two-core machine.
 const SLACK: Duration = Duration::from_millis(150);
+/// A check that does not ask Redis: microseconds, with room for the same.
+const FAST: Duration = Duration::from_millis(50);
 
 /// Checks until one succeeds; how long it took.
 async fn until_recovered(limiter: &RedisRateLimiter) -> Duration {
@@ -410,11 +412,7 @@ async fn nothing_listening_fails_within_the_timeout() {
     // Right after, checks fail at once without asking.
     let started = Instant::now();
     let err = limiter.check(&id(1), limit(5, 10)).await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(20),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
     let down = err.downcast_ref::<RedisCheckError>().unwrap();
     assert!(matches!(down, RedisCheckError::Down { .. }), "{down:?}");
     let connected = RedisRateLimiter::builder(url.as_str())
@@ -481,11 +479,7 @@ async fn a_hung_redis_fails_checks_within_the_timeout() {
     // While it is down, checks do not wait for it.
     let started = Instant::now();
     assert!(limiter.check(&id(1), quota).await.is_err());
-    assert!(
-        started.elapsed() < Duration::from_millis(20),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
     // The next probe waits the timeout again, no longer.
     tokio::time::sleep(RETRY_INTERVAL).await;
     let started = Instant::now();
