@@ -44,7 +44,8 @@
 //! first use, and again after a Redis restart), which reads the key's
 //! state, decides and writes it atomically, so racing instances never
 //! over-admit. The time is Redis's own (`TIME` inside the script): one
-//! clock for all instances, whatever theirs say.
+//! clock for all instances, whatever theirs say. (Tests may set a clock
+//! instead, to step over windows: [`RedisRateLimiterBuilder::clock`].)
 //!
 //! Per API key, Redis holds one string under `{prefix}{key id}`
 //! (`teamkey:rl:3xAmPle0Key1`, see [`RedisRateLimiter::state_key`]): the
