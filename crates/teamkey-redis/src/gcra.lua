@@ -12,6 +12,8 @@
 -- ARGV[4]  now, seconds since the epoch; with ARGV[5], its microseconds.
 --          Both empty (always, outside tests): Redis's own TIME, one clock
 --          for every instance.
+-- ARGV[6]  the shortest life of a state, in milliseconds of Redis's time:
+--          0, but for a test clock, which Redis's expiry does not follow.
 --
 -- Returns {1, TAT - now} (ns) when allowed, and the TAT moves on by T;
 -- {0, wait} (ns until one more is allowed) when refused, and nothing is
@@ -51,8 +53,9 @@ end
 
 local next = math.max(ahead, 0) + t
 local at = now_ns + next
--- It expires when the quota is whole again: then it says nothing.
+-- It expires when the quota is whole again: then it says nothing (kept
+-- longer, it would say the same: a past TAT counts as now).
 redis.call('SET', KEYS[1],
   string.format('%d%09d %s', now_s + math.floor(at / 1e9), at % 1e9, quota),
-  'PX', math.ceil(next / 1e6))
+  'PX', math.max(math.ceil(next / 1e6), tonumber(ARGV[6])))
 return {1, next}

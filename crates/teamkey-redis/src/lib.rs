@@ -95,6 +95,12 @@ use gcra::Gcra;
 /// ([`redis::ConnectionInfo`]) and errors.
 pub use redis;
 
+/// With a test clock, how long (in Redis's real time) a state is kept at
+/// least: Redis's expiry cannot follow that clock, and a state dropped
+/// while the test clock says it still counts would give a fresh quota.
+/// Kept longer, a state says nothing wrong (a past TAT counts as now).
+const TEST_CLOCK_STATE_LIFE_MS: u64 = 10 * 60 * 1_000;
+
 /// The GCRA check; its arguments and reply are described in the file.
 const GCRA_SCRIPT: &str = include_str!("gcra.lua");
 
@@ -189,8 +195,9 @@ impl RedisRateLimiter {
                 invocation
                     .arg(micros.div_euclid(1_000_000))
                     .arg(micros.rem_euclid(1_000_000))
+                    .arg(TEST_CLOCK_STATE_LIFE_MS)
             }
-            None => invocation.arg("").arg(""),
+            None => invocation.arg("").arg("").arg(0u64),
         };
         // The manager is a cheap handle on one shared connection.
         let mut connection = self.connection.clone();
@@ -258,8 +265,9 @@ impl RedisRateLimiterBuilder {
     /// of Redis's `TIME`, to step over windows without sleeping.
     ///
     /// Never in production: each instance would then count on its own
-    /// clock, and Redis still expires the state on its real time (a state
-    /// expires once the clock-set time says it is whole, or earlier).
+    /// clock. Redis still expires the states on its real time, so with a
+    /// clock set each is kept at least 10 minutes of that time: a test
+    /// that waits for a state to expire must use Redis's time.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self

@@ -150,6 +150,18 @@ async fn the_test_clock_steps_over_windows() {
     );
 }
 
+#[tokio::test]
+async fn with_the_test_clock_a_state_outlives_its_real_expiry() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let limiter = connect(RedisRateLimiter::builder(redis_url().as_str()).clock(clock.clone())).await;
+    // One allowance back each microsecond: on Redis's time the state
+    // would expire after a millisecond, while the test clock stands still.
+    let quota = limit(1_000_000, 1);
+    assert_eq!(check(&limiter, 1, quota).await.remaining, 999_999);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(check(&limiter, 1, quota).await.remaining, 999_998);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_racing_admit_exactly_the_quota() {
     let prefix = fresh_prefix();
