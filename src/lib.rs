@@ -35,6 +35,9 @@
 //!   management API, and with `axum` or `actix` their `openapi_json` route.
 //! - `sqlx-postgres`, `sqlx-sqlite`, `sqlx-mysql`: [`SqlxStore`] over an sqlx
 //!   pool (PostgreSQL, SQLite, MySQL/MariaDB), with embedded migrations.
+//! - `redis`: [`RedisRateLimiter`], per-key rate limits counted in Redis
+//!   (one atomic script per check), so that every instance of a service
+//!   takes from one quota; [`LocalRateLimiter`] counts in one process.
 //!
 //! Everything here is re-exported from `teamkey-core`, which knows no web
 //! framework and no database.
@@ -64,6 +67,10 @@
     not(any(feature = "sqlx-postgres", feature = "sqlx-sqlite", feature = "sqlx-mysql")),
     doc = "[`SqlxStore`]: https://docs.rs/teamkey/latest/teamkey/struct.SqlxStore.html"
 )]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "[`RedisRateLimiter`]: https://docs.rs/teamkey/latest/teamkey/struct.RedisRateLimiter.html"
+)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -78,6 +85,13 @@ pub use teamkey_core::*;
 )]
 #[doc(inline)]
 pub use teamkey_sqlx::{MIGRATIONS_TABLE, MigrateError, SqlxInvalidations, SqlxStore, sqlx};
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use teamkey_redis::{
+    RedisCheckError, RedisConnectError, RedisRateLimiter, RedisRateLimiterBuilder, redis,
+};
 
 // The README's and the guides' Rust blocks are compiled and run as doctests.
 #[cfg(doctest)]

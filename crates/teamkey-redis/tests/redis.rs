@@ -1,0 +1,573 @@
+//! `RedisRateLimiter` against a real Redis: the quota, racing instances,
+//! the local limiter's decisions, outages and recovery, and the manager.
+//!
+//! Redis is `TEAMKEY_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); a
+//! Redis that does not answer fails these tests, it does not skip them.
+//! The outage tests start (and stop, and kill) `redis-server`s of their own.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use teamkey_core::{
+    Admission, CreateOptions, KeyId, KeyManager, LimiterFailure, LocalRateLimiter, ManualClock, MemoryStore,
+    RateDecision, RateLimit, RateLimiter, TeamId,
+};
+use teamkey_redis::{RedisCheckError, RedisConnectError, RedisRateLimiter, redis};
+
+const RETRY_INTERVAL: Duration = RedisRateLimiter::RETRY_INTERVAL;
+use time::macros::datetime;
+
+fn redis_url() -> String {
+    std::env::var("TEAMKEY_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A prefix no other test or run shares: each test starts from nothing.
+fn fresh_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!(
+        "teamkey:test:{}-{nanos}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A limiter on the test Redis, with room for a loaded CI machine.
+async fn limiter() -> RedisRateLimiter {
+    connect(RedisRateLimiter::builder(redis_url().as_str())).await
+}
+
+async fn connect(builder: teamkey_redis::RedisRateLimiterBuilder) -> RedisRateLimiter {
+    let url = redis_url();
+    builder
+        .prefix(fresh_prefix())
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests need Redis at {url} (TEAMKEY_TEST_REDIS_URL): {e}. \
+                 Start one (`redis-server`) or point the variable at one."
+            )
+        })
+}
+
+fn id(n: u8) -> KeyId {
+    KeyId::parse(&format!("abcdefABCD{n:02}")).unwrap()
+}
+
+fn limit(requests: u32, seconds: u64) -> RateLimit {
+    RateLimit::new(requests, Duration::from_secs(seconds)).unwrap()
+}
+
+async fn check(limiter: &RedisRateLimiter, key: u8, quota: RateLimit) -> RateDecision {
+    limiter.check(&id(key), quota).await.unwrap()
+}
+
+#[tokio::test]
+async fn five_per_ten_seconds_on_redis_time() {
+    let limiter = limiter().await;
+    let quota = limit(5, 10);
+    for left in (0..5).rev() {
+        let d = check(&limiter, 1, quota).await;
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.remaining, left);
+        // Whole again once every used allowance is back: 2 s each.
+        assert_eq!(d.reset_after, Duration::from_secs(2) * (5 - left));
+    }
+    let refused = check(&limiter, 1, quota).await;
+    assert!(!refused.allowed);
+    assert_eq!(refused.remaining, 0);
+    assert_eq!(refused.reset_after, Duration::from_secs(10));
+    // One allowance back 2 s after the first request, a few ms ago.
+    assert!(
+        refused.retry_after <= Duration::from_secs(2) && refused.retry_after > Duration::from_millis(1_500),
+        "{refused:?}"
+    );
+    let other = check(&limiter, 2, quota).await;
+    assert!(other.allowed, "another key has its own quota");
+    assert_eq!(other.remaining, 4);
+    // One Redis key per API key, expiring when the quota is whole again.
+    let mut redis = redis::Client::open(redis_url().as_str()).unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(limiter.state_key(&id(1)))
+        .query(&mut redis)
+        .unwrap();
+    assert!((9_000..=10_000).contains(&ttl), "{ttl}");
+    let state: String = redis::cmd("GET")
+        .arg(limiter.state_key(&id(1)))
+        .query(&mut redis)
+        .unwrap();
+    assert!(state.ends_with(" 5/10s"), "{state}");
+}
+
+#[tokio::test]
+async fn allowances_come_back_on_redis_time() {
+    let limiter = limiter().await;
+    let quota = limit(2, 1);
+    assert!(check(&limiter, 1, quota).await.allowed);
+    assert!(check(&limiter, 1, quota).await.allowed);
+    let refused = check(&limiter, 1, quota).await;
+    assert!(!refused.allowed);
+    tokio::time::sleep(refused.retry_after + Duration::from_millis(20)).await;
+    let again = check(&limiter, 1, quota).await;
+    assert!(again.allowed, "one back after retry_after: {again:?}");
+    assert_eq!(again.remaining, 0);
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    let whole = check(&limiter, 1, quota).await;
+    assert_eq!(whole.remaining, 1, "whole again after the window: {whole:?}");
+}
+
+#[tokio::test]
+async fn the_test_clock_steps_over_windows() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let limiter = connect(RedisRateLimiter::builder(redis_url().as_str()).clock(clock.clone())).await;
+    let quota = limit(5, 10);
+    for left in (0..5).rev() {
+        assert_eq!(check(&limiter, 1, quota).await.remaining, left);
+    }
+    let refused = check(&limiter, 1, quota).await;
+    assert_eq!(
+        refused,
+        RateDecision::refused(Duration::from_secs(2), Duration::from_secs(10))
+    );
+    assert!(check(&limiter, 2, quota).await.allowed, "another key is apart");
+    clock.advance(time::Duration::seconds(2));
+    assert!(check(&limiter, 1, quota).await.allowed);
+    assert!(!check(&limiter, 1, quota).await.allowed);
+    clock.advance(time::Duration::seconds(10));
+    assert_eq!(
+        check(&limiter, 1, quota).await.remaining,
+        4,
+        "whole after a window"
+    );
+}
+
+#[tokio::test]
+async fn with_the_test_clock_a_state_outlives_its_real_expiry() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let limiter = connect(RedisRateLimiter::builder(redis_url().as_str()).clock(clock.clone())).await;
+    // One allowance back each microsecond: on Redis's time the state
+    // would expire after a millisecond, while the test clock stands still.
+    let quota = limit(1_000_000, 1);
+    assert_eq!(check(&limiter, 1, quota).await.remaining, 999_999);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(check(&limiter, 1, quota).await.remaining, 999_998);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_racing_admit_exactly_the_quota() {
+    let prefix = fresh_prefix();
+    let instance = || async {
+        RedisRateLimiter::builder(redis_url().as_str())
+            .prefix(prefix.clone())
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (instance().await, instance().await);
+    let quota = limit(50, 60);
+    let mut tasks = Vec::new();
+    for task in 0..20 {
+        let limiter = if task % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut remaining = Vec::new();
+            for _ in 0..10 {
+                let d = limiter.check(&id(1), quota).await.unwrap();
+                if d.allowed {
+                    remaining.push(d.remaining);
+                }
+            }
+            remaining
+        }));
+    }
+    let mut remaining = Vec::new();
+    for task in tasks {
+        remaining.extend(task.await.unwrap());
+    }
+    remaining.sort_unstable();
+    // 200 requests in well under the 1.2 s one allowance takes to come back.
+    assert_eq!(remaining.len(), 50, "allowed across both instances");
+    assert_eq!(remaining, (0..50).collect::<Vec<_>>(), "each allowance once");
+}
+
+/// A small deterministic generator: the same sequence on every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test]
+async fn decides_exactly_as_the_local_limiter() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let redis = connect(RedisRateLimiter::builder(redis_url().as_str()).clock(clock.clone())).await;
+    let local = LocalRateLimiter::new().clock(clock.clone());
+    // Intervals of whole seconds, of a third (not a whole nanosecond), and
+    // of a microsecond; changed quotas on one key.
+    let quotas = [
+        limit(5, 10),
+        limit(3, 10),
+        limit(1, 1),
+        limit(100, 60),
+        limit(1_000_000, 1),
+    ];
+    let mut random = Lcg(12_345);
+    let (mut allowed, mut refused) = (0, 0);
+    for step in 0..2_000 {
+        let key = random.below(4) as u8;
+        let quota = quotas[usize::from(key)];
+        let quota = if random.below(50) == 0 { quotas[4] } else { quota };
+        let interval = time::Duration::try_from(quota.emission_interval()).unwrap();
+        match random.below(6) {
+            0 => clock.advance(time::Duration::microseconds(random.below(1_000_000) as i64)),
+            1 => clock.advance(time::Duration::microseconds(random.below(1_000) as i64)),
+            // Onto the boundaries: exactly one allowance back, or just short.
+            2 => clock.advance(interval),
+            3 => clock.advance(interval - time::Duration::microseconds(1)),
+            _ => {}
+        }
+        let expected = local.decide(&id(key), quota);
+        let got = redis.check(&id(key), quota).await.unwrap();
+        assert_eq!(got, expected, "step {step}: key {key}, {quota}");
+        if got.allowed {
+            allowed += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        allowed > 300 && refused > 200,
+        "both paths: {allowed} allowed, {refused} refused"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_quota_starts_whole_and_an_unreadable_state_counts_as_none() {
+    let limiter = limiter().await;
+    let one = limit(1, 60);
+    assert!(check(&limiter, 1, one).await.allowed);
+    assert!(!check(&limiter, 1, one).await.allowed);
+    let three = limit(3, 60);
+    assert_eq!(check(&limiter, 1, three).await.remaining, 2);
+    assert_eq!(
+        check(&limiter, 1, one).await.remaining,
+        0,
+        "back to one: whole again"
+    );
+
+    let mut redis = redis::Client::open(redis_url().as_str()).unwrap();
+    for junk in [
+        "",
+        "garbage",
+        "12 1/60s",
+        "-17000000000000000000 1/60s",
+        "99999999999999999999999999",
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(limiter.state_key(&id(2)))
+            .arg(junk)
+            .query(&mut redis)
+            .unwrap();
+        assert!(check(&limiter, 2, one).await.allowed, "{junk:?}");
+    }
+    // Another type under the key: an error, not a panic nor a pass.
+    let _: () = redis::cmd("DEL")
+        .arg(limiter.state_key(&id(3)))
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(limiter.state_key(&id(3)))
+        .arg("a")
+        .arg("b")
+        .query(&mut redis)
+        .unwrap();
+    let err = limiter.check(&id(3), one).await.unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    let _: () = redis::cmd("DEL")
+        .arg(limiter.state_key(&id(3)))
+        .query(&mut redis)
+        .unwrap();
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    let built = RedisRateLimiter::builder("redis://127.0.0.1:6379").build();
+    assert!(matches!(built, Err(RedisConnectError::NoRuntime)), "{built:?}");
+}
+
+#[tokio::test]
+async fn a_bad_url_is_an_error() {
+    let built = RedisRateLimiter::builder("http://127.0.0.1:6379").build();
+    assert!(matches!(built, Err(RedisConnectError::Settings(_))), "{built:?}");
+}
+
+// ---- outages -----------------------------------------------------------
+
+/// A port nothing listens on (as good as it gets: free a moment ago).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of this test's own, killed when dropped.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("these tests start redis-server (apt-get install redis-server): {e}"));
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn kill(mut self) -> u16 {
+        self.stop();
+        self.port
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const SHORT: Duration = Duration::from_millis(200);
+/// Room for the scheduler on a loaded two-core machine.
+const SLACK: Duration = Duration::from_millis(150);
+/// A check that does not ask Redis: microseconds, with room for the same.
+const FAST: Duration = Duration::from_millis(50);
+
+/// Checks until one succeeds; how long it took.
+async fn until_recovered(limiter: &RedisRateLimiter) -> Duration {
+    let started = Instant::now();
+    loop {
+        if limiter.check(&id(1), limit(5, 10)).await.is_ok() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not recovered in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn nothing_listening_fails_within_the_timeout() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let limiter = RedisRateLimiter::builder(url.as_str())
+        .timeout(SHORT)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = limiter.check(&id(1), limit(5, 10)).await.unwrap_err();
+    assert!(started.elapsed() < SHORT + SLACK, "{:?}", started.elapsed());
+    assert!(err.to_string().contains("refused"), "{err}");
+    // Right after, checks fail at once without asking.
+    let started = Instant::now();
+    let err = limiter.check(&id(1), limit(5, 10)).await.unwrap_err();
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+    let down = err.downcast_ref::<RedisCheckError>().unwrap();
+    assert!(matches!(down, RedisCheckError::Down { .. }), "{down:?}");
+    let connected = RedisRateLimiter::builder(url.as_str())
+        .timeout(SHORT)
+        .connect()
+        .await;
+    assert!(
+        matches!(connected, Err(RedisConnectError::Unavailable(_))),
+        "{connected:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_redis_fails_checks_fast_and_a_restarted_one_serves_again() {
+    let server = OwnRedis::start(free_port());
+    let url = server.url();
+    let limiter = RedisRateLimiter::builder(url.as_str())
+        .timeout(SHORT)
+        .connect()
+        .await
+        .unwrap();
+    let quota = limit(5, 10);
+    assert_eq!(check(&limiter, 1, quota).await.remaining, 4);
+
+    let port = server.kill();
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert!(limiter.check(&id(1), quota).await.is_err());
+        assert!(started.elapsed() < SHORT + SLACK, "{:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // A new server, on the same address: the state and the script are gone.
+    let _server = OwnRedis::start(port);
+    let took = until_recovered(&limiter).await;
+    assert!(took < RETRY_INTERVAL * 2 + SHORT + SLACK, "back after {took:?}");
+    let d = check(&limiter, 1, quota).await;
+    assert!(d.allowed && d.remaining < 4, "{d:?}");
+}
+
+#[tokio::test]
+async fn a_hung_redis_fails_checks_within_the_timeout() {
+    let server = OwnRedis::start(free_port());
+    let limiter = RedisRateLimiter::builder(server.url().as_str())
+        .timeout(SHORT)
+        .connect()
+        .await
+        .unwrap();
+    let quota = limit(1_000, 10);
+    assert!(check(&limiter, 1, quota).await.allowed);
+
+    // Stopped: its socket accepts, but nothing answers.
+    server.signal("-STOP");
+    let started = Instant::now();
+    let err = limiter.check(&id(1), quota).await.unwrap_err();
+    assert!(started.elapsed() < SHORT + SLACK, "{:?}", started.elapsed());
+    assert!(
+        matches!(
+            err.downcast_ref::<RedisCheckError>(),
+            Some(RedisCheckError::Timeout(_) | RedisCheckError::Redis(_))
+        ),
+        "{err}"
+    );
+    // While it is down, checks do not wait for it.
+    let started = Instant::now();
+    assert!(limiter.check(&id(1), quota).await.is_err());
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+    // The next probe waits the timeout again, no longer.
+    tokio::time::sleep(RETRY_INTERVAL).await;
+    let started = Instant::now();
+    assert!(limiter.check(&id(1), quota).await.is_err());
+    assert!(started.elapsed() < SHORT + SLACK, "{:?}", started.elapsed());
+
+    server.signal("-CONT");
+    let took = until_recovered(&limiter).await;
+    assert!(took < RETRY_INTERVAL * 2 + SHORT + SLACK, "back after {took:?}");
+}
+
+// ---- through the manager -------------------------------------------------
+
+async fn manager(limiter: RedisRateLimiter, on_failure: LimiterFailure) -> (KeyManager, String) {
+    let keys = KeyManager::builder(MemoryStore::new())
+        .rate_limiter(limiter)
+        .on_limiter_failure(on_failure)
+        .build();
+    let team = TeamId::new("acme").unwrap();
+    let created = keys
+        .create(&team, "limited", CreateOptions::new().rate_limit(limit(5, 10)))
+        .await
+        .unwrap();
+    (keys, created.key.expose_secret().to_owned())
+}
+
+async fn admit(keys: &KeyManager, key: &str) -> Admission {
+    let caller = keys.verify(key).await.unwrap();
+    keys.admit(&caller).await
+}
+
+#[tokio::test]
+async fn the_manager_answers_429_on_the_sixth() {
+    let (keys, key) = manager(limiter().await, LimiterFailure::Open).await;
+    for left in (0..5).rev() {
+        let Admission::Allowed(headers) = admit(&keys, &key).await else {
+            panic!("within the quota");
+        };
+        let state = headers.iter().find(|(name, _)| *name == "ratelimit").unwrap().1;
+        assert!(state.starts_with(&format!("\"default\";r={left};")), "{state}");
+    }
+    let Admission::Refused(answer) = admit(&keys, &key).await else {
+        panic!("the sixth is refused");
+    };
+    assert_eq!(answer.status, 429);
+    let retry = answer
+        .varying_headers
+        .iter()
+        .find(|(n, _)| *n == "retry-after")
+        .unwrap();
+    assert_eq!(retry.1, "2");
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_the_manager_fails_open_or_closed() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let unreachable = || {
+        RedisRateLimiter::builder(url.as_str())
+            .timeout(SHORT)
+            .build()
+            .unwrap()
+    };
+
+    let (open, key) = manager(unreachable(), LimiterFailure::Open).await;
+    let started = Instant::now();
+    assert_eq!(admit(&open, &key).await, Admission::Unlimited);
+    assert!(started.elapsed() < SHORT + SLACK);
+    assert_eq!(admit(&open, &key).await, Admission::Unlimited);
+
+    let (closed, key) = manager(unreachable(), LimiterFailure::Closed).await;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let Admission::Refused(answer) = admit(&closed, &key).await else {
+            panic!("closed: refused");
+        };
+        assert_eq!(answer.status, 503);
+        assert!(started.elapsed() < SHORT + SLACK);
+    }
+}
