@@ -105,11 +105,7 @@ impl Answer {
     pub fn rate_limited(limit: RateLimit, decision: &RateDecision) -> Self {
         let retry_after = header_seconds(decision.retry_after).max(1);
         let mut varying_headers = vec![("retry-after", retry_after.to_string())];
-        varying_headers.extend(
-            RateLimitHeaders::new(limit, decision)
-                .iter()
-                .map(|(name, value)| (name, value.to_owned())),
-        );
+        varying_headers.extend(RateLimitHeaders::new(limit, decision).iter());
         Self {
             status: 429,
             content_type: "application/problem+json",

@@ -210,32 +210,38 @@ pub(crate) fn header_seconds(d: Duration) -> u64 {
 }
 
 /// The headers a limited key's response carries: `RateLimit-Policy` and
-/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11). Plain numbers
+/// until the response is written: an allowed request pays for no text it
+/// does not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitHeaders {
-    policy: String,
-    state: String,
+    limit: RateLimit,
+    remaining: u32,
+    reset_seconds: u64,
 }
 
 impl RateLimitHeaders {
     pub(crate) fn new(limit: RateLimit, decision: &RateDecision) -> Self {
         Self {
-            policy: limit.policy_header(),
-            state: format!(
-                "\"default\";r={};t={}",
-                decision.remaining,
-                header_seconds(decision.reset_after)
-            ),
+            limit,
+            remaining: decision.remaining,
+            reset_seconds: header_seconds(decision.reset_after),
         }
     }
 
+    /// `RateLimit-Policy`: `"default";q=100;w=60`.
+    pub fn policy(&self) -> String {
+        self.limit.policy_header()
+    }
+
+    /// `RateLimit`: `"default";r=42;t=17`.
+    pub fn state(&self) -> String {
+        format!("\"default\";r={};t={}", self.remaining, self.reset_seconds)
+    }
+
     /// `(name, value)` pairs, names in lower case.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("ratelimit-policy", self.policy.as_str()),
-            ("ratelimit", self.state.as_str()),
-        ]
-        .into_iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, String)> {
+        [("ratelimit-policy", self.policy()), ("ratelimit", self.state())].into_iter()
     }
 }
 
