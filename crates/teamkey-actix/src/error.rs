@@ -10,8 +10,8 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 /// Why a request was refused, answered exactly as the axum adapter does:
 /// every key failure is the same 401 byte for byte, a store or team-policy
 /// failure 503 (never a 500), a missing scope 403, a valid key of a team
-/// whose plan has no API access 403 `plan_required`, and teamkey set up without a
-/// [`KeyManager`](teamkey_core::KeyManager) 500.
+/// whose plan has no API access 403 `plan_required`, and teamkey set up
+/// without a [`KeyManager`](teamkey_core::KeyManager) 500.
 ///
 /// The axum adapter's rejection has the same name and variants. actix
 /// calls these "errors" (`ResponseError`), axum "rejections"; teamkey uses
