@@ -6,9 +6,17 @@
 //! teamkey list --team TEAM [--json] [--limit N] [--cursor C]
 //! teamkey revoke --team TEAM ID
 //! teamkey rotate --team TEAM ID [--grace DUR]
+//! teamkey events --team TEAM [--json] [--limit N] [--cursor C]
 //! ```
 //!
 //! A full key is printed only by `create` and `rotate`, alone on stdout.
+//!
+//! Audit events: `create`, `revoke` and `rotate` are recorded as made by
+//! the operator `--actor NAME` (or `TEAMKEY_ACTOR`), else by the OS user
+//! (`$USER`, else `$LOGNAME`), else by `cli`. `events` prints a team's
+//! events newest first, a page at a time (50 unless `--limit` says
+//! otherwise, at most 100); when older events follow, stderr gets
+//! `teamkey: more events: --cursor C`, as `list` does for keys.
 //!
 //! Pepper: a service that stores keys as HMAC-SHA-256 under a server-side
 //! pepper needs the CLI to use the same one, from `--pepper-file PATH` (or
@@ -33,9 +41,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use teamkey_core::events::{Actor, EventId, EventQuery, Origin};
 use teamkey_core::{
     CreateOptions, Cursor, DEFAULT_PAGE_LIMIT, KeyFormat, KeyId, KeyInfo, KeyManager, MAX_PAGE_LIMIT,
-    ManageError, NewKey, PageRequest, Pepper, Scopes, TeamId, ValidationError,
+    ManageError, NewKey, OnBehalfOf, PageRequest, Pepper, Scopes, TeamId, ValidationError,
 };
 
 /// The environment variable that may hold the pepper itself.
@@ -47,8 +56,8 @@ const PEPPER_ENV: &str = "TEAMKEY_PEPPER";
     name = "teamkey",
     version,
     about,
-    after_help = "Environment: DATABASE_URL, TEAMKEY_PREFIX and TEAMKEY_PEPPER_FILE stand for their \
-                  options; TEAMKEY_PEPPER holds the pepper itself (there is no flag for it, so that \
+    after_help = "Environment: DATABASE_URL, TEAMKEY_PREFIX, TEAMKEY_PEPPER_FILE and TEAMKEY_ACTOR \
+                  stand for their options; TEAMKEY_PEPPER holds the pepper itself (there is no flag for it, so that \
                   it stays out of argv and shell history). A service with a pepper needs keys made \
                   with the same one."
 )]
@@ -71,6 +80,11 @@ struct Cli {
     /// newline is dropped). Or set TEAMKEY_PEPPER to the pepper itself.
     #[arg(long, env = "TEAMKEY_PEPPER_FILE", global = true, value_name = "PATH")]
     pepper_file: Option<PathBuf>,
+
+    /// Who makes the change, for the audit events of create, revoke and
+    /// rotate (default: the OS user, else "cli").
+    #[arg(long, env = "TEAMKEY_ACTOR", global = true, value_name = "NAME")]
+    actor: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -139,6 +153,29 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0")]
         grace: std::time::Duration,
     },
+    /// A team's audit events, newest first: who created, rotated and
+    /// revoked its keys, and which expired or are about to.
+    #[command(
+        after_help = "One page is printed (50 events unless --limit says otherwise); when older \
+                            events follow, stderr gets one line, \"teamkey: more events: --cursor C\", \
+                            whose last word is the cursor for the next page."
+    )]
+    Events {
+        /// The team.
+        #[arg(long)]
+        team: String,
+        /// Print a JSON array of events instead of a table.
+        #[arg(long)]
+        json: bool,
+        // Checked by the command, not by clap: bad input is one line and
+        // exit code 1, a negative number included.
+        /// At most this many events (1 to 100; default 50).
+        #[arg(long, allow_hyphen_values = true)]
+        limit: Option<String>,
+        /// The page after this cursor, as printed by the previous page.
+        #[arg(long, allow_hyphen_values = true)]
+        cursor: Option<String>,
+    },
 }
 
 /// A failure, said in one line.
@@ -175,6 +212,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let store = database::connect(&cli.database_url).await?;
     store.migrate().await?;
     let keys = store.into_manager(format, pepper);
+    // Asked only by the commands that change something: a bad --actor
+    // does not stop a `list`.
+    let acting = || Ok::<_, Failure>(keys.on_behalf_of(Origin::new(actor(cli.actor.as_deref())?)));
     match cli.command {
         Command::Migrate => eprintln!("teamkey: database is up to date"),
         Command::Create {
@@ -189,14 +229,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(lifetime) = expires_in {
                 options = options.expires_in(duration(lifetime));
             }
-            let created = keys.create(&team, &name, options).await.map_err(|e| match e {
+            let by = acting()?;
+            let created = by.create(&team, &name, options).await.map_err(|e| match e {
                 ManageError::Invalid(
                     e @ (ValidationError::ExpiryTooFar { .. } | ValidationError::ExpiryNotInFuture),
                 ) => Failure(format!("--expires-in: {e}")),
                 other => Failure(other.to_string()),
             })?;
             announce(
-                &keys,
+                &by,
                 &team,
                 &created,
                 &format!("Created key {} for team {team}", created.info.id),
@@ -223,7 +264,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 write_out(&format!("{}\n", serde_json::to_string_pretty(&listed)?))?;
             } else {
-                write_out(&table::render(&listed))?;
+                write_out(&table::keys(&listed))?;
             }
             // On stderr: stdout stays the table or array scripts already read.
             if let Some(next) = next {
@@ -232,7 +273,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Revoke { team, id } => {
             let (team, id) = (team_id(&team)?, key_id(&id)?);
-            keys.revoke(&team, &id)
+            acting()?
+                .revoke(&team, &id)
                 .await
                 .map_err(|e| not_found(e, &team, &id))?;
             eprintln!("teamkey: revoked key {id}; it no longer works");
@@ -240,7 +282,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rotate { team, id, grace } => {
             let (team, id) = (team_id(&team)?, key_id(&id)?);
             let grace = duration(grace);
-            let rotated = keys.rotate(&team, &id, grace).await.map_err(|e| match e {
+            let by = acting()?;
+            let rotated = by.rotate(&team, &id, grace).await.map_err(|e| match e {
                 ManageError::Invalid(
                     e @ (ValidationError::GraceTooLong { .. } | ValidationError::NegativeGrace),
                 ) => Failure(format!("--grace: {e}")),
@@ -257,15 +300,83 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 )
             };
             announce(
-                &keys,
+                &by,
                 &team,
                 &rotated,
                 &format!("Rotated key {id} into {}; the old key {until}", rotated.info.id),
             )
             .await?;
         }
+        Command::Events {
+            team,
+            json,
+            limit,
+            cursor,
+        } => {
+            let team = team_id(&team)?;
+            let limit = match limit {
+                Some(text) => event_limit(&text)?,
+                None => DEFAULT_PAGE_LIMIT,
+            };
+            // One more than shown: whether older events follow.
+            let mut query = EventQuery::newest(limit + 1);
+            if let Some(text) = cursor {
+                query = query.before(event_cursor(&text)?);
+            }
+            let mut events = keys.events(&team, query).await?;
+            let next = if events.len() > limit {
+                events.truncate(limit);
+                events.last().map(|e| e.id)
+            } else {
+                None
+            };
+            if json {
+                write_out(&format!("{}\n", serde_json::to_string_pretty(&events)?))?;
+            } else {
+                write_out(&table::events(&events))?;
+            }
+            if let Some(next) = next {
+                eprintln!("teamkey: more events: --cursor {next}");
+            }
+        }
     }
     Ok(())
+}
+
+/// Who the changes are made by: `--actor` (or `TEAMKEY_ACTOR`), else the
+/// OS user, else `cli`. A name is cut and cleaned as the core does it; one
+/// left empty is refused, rather than recorded as nobody.
+fn actor(flag: Option<&str>) -> Result<Actor, Failure> {
+    if let Some(name) = flag {
+        let actor = Actor::operator(name);
+        return match actor.id() {
+            Some(id) if !id.is_empty() => Ok(actor),
+            _ => Err(Failure("--actor: give a name (it was empty)".to_owned())),
+        };
+    }
+    let os_user = ["USER", "LOGNAME"]
+        .into_iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .map(Actor::operator)
+        .find(|actor| actor.id().is_some_and(|id| !id.is_empty()));
+    Ok(os_user.unwrap_or_else(|| Actor::operator("cli")))
+}
+
+/// `--limit` of `events`: a page size from 1 to the core's maximum.
+fn event_limit(text: &str) -> Result<usize, Failure> {
+    text.parse()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
+        .ok_or_else(|| Failure(format!("--limit: give a number from 1 to {MAX_PAGE_LIMIT}")))
+}
+
+/// `--cursor` of `events`: the event id a previous page printed.
+fn event_cursor(text: &str) -> Result<EventId, Failure> {
+    EventId::parse(text).map_err(|e| {
+        Failure(format!(
+            "--cursor: {e}; pass the cursor the previous page printed"
+        ))
+    })
 }
 
 /// A parsed duration in the core's type. One too long for it is far past
@@ -348,10 +459,10 @@ fn write_out(text: &str) -> Result<(), Failure> {
 
 /// The full key alone on stdout; everything else on stderr. A key that
 /// cannot be written out would be lost to its owner yet valid: it is
-/// revoked at once.
-async fn announce(keys: &KeyManager, team: &TeamId, new: &NewKey, what: &str) -> Result<(), Failure> {
+/// revoked at once, by the same actor.
+async fn announce(by: &OnBehalfOf<'_>, team: &TeamId, new: &NewKey, what: &str) -> Result<(), Failure> {
     if let Err(failure) = write_out(&format!("{}\n", new.key.expose_secret())) {
-        let revoked = keys.revoke(team, &new.info.id).await.is_ok();
+        let revoked = by.revoke(team, &new.info.id).await.is_ok();
         let outcome = if revoked { "it was revoked" } else { "revoke it" };
         return Err(Failure(format!(
             "{}; the new key {} was never shown, so {outcome}",

@@ -1,10 +1,27 @@
-//! The key table: ID, NAME, KEY, CREATED, LAST USED.
+//! The tables `list` and `events` print: columns padded to their widest
+//! cell, two spaces apart.
 
-use teamkey_core::KeyInfo;
+use teamkey_core::events::KeyEvent;
+use teamkey_core::{KeyId, KeyInfo};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const HEADERS: [&str; 5] = ["ID", "NAME", "KEY", "CREATED", "LAST USED"];
+/// The key table's columns.
+const KEY_HEADERS: [&str; 7] = [
+    "ID",
+    "NAME",
+    "KEY",
+    "CREATED",
+    "LAST USED",
+    "ROTATED FROM",
+    "REPLACED BY",
+];
+
+/// The event table's columns.
+const EVENT_HEADERS: [&str; 6] = ["TIME", "TYPE", "KEY", "NAME", "ACTOR", "SUCCESSOR"];
+
+/// An empty cell: no value, as opposed to a value that prints as nothing.
+const NONE: &str = "-";
 
 fn when(at: Option<OffsetDateTime>) -> String {
     at.and_then(|t| t.replace_nanosecond(0).ok())
@@ -12,9 +29,13 @@ fn when(at: Option<OffsetDateTime>) -> String {
         .unwrap_or_else(|| "never".to_owned())
 }
 
-/// Columns padded to their widest cell, in characters.
-pub(crate) fn render(keys: &[KeyInfo]) -> String {
-    let rows: Vec<[String; 5]> = keys
+fn key(id: Option<KeyId>) -> String {
+    id.map_or_else(|| NONE.to_owned(), |id| id.to_string())
+}
+
+/// A team's keys, one per row, with their lineage.
+pub(crate) fn keys(keys: &[KeyInfo]) -> String {
+    let rows: Vec<[String; 7]> = keys
         .iter()
         .map(|k| {
             [
@@ -23,17 +44,48 @@ pub(crate) fn render(keys: &[KeyInfo]) -> String {
                 k.preview.clone(),
                 when(Some(k.created_at)),
                 when(k.last_used_at),
+                key(k.rotated_from),
+                key(k.replaced_by),
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for row in &rows {
+    render(KEY_HEADERS, &rows)
+}
+
+/// A team's events, one per row, as given (newest first).
+pub(crate) fn events(events: &[KeyEvent]) -> String {
+    let rows: Vec<[String; 6]> = events
+        .iter()
+        .map(|e| {
+            // `operator:alice`, `key:3xAmPle0Key1`, `system`.
+            let actor = match e.actor.id() {
+                Some(id) => format!("{}:{id}", e.actor.kind()),
+                None => e.actor.kind().to_owned(),
+            };
+            [
+                when(Some(e.at)),
+                e.kind.to_string(),
+                e.key_id.to_string(),
+                e.key_name.to_string(),
+                actor,
+                key(e.successor_id),
+            ]
+        })
+        .collect();
+    render(EVENT_HEADERS, &rows)
+}
+
+/// Columns padded to their widest cell, in characters. Cells hold no
+/// control characters: names and actors are cleaned by the core.
+fn render<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: [&str; 5]| {
+    let mut line = |cells: [&str; N]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
@@ -42,8 +94,8 @@ pub(crate) fn render(keys: &[KeyInfo]) -> String {
         out.push_str(padded.join("  ").trim_end());
         out.push('\n');
     };
-    line(HEADERS);
-    for row in &rows {
+    line(headers);
+    for row in rows {
         line(row.each_ref().map(String::as_str));
     }
     out

@@ -1,11 +1,13 @@
-//! The real `teamkey` binary against SQLite (always) and PostgreSQL (when
-//! `TEAMKEY_TEST_POSTGRES_URL` is set).
+//! The real `teamkey` binary against SQLite (always), PostgreSQL and
+//! MySQL/MariaDB (when `TEAMKEY_TEST_POSTGRES_URL` and
+//! `TEAMKEY_TEST_MYSQL_URL` are set).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::hash::{BuildHasher, RandomState};
 use std::process::{Command, Output};
 
+use teamkey_core::events::KeyEvent;
 use teamkey_core::{HashVersion, KeyFormat, KeyId, KeyManager, KeyStore, Pepper, TeamId, VerifyError};
 use teamkey_sqlx::SqlxStore;
 use teamkey_sqlx::sqlx::{self, AssertSqlSafe};
@@ -30,7 +32,9 @@ fn teamkey_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run teamkey")
 }
 
-/// `teamkey args` with a clean environment but for the database URL.
+/// `teamkey args` with a clean environment but for the database URL. The
+/// OS user is whoever runs the tests: a test that reads the actor of a
+/// change names it, or sets or removes `USER` and `LOGNAME` itself.
 fn command(url: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_teamkey"));
     command
@@ -38,8 +42,22 @@ fn command(url: &str, args: &[&str]) -> Command {
         .env_remove("TEAMKEY_PREFIX")
         .env_remove("TEAMKEY_PEPPER")
         .env_remove("TEAMKEY_PEPPER_FILE")
+        .env_remove("TEAMKEY_ACTOR")
         .env("DATABASE_URL", url);
     command
+}
+
+/// A table's cells, line by line (cells are two or more spaces apart).
+fn cells(table: &str) -> Vec<Vec<&str>> {
+    table
+        .lines()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -90,6 +108,8 @@ fn lifecycle(url: &str) {
             "CI/CD Pipeline",
             "--scope",
             "scans:read",
+            "--actor",
+            "alice",
         ],
     );
     assert_eq!(stdout.lines().count(), 1, "the key alone on stdout");
@@ -105,19 +125,23 @@ fn lifecycle(url: &str) {
     printed += &stderr;
 
     let (table, stderr) = ok(url, &["list", "--team", "acme"]);
-    let mut lines = table.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap()
-        .split("  ")
-        .filter(|c| !c.is_empty())
-        .map(str::trim)
-        .collect();
-    assert_eq!(header, ["ID", "NAME", "KEY", "CREATED", "LAST USED"]);
-    let row = lines.next().unwrap();
+    let rows = cells(&table);
+    assert_eq!(
+        rows[0],
+        [
+            "ID",
+            "NAME",
+            "KEY",
+            "CREATED",
+            "LAST USED",
+            "ROTATED FROM",
+            "REPLACED BY"
+        ]
+    );
+    let row = &rows[1];
     assert!(
-        row.starts_with(id) && row.contains("CI/CD Pipeline") && row.ends_with("never"),
-        "{row}"
+        row[0] == id && row[1] == "CI/CD Pipeline" && row[4..] == ["never", "-", "-"],
+        "{row:?}"
     );
     printed += &table;
     printed += &stderr;
@@ -136,6 +160,8 @@ fn lifecycle(url: &str) {
             "last_used_at",
             "name",
             "preview",
+            "replaced_by",
+            "rotated_from",
             "scopes"
         ]
     );
@@ -147,8 +173,12 @@ fn lifecycle(url: &str) {
     let (empty, _) = ok(url, &["list", "--team", "globex"]);
     assert_eq!(empty.lines().count(), 1, "another team sees no keys: {empty}");
 
-    let (stdout, stderr) = ok(url, &["rotate", "--team", "acme", id, "--grace", "24h"]);
+    let (stdout, stderr) = ok(
+        url,
+        &["--actor", "bob", "rotate", "--team", "acme", id, "--grace", "24h"],
+    );
     let next = stdout.trim_end().to_owned();
+    let next_id = &next[8..20];
     assert!(KeyFormat::default().parse(&next).is_ok() && next != key);
     printed += &stderr;
     let (table, _) = ok(url, &["list", "--team", "acme"]);
@@ -157,13 +187,64 @@ fn lifecycle(url: &str) {
         3,
         "old key in its grace period, and the new one: {table}"
     );
+    let lineage: Vec<(&str, &str, &str)> = cells(&table)[1..]
+        .iter()
+        .map(|row| (row[0], row[5], row[6]))
+        .collect();
+    assert!(lineage.contains(&(next_id, id, "-")), "{table}");
+    assert!(lineage.contains(&(id, "-", next_id)), "{table}");
     printed += &table;
+    let (json, _) = ok(url, &["list", "--team", "acme", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let by_id = |want: &str| listed.iter().find(|k| k["id"] == want).unwrap().clone();
+    assert_eq!(by_id(next_id)["rotated_from"], id);
+    assert_eq!(by_id(next_id)["replaced_by"], serde_json::Value::Null);
+    assert_eq!(by_id(id)["replaced_by"], next_id);
+    printed += &json;
 
     refused(url, &["revoke", "--team", "globex", id]);
-    let (_, stderr) = ok(url, &["revoke", "--team", "acme", id]);
+    let (_, stderr) = ok(url, &["--actor", "carol", "revoke", "--team", "acme", id]);
     printed += &stderr;
     let message = refused(url, &["revoke", "--team", "acme", id]);
     assert!(message.contains("no active key"), "{message}");
+
+    // Every change, newest first, with who made it; refused changes none.
+    let (table, stderr) = ok(url, &["events", "--team", "acme"]);
+    assert!(next_event_cursor(&stderr).is_none(), "one page: {stderr}");
+    let rows = cells(&table);
+    assert_eq!(rows[0], ["TIME", "TYPE", "KEY", "NAME", "ACTOR", "SUCCESSOR"]);
+    let events: Vec<(&str, &str, &str, &str)> = rows[1..]
+        .iter()
+        .map(|row| (row[1], row[2], row[4], row[5]))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("key.revoked", id, "operator:carol", "-"),
+            ("key.rotated", id, "operator:bob", next_id),
+            ("key.created", id, "operator:alice", "-"),
+        ]
+    );
+    assert!(rows[1..].iter().all(|row| row[3] == "CI/CD Pipeline"));
+    printed += &table;
+    let (json, _) = ok(url, &["events", "--team", "acme", "--json"]);
+    let events: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[1]["type"], "key.rotated");
+    assert_eq!(events[1]["key_id"], id);
+    assert_eq!(events[1]["successor_id"], next_id);
+    assert_eq!(
+        events[1]["actor"],
+        serde_json::json!({"type": "operator", "name": "bob"})
+    );
+    assert_eq!(events[2]["scopes"], serde_json::json!(["scans:read"]));
+    for event in &events {
+        let parsed: KeyEvent = serde_json::from_value(event.clone()).unwrap();
+        assert_eq!(parsed.team_id.as_str(), "acme", "KeyEvent's own form");
+    }
+    printed += &json;
+    let (empty, _) = ok(url, &["events", "--team", "globex"]);
+    assert_eq!(empty.lines().count(), 1, "another team sees no events: {empty}");
 
     let (stdout, _) = ok(
         url,
@@ -225,8 +306,9 @@ fn sqlite_lifecycle_and_errors() {
         keys.flush_last_used().await.unwrap();
     });
     let (table, _) = ok(&url, &["list", "--team", "acme"]);
-    assert!(
-        !table.lines().nth(1).unwrap().ends_with("never"),
+    assert_ne!(
+        cells(&table)[1][4],
+        "never",
         "last used is shown once flushed: {table}"
     );
 
@@ -323,6 +405,179 @@ fn postgres_lifecycle() {
     runtime
         .block_on(sqlx::query(AssertSqlSafe(drop)).execute(&admin))
         .unwrap();
+}
+
+#[test]
+fn mysql_lifecycle() {
+    let Some(base) = std::env::var("TEAMKEY_TEST_MYSQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("\n*** SKIPPED: TEAMKEY_TEST_MYSQL_URL is not set. ***\n");
+        return;
+    };
+    let database = unique("my");
+    let runtime = runtime();
+    let admin = runtime.block_on(sqlx::MySqlPool::connect(&base)).unwrap();
+    let create = format!("CREATE DATABASE {database}");
+    runtime
+        .block_on(sqlx::query(AssertSqlSafe(create)).execute(&admin))
+        .unwrap();
+    // The URL's path names the database: the test's own.
+    let (server, query) = base
+        .split_once('?')
+        .map_or((base.as_str(), None), |(s, q)| (s, Some(q)));
+    let server = server.rsplit_once('/').map_or(server, |(server, _)| server);
+    let url = match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    };
+    lifecycle(&url);
+    let drop = format!("DROP DATABASE {database}");
+    runtime
+        .block_on(sqlx::query(AssertSqlSafe(drop)).execute(&admin))
+        .unwrap();
+}
+
+/// The `ACTOR` cell of the newest event of team `acme`.
+fn newest_actor(url: &str) -> String {
+    let (table, _) = ok(url, &["events", "--team", "acme", "--limit", "1"]);
+    cells(&table)[1][4].to_owned()
+}
+
+#[test]
+fn changes_are_made_by_the_actor_else_the_os_user_else_cli() {
+    let db = TempDb::new("actor");
+    let url = &db.url;
+    let create = ["create", "--team", "acme", "--name", "n"];
+    let run = |args: &[&str], env: &[(&str, &str)], removed: &[&str]| {
+        let mut command = command(url, args);
+        for var in removed {
+            command.env_remove(var);
+        }
+        let out = command.envs(env.iter().copied()).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let os_user = ["USER", "LOGNAME"];
+
+    run(
+        &["--actor", "alice", "create", "--team", "acme", "--name", "n"],
+        &[("USER", "bob")],
+        &[],
+    );
+    assert_eq!(newest_actor(url), "operator:alice", "--actor wins");
+    run(&create, &[("TEAMKEY_ACTOR", "deploy-bot"), ("USER", "bob")], &[]);
+    assert_eq!(
+        newest_actor(url),
+        "operator:deploy-bot",
+        "TEAMKEY_ACTOR stands for --actor"
+    );
+    run(&create, &[("USER", "bob"), ("LOGNAME", "robert")], &[]);
+    assert_eq!(newest_actor(url), "operator:bob", "else $USER");
+    run(&create, &[("LOGNAME", "robert")], &["USER"]);
+    assert_eq!(newest_actor(url), "operator:robert", "else $LOGNAME");
+    run(&create, &[("USER", " \u{7}")], &["LOGNAME"]);
+    assert_eq!(
+        newest_actor(url),
+        "operator:cli",
+        "else cli (a blank user is none)"
+    );
+    run(&create, &[], &os_user);
+    assert_eq!(newest_actor(url), "operator:cli");
+
+    // A name is cleaned as the core cleans it; one left empty is refused.
+    let (stdout, _) = ok(
+        url,
+        &[
+            "--actor",
+            "eve\u{202e}\t",
+            "create",
+            "--team",
+            "acme",
+            "--name",
+            "n",
+        ],
+    );
+    assert_eq!(newest_actor(url), "operator:eve");
+    let message = refused(url, &["--actor", " ", "revoke", "--team", "acme", &stdout[8..20]]);
+    assert!(message.contains("--actor"), "{message}");
+    let (table, _) = ok(url, &["list", "--team", "acme"]);
+    assert_eq!(
+        table.lines().count(),
+        8,
+        "the refused revoke changed nothing: {table}"
+    );
+    // Reading needs no actor.
+    ok(url, &["--actor", "", "events", "--team", "acme"]);
+}
+
+#[test]
+fn events_page_with_limit_and_cursor() {
+    let db = TempDb::new("events");
+    let url = &db.url;
+    for i in 0..5 {
+        ok(url, &["create", "--team", "acme", "--name", &format!("key {i}")]);
+    }
+    let (json, stderr) = ok(url, &["events", "--team", "acme", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(next_event_cursor(&stderr).is_none(), "{stderr}");
+    let names: Vec<&str> = all.iter().map(|e| e["key_name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["key 4", "key 3", "key 2", "key 1", "key 0"],
+        "newest first"
+    );
+
+    let (mut seen, mut sizes, mut cursor) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let mut args = vec!["events", "--team", "acme", "--json", "--limit", "2"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let (json, stderr) = ok(url, &args);
+        let page: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        sizes.push(page.len());
+        seen.extend(page);
+        cursor = next_event_cursor(&stderr);
+        if cursor.is_none() {
+            break;
+        }
+        assert_eq!(
+            cursor.as_deref(),
+            seen.last().and_then(|e| e["id"].as_str()),
+            "the cursor is the last event shown"
+        );
+    }
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(seen, all, "every event once, in order");
+
+    // The table pages the same way; the hint goes to stderr only.
+    let (table, stderr) = ok(url, &["events", "--team", "acme", "--limit", "4"]);
+    assert_eq!(table.lines().count(), 5, "header and 4 rows: {table}");
+    let next = next_event_cursor(&stderr).expect("a hint for the next page");
+    let (table, stderr) = ok(url, &["events", "--team", "acme", "--cursor", &next]);
+    assert_eq!(table.lines().count(), 2, "the oldest event: {table}");
+    assert!(cells(&table)[1][3] == "key 0" && next_event_cursor(&stderr).is_none());
+
+    // Bad input: one line, exit code 1, nothing on stdout.
+    for (bad, named) in [
+        (&["--limit", "0"][..], "--limit"),
+        (&["--limit", "101"], "--limit"),
+        (&["--limit", "-1"], "--limit"),
+        (&["--limit", "99999999999999999999999"], "--limit"),
+        (&["--limit", "ten"], "--limit"),
+        (&["--cursor", "not-a-cursor"], "--cursor"),
+        // A UUID, but no event id (version 4).
+        (&["--cursor", "00000000-0000-4000-8000-000000000000"], "--cursor"),
+        (&["--cursor", &"7".repeat(10 * 1024)], "--cursor"),
+    ] {
+        let mut args = vec!["events", "--team", "acme"];
+        args.extend(bad);
+        let message = refused(url, &args);
+        assert!(message.contains(named), "{bad:?}: {message}");
+    }
+    refused(url, &["events", "--team", " acme"]);
 }
 
 /// A fresh SQLite database file, removed when dropped.
@@ -543,6 +798,14 @@ fn rotation_grace_past_seven_days_is_refused() {
     let (table, _) = ok(url, &["list", "--team", "acme"]);
     assert_eq!(table.lines().count(), 2, "not rotated: {table}");
     ok(url, &["rotate", "--team", "acme", id, "--grace", "7d"]);
+}
+
+/// The cursor from `teamkey: more events: --cursor C` on stderr, if any.
+fn next_event_cursor(stderr: &str) -> Option<String> {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("teamkey: more events: --cursor "))?;
+    line.split_whitespace().last().map(str::to_owned)
 }
 
 /// The cursor from `teamkey: more keys: --cursor C` on stderr, if any.

@@ -1,10 +1,13 @@
 //! What the three databases share: time bounds, row decoding, error
 //! mapping, the batch update builder, and the `KeyStore` implementation
-//! itself, which each database module instantiates with its own SQL.
+//! itself (records and their events), which each database module
+//! instantiates with its own SQL.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use sqlx::error::DatabaseError;
+use teamkey_core::events::EventId;
 use teamkey_core::{KeyId, Scopes, StoreError};
 use time::macros::datetime;
 use time::{OffsetDateTime, UtcOffset};
@@ -13,7 +16,33 @@ use time::{OffsetDateTime, UtcOffset};
 macro_rules! columns {
     () => {
         "id, team_id, name, preview, digest, hash_version, scopes, \
-         created_at, last_used_at, expires_at, revoked_at, replaced_by"
+         created_at, last_used_at, expires_at, revoked_at, replaced_by, \
+         rotated_from, last_used_ip"
+    };
+}
+
+/// The columns of `api_key_events` that hold a `KeyEvent`, in its order
+/// (`once_key` is written, never read back).
+macro_rules! event_columns {
+    () => {
+        "id, event_type, occurred_at, team_id, actor_type, actor_id, key_id, \
+         key_name, preview, scopes, successor_id, days_left, request_id, \
+         client_ip, user_agent"
+    };
+}
+
+/// What an expiry sweep selects: active keys (not revoked, no successor)
+/// expiring in `(after, until]`, in the order of the expiry index.
+macro_rules! expiring_rows {
+    ($after:literal, $until:literal) => {
+        concat!(
+            "SELECT ",
+            columns!(),
+            " FROM api_keys WHERE revoked_at IS NULL AND replaced_by IS NULL AND expires_at > ",
+            $after,
+            " AND expires_at <= ",
+            $until
+        )
     };
 }
 
@@ -42,7 +71,7 @@ pub(crate) mod qmark_sql {
     pub(crate) const INSERT: &str = concat!(
         "INSERT INTO api_keys (",
         columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     pub(crate) const GET: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = ?");
     pub(crate) const LIST: &str = concat!(
@@ -69,11 +98,22 @@ pub(crate) mod qmark_sql {
     /// Binds: team, now.
     pub(crate) const COUNT_ACTIVE: &str = "SELECT COUNT(*) FROM api_keys WHERE team_id = ? \
          AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
+    /// Binds: after, until, limit.
+    pub(crate) const EXPIRING: &str = concat!(expiring_rows!("?", "?"), " ORDER BY expires_at, id LIMIT ?");
+    /// Binds: the event's columns, then `once_key`.
+    pub(crate) const INSERT_EVENT: &str = concat!(
+        "INSERT INTO api_key_events (",
+        event_columns!(),
+        ", once_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    /// Binds: once key.
+    pub(crate) const ONCE_RECORDED: &str = "SELECT COUNT(*) FROM api_key_events WHERE once_key = ?";
 }
 
 #[cfg(any(feature = "mysql", feature = "sqlite"))]
 /// Keys per last-used statement on databases that take them as bind
-/// parameters (4 parameters each; MySQL allows 65,535, SQLite 32,766).
+/// parameters (at most 7 parameters each; MySQL allows 65,535, SQLite
+/// 32,766).
 pub(crate) const TOUCH_CHUNK: usize = 1_000;
 
 /// The years a stored time may fall in, in UTC: what `DATETIME`,
@@ -125,30 +165,36 @@ pub(crate) fn cursor_bound(at: OffsetDateTime) -> CursorBound {
     }
 }
 
-/// A query failed because `api_keys` does not exist: the database was
-/// never migrated. Its text says what to do.
+/// A query failed because a table or column of teamkey's is missing: the
+/// database was never migrated, or not since this version added it. Its
+/// text says what to do.
 #[derive(Debug)]
-pub(crate) struct MissingTable(sqlx::Error);
+pub(crate) struct NotMigrated(sqlx::Error);
 
-impl fmt::Display for MissingTable {
+impl fmt::Display for NotMigrated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("table api_keys is missing; run SqlxStore::migrate() (or `teamkey migrate`) first")
+        f.write_str(NOT_MIGRATED)
     }
 }
 
-impl std::error::Error for MissingTable {
+/// What a store says, and logs, when its database is not migrated.
+pub(crate) const NOT_MIGRATED: &str = "teamkey's tables are missing or older than this version \
+     (table api_keys or api_key_events, or one of their columns); \
+     run SqlxStore::migrate() (or `teamkey migrate`) first";
+
+impl std::error::Error for NotMigrated {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
     }
 }
 
-/// Unique violations are key-id collisions; a missing table is named as
-/// such (`undefined_table` knows the database's own code); everything else
-/// is the backend's.
-pub(crate) fn store_error(error: sqlx::Error, undefined_table: fn(&dyn DatabaseError) -> bool) -> StoreError {
+/// Unique violations are key-id collisions; a missing table or column is
+/// named as such (`not_migrated` knows the database's own codes);
+/// everything else is the backend's.
+pub(crate) fn store_error(error: sqlx::Error, not_migrated: fn(&dyn DatabaseError) -> bool) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-        sqlx::Error::Database(db) if undefined_table(&**db) => StoreError::backend(MissingTable(error)),
+        sqlx::Error::Database(db) if not_migrated(&**db) => StoreError::backend(NotMigrated(error)),
         _ => StoreError::backend(error),
     }
 }
@@ -156,11 +202,46 @@ pub(crate) fn store_error(error: sqlx::Error, undefined_table: fn(&dyn DatabaseE
 /// A row that breaks teamkey's rules: it was not written by teamkey. Names
 /// the row's key id when it has a valid one, so that it can be found.
 pub(crate) fn corrupt(key_id: Option<&KeyId>, column: &str, detail: impl fmt::Display) -> StoreError {
-    let message = match key_id {
-        Some(id) => format!("api_keys row {id} has an invalid {column}: {detail}"),
-        None => format!("an api_keys row has an invalid {column}: {detail}"),
+    corrupt_row("api_keys", key_id.map(KeyId::as_str), column, detail)
+}
+
+/// An `api_key_events` row that breaks teamkey's rules, named by its event
+/// id when that is valid.
+pub(crate) fn corrupt_event(
+    event_id: Option<&EventId>,
+    column: &str,
+    detail: impl fmt::Display,
+) -> StoreError {
+    corrupt_row(
+        "api_key_events",
+        event_id.map(|id| id.to_string()).as_deref(),
+        column,
+        detail,
+    )
+}
+
+/// [`corrupt_event`] for `map_err`, whatever the error's type.
+pub(crate) fn bad_event<E: fmt::Display>(
+    event_id: &EventId,
+    column: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    let event_id = *event_id;
+    move |e| corrupt_event(Some(&event_id), column, e)
+}
+
+fn corrupt_row(table: &str, id: Option<&str>, column: &str, detail: impl fmt::Display) -> StoreError {
+    let message = match id {
+        Some(id) => format!("{table} row {id} has an invalid {column}: {detail}"),
+        None => format!("an {table} row has an invalid {column}: {detail}"),
     };
     StoreError::backend(message)
+}
+
+/// An IP address column as read: text in Rust's own form (what the store
+/// writes), or NULL.
+pub(crate) fn parse_ip(text: Option<String>) -> Result<Option<IpAddr>, String> {
+    text.map(|t| t.parse().map_err(|_| format!("{t:?} is not an IP address")))
+        .transpose()
 }
 
 /// Scopes are stored space-separated: no scope can contain a space.
@@ -170,13 +251,30 @@ pub(crate) fn scopes_text(scopes: &Scopes) -> String {
 }
 
 #[cfg(any(feature = "mysql", feature = "sqlite"))]
-/// `UPDATE api_keys SET last_used_at = CASE … END WHERE id IN (…)` for `n`
-/// keys, with `?` parameters: per key `id, at, at`, then the `n` ids. Made
-/// of fixed fragments only, never of input.
-pub(crate) fn touch_case_sql(n: usize) -> String {
-    let mut sql = String::from("UPDATE api_keys SET last_used_at = CASE");
+/// `UPDATE api_keys SET … WHERE id IN (…)` for `n` keys, with `?`
+/// parameters. Made of fixed fragments only, never of input.
+///
+/// Without addresses: `last_used_at = CASE … END`, binding per key `id, at,
+/// at`, then the `n` ids. With them, first `last_used_ip = CASE … END`,
+/// binding per key `id, at, ip`: placed first because MySQL evaluates
+/// assignments left to right, each seeing the ones before (SQLite sees the
+/// old row in all), so the address must be chosen against the old
+/// `last_used_at`. A use without an address keeps the one stored.
+pub(crate) fn touch_case_sql(n: usize, with_ips: bool) -> String {
+    const NEWER: &str = " WHEN id = ? AND (last_used_at IS NULL OR last_used_at < ?) THEN";
+    let mut sql = String::from("UPDATE api_keys SET ");
+    if with_ips {
+        sql.push_str("last_used_ip = CASE");
+        for _ in 0..n {
+            sql.push_str(NEWER);
+            sql.push_str(" COALESCE(?, last_used_ip)");
+        }
+        sql.push_str(" ELSE last_used_ip END, ");
+    }
+    sql.push_str("last_used_at = CASE");
     for _ in 0..n {
-        sql.push_str(" WHEN id = ? AND (last_used_at IS NULL OR last_used_at < ?) THEN ?");
+        sql.push_str(NEWER);
+        sql.push_str(" ?");
     }
     sql.push_str(" ELSE last_used_at END WHERE id IN (");
     sql.push_str(&vec!["?"; n].join(", "));
@@ -197,9 +295,18 @@ macro_rules! impl_touch_by_case {
                     .iter()
                     .map(|u| to_db(u.at))
                     .collect::<Result<Vec<_>, _>>()?;
+                // Most managers record no addresses: then the statement
+                // leaves last_used_ip alone, without a CASE for it.
+                let with_ips = chunk.iter().any(|u| u.ip.is_some());
                 // Built from fixed fragments and `?` only (see touch_case_sql).
-                let sql = crate::common::touch_case_sql(chunk.len());
+                let sql = crate::common::touch_case_sql(chunk.len(), with_ips);
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if with_ips {
+                    for (u, at) in chunk.iter().zip(&ats) {
+                        let ip = u.ip.map(|ip| ip.to_string());
+                        query = query.bind(u.key_id.as_str()).bind(*at).bind(ip);
+                    }
+                }
                 for (u, at) in chunk.iter().zip(&ats) {
                     query = query.bind(u.key_id.as_str()).bind(*at).bind(*at);
                 }
@@ -214,27 +321,38 @@ macro_rules! impl_touch_by_case {
 }
 
 /// Implements `KeyStore` for `SqlxStore<$db>` from the calling module's
-/// `sql` constants, its time conversions (`to_db` for binds, `column_time`
-/// for reads), and its `undefined_table` test.
+/// `sql` constants, its time conversions (`to_db` for binds, giving a
+/// `BindTime`; `column_time` for reads), and its `not_migrated` test.
+///
+/// `begin_write` starts the transactions that write (a change and its
+/// event, a rotation).
 macro_rules! impl_key_store {
     (
         db: $db:ty,
         row: $row:ty,
-        begin_rotation: $begin:expr,
+        begin_write: $begin:expr,
         touch: $touch:ident $(,)?
     ) => {
+        use teamkey_core::events::{Actor, EventId, EventKind, EventQuery, KeyEvent, Origin, RequestContext};
         use teamkey_core::{
             HashVersion, KeyId, KeyName, KeyRecord, KeyUse, ListQuery, RotateOutcome, Rotation, Scopes,
             SecretDigest, StoreError, TeamId,
         };
         use time::OffsetDateTime;
 
-        use crate::common::{CursorBound, corrupt, cursor_bound, readable, scopes_text};
+        use crate::common::{
+            CursorBound, bad_event, corrupt, corrupt_event, cursor_bound, parse_ip, readable, scopes_text,
+        };
 
         /// Errors through the shared mapping, with this database's test for
-        /// a missing table.
+        /// a missing table or column.
         fn store_error(error: sqlx::Error) -> StoreError {
-            crate::common::store_error(error, undefined_table)
+            crate::common::store_error(error, not_migrated)
+        }
+
+        /// A nullable time column of `row`, within the stored years.
+        fn row_time(row: &$row, column: &'static str) -> Result<Option<OffsetDateTime>, String> {
+            column_time(row, column).and_then(|at| at.map(readable).transpose())
         }
 
         /// A nullable time column of a row whose id is `id`, within the
@@ -244,9 +362,7 @@ macro_rules! impl_key_store {
             id: &KeyId,
             column: &'static str,
         ) -> Result<Option<OffsetDateTime>, StoreError> {
-            column_time(row, column)
-                .and_then(|at| at.map(readable).transpose())
-                .map_err(|e| corrupt(Some(id), column, e))
+            row_time(row, column).map_err(|e| corrupt(Some(id), column, e))
         }
 
         /// The record in `row`, or a backend error naming the row and the
@@ -281,14 +397,96 @@ macro_rules! impl_key_store {
             record.last_used_at = read_time(row, &id, "last_used_at")?;
             record.expires_at = read_time(row, &id, "expires_at")?;
             record.revoked_at = read_time(row, &id, "revoked_at")?;
-            let replaced_by: Option<String> = row
-                .try_get("replaced_by")
-                .map_err(|e| corrupt(id_ref, "replaced_by", e))?;
-            record.replaced_by = replaced_by
-                .map(|s| KeyId::parse(&s))
-                .transpose()
-                .map_err(|e| corrupt(id_ref, "replaced_by", e))?;
+            let key_column = |column: &'static str| -> Result<Option<KeyId>, StoreError> {
+                let text: Option<String> = row
+                    .try_get(column)
+                    .map_err(|e| corrupt(id_ref, column, e))?;
+                text.map(|s| KeyId::parse(&s))
+                    .transpose()
+                    .map_err(|e| corrupt(id_ref, column, e))
+            };
+            record.replaced_by = key_column("replaced_by")?;
+            record.rotated_from = key_column("rotated_from")?;
+            let ip: Option<String> = row
+                .try_get("last_used_ip")
+                .map_err(|e| corrupt(id_ref, "last_used_ip", e))?;
+            record.last_used_ip = parse_ip(ip).map_err(|e| corrupt(id_ref, "last_used_ip", e))?;
             Ok(record)
+        }
+
+        /// The event in `row`, every column checked as the core's
+        /// constructors check it; a bad row is a backend error naming the
+        /// event and the column, never a panic.
+        fn decode_event(row: &$row) -> Result<KeyEvent, StoreError> {
+            let id: String = row
+                .try_get("id")
+                .map_err(|e| corrupt_event(None, "id", e))?;
+            let id = EventId::parse(&id).map_err(|e| corrupt_event(None, "id", e))?;
+            let text = |column: &'static str| -> Result<String, StoreError> {
+                row.try_get(column).map_err(bad_event(&id, column))
+            };
+            let optional = |column: &'static str| -> Result<Option<String>, StoreError> {
+                row.try_get(column).map_err(bad_event(&id, column))
+            };
+            let key_id =
+                |column: &'static str, text: &str| KeyId::parse(text).map_err(bad_event(&id, column));
+
+            let kind = text("event_type")?;
+            let kind = EventKind::from_name(&kind)
+                .ok_or_else(|| corrupt_event(Some(&id), "event_type", format!("unknown type {kind:?}")))?;
+            let at = row_time(row, "occurred_at")
+                .map_err(bad_event(&id, "occurred_at"))?
+                .ok_or_else(|| corrupt_event(Some(&id), "occurred_at", "NULL"))?;
+            let actor_type = text("actor_type")?;
+            // The id is the app's name for a person: never in a message.
+            let actor =
+                Actor::from_parts(&actor_type, optional("actor_id")?.as_deref()).ok_or_else(|| {
+                    corrupt_event(
+                        Some(&id),
+                        "actor",
+                        format!("no {actor_type:?} actor has such an id"),
+                    )
+                })?;
+            let days_left: Option<i16> = row
+                .try_get("days_left")
+                .map_err(bad_event(&id, "days_left"))?;
+            let days_left = days_left
+                .map(u8::try_from)
+                .transpose()
+                .map_err(bad_event(&id, "days_left"))?;
+            let successor = optional("successor_id")?
+                .map(|s| key_id("successor_id", &s))
+                .transpose()?;
+            // Cut and cleaned as the core's builders do it.
+            let mut context = RequestContext::new();
+            if let Some(request_id) = optional("request_id")? {
+                context = context.request_id(request_id);
+            }
+            if let Some(agent) = optional("user_agent")? {
+                context = context.user_agent(agent);
+            }
+            if let Some(ip) = parse_ip(optional("client_ip")?).map_err(bad_event(&id, "client_ip"))? {
+                context = context.client_ip(ip);
+            }
+            // `KeyEvent` is built by the core only, from the record it is
+            // about: this record carries the event's copy of the key's
+            // public fields. Events hold no digest; this one is never read.
+            let scopes = text("scopes")?;
+            let about = KeyRecord::new(
+                key_id("key_id", &text("key_id")?)?,
+                TeamId::new(text("team_id")?).map_err(bad_event(&id, "team_id"))?,
+                KeyName::new(text("key_name")?).map_err(bad_event(&id, "key_name"))?,
+                text("preview")?,
+                SecretDigest::from_bytes([0; 32]),
+                HashVersion::PrefixedSha256,
+                Scopes::new(scopes.split_whitespace()).map_err(bad_event(&id, "scopes"))?,
+                at,
+            );
+            let mut event = KeyEvent::new(kind, at, &about, &Origin::new(actor).context(context));
+            event.id = id;
+            event.successor_id = successor;
+            event.days_left = days_left;
+            Ok(event)
         }
 
         async fn insert_record<'e, E>(executor: E, r: &KeyRecord) -> Result<(), StoreError>
@@ -313,10 +511,85 @@ macro_rules! impl_key_store {
                 .bind(expires_at)
                 .bind(revoked_at)
                 .bind(r.replaced_by.as_ref().map(KeyId::as_str))
+                .bind(r.rotated_from.as_ref().map(KeyId::as_str))
+                .bind(r.last_used_ip.map(|ip| ip.to_string()))
                 .execute(executor)
                 .await
                 .map_err(store_error)?;
             Ok(())
+        }
+
+        /// An event as it is written: checked and bounded before any
+        /// transaction starts, so that a refusal leaves nothing to undo.
+        struct EventRow<'a> {
+            event: &'a KeyEvent,
+            at: BindTime,
+            actor: Actor,
+            context: RequestContext,
+            once_key: Option<String>,
+        }
+
+        fn event_row(event: &KeyEvent) -> Result<EventRow<'_>, StoreError> {
+            // Actor and context through the core's builders again: they cut
+            // and clean, so that an event assembled field by field still
+            // fits the columns.
+            let actor = Actor::from_parts(event.actor.kind(), event.actor.id().as_deref())
+                .ok_or_else(|| StoreError::backend(format!("event {}: actor cannot be stored", event.id)))?;
+            Ok(EventRow {
+                event,
+                at: to_db(event.at)?,
+                actor,
+                context: event.context.clone().cleaned(),
+                once_key: event.once_key(),
+            })
+        }
+
+        /// Writes one event with `statement` (`INSERT_EVENT` or
+        /// `APPEND_EVENT`); how many rows it wrote.
+        async fn insert_event<'e, E>(
+            executor: E,
+            row: &EventRow<'_>,
+            statement: &'static str,
+        ) -> Result<u64, StoreError>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let e = row.event;
+            let done = sqlx::query(statement)
+                .bind(e.id.to_string())
+                .bind(e.kind.as_str())
+                .bind(row.at)
+                .bind(e.team_id.as_str())
+                .bind(row.actor.kind())
+                .bind(row.actor.id())
+                .bind(e.key_id.as_str())
+                .bind(e.key_name.as_str())
+                .bind(e.preview.as_str())
+                .bind(scopes_text(&e.scopes))
+                .bind(e.successor_id.as_ref().map(KeyId::as_str))
+                .bind(e.days_left.map(i16::from))
+                .bind(row.context.request_id.as_deref())
+                .bind(row.context.client_ip.map(|ip| ip.to_string()))
+                .bind(row.context.user_agent.as_deref())
+                .bind(row.once_key.as_deref())
+                .execute(executor)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
+        }
+
+        /// The record and its `key.created` event, in one transaction.
+        async fn insert(
+            pool: &sqlx::Pool<$db>,
+            record: &KeyRecord,
+            event: &KeyEvent,
+        ) -> Result<(), StoreError> {
+            let event = event_row(event)?;
+            let mut tx = pool.begin_with($begin).await.map_err(store_error)?;
+            // A conflict returns early: the dropped transaction rolls back.
+            insert_record(&mut *tx, record).await?;
+            insert_event(&mut *tx, &event, sql::INSERT_EVENT).await?;
+            tx.commit().await.map_err(store_error)
         }
 
         async fn get(
@@ -396,20 +669,26 @@ macro_rules! impl_key_store {
             usize::try_from(count).map_err(|_| StoreError::backend(format!("COUNT(*) answered {count}")))
         }
 
-        async fn revoke(
-            pool: &sqlx::Pool<$db>,
-            team_id: &TeamId,
-            key_id: &KeyId,
-            at: OffsetDateTime,
-        ) -> Result<bool, StoreError> {
+        /// Revokes `event.key_id` of `event.team_id` at `event.at` and
+        /// records the event, in one transaction; neither if the key is not
+        /// the team's unrevoked key.
+        async fn revoke(pool: &sqlx::Pool<$db>, event: &KeyEvent) -> Result<bool, StoreError> {
+            let row = event_row(event)?;
+            let mut tx = pool.begin_with($begin).await.map_err(store_error)?;
             let done = sqlx::query(sql::REVOKE)
-                .bind(to_db(at)?)
-                .bind(key_id.as_str())
-                .bind(team_id.as_str())
-                .execute(pool)
+                .bind(row.at)
+                .bind(event.key_id.as_str())
+                .bind(event.team_id.as_str())
+                .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() != 1 {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(false);
+            }
+            insert_event(&mut *tx, &row, sql::INSERT_EVENT).await?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(true)
         }
 
         async fn rotate(pool: &sqlx::Pool<$db>, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -428,6 +707,7 @@ macro_rules! impl_key_store {
             {
                 to_db(at)?;
             }
+            let event = event_row(&rotation.event)?;
             let mut tx = pool.begin_with($begin).await.map_err(store_error)?;
             let locked: Option<Option<String>> = sqlx::query_scalar(sql::LOCK_FOR_ROTATION)
                 .bind(rotation.old.as_str())
@@ -448,6 +728,7 @@ macro_rules! impl_key_store {
                         .await
                         .map_err(store_error)?;
                     insert_record(&mut *tx, &rotation.successor).await?;
+                    insert_event(&mut *tx, &event, sql::INSERT_EVENT).await?;
                     RotateOutcome::Rotated
                 }
             };
@@ -457,10 +738,81 @@ macro_rules! impl_key_store {
             Ok(outcome)
         }
 
+        /// Records an event outside any change; `false` if its once key is
+        /// already recorded.
+        async fn append_event(pool: &sqlx::Pool<$db>, event: &KeyEvent) -> Result<bool, StoreError> {
+            let row = event_row(event)?;
+            match insert_event(pool, &row, sql::APPEND_EVENT).await {
+                Ok(written) => Ok(written == 1),
+                // Where APPEND_EVENT cannot skip a recorded once key by
+                // itself (MySQL), the insert fails as a duplicate: a skip
+                // if the once key is what clashed. (Anything else that
+                // clashes is the event id: a conflict, as for records.)
+                Err(StoreError::Conflict) => match &row.once_key {
+                    Some(once) if once_recorded(pool, once).await? => Ok(false),
+                    _ => Err(StoreError::Conflict),
+                },
+                Err(e) => Err(e),
+            }
+        }
+
+        async fn once_recorded(pool: &sqlx::Pool<$db>, once_key: &str) -> Result<bool, StoreError> {
+            let count: i64 = sqlx::query_scalar(sql::ONCE_RECORDED)
+                .bind(once_key)
+                .fetch_one(pool)
+                .await
+                .map_err(store_error)?;
+            Ok(count > 0)
+        }
+
+        async fn events(
+            pool: &sqlx::Pool<$db>,
+            team_id: &TeamId,
+            query: &EventQuery,
+        ) -> Result<Vec<KeyEvent>, StoreError> {
+            // Past i64 rows is past any table: no bound at all.
+            let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+            let mut select = match query.before {
+                None => sqlx::query(sql::EVENTS),
+                Some(_) => sqlx::query(sql::EVENTS_BEFORE),
+            };
+            // The team is bound as often as the database's exact
+            // comparison names it.
+            for _ in 0..sql::EVENT_TEAM_BINDS {
+                select = select.bind(team_id.as_str());
+            }
+            if let Some(before) = query.before {
+                select = select.bind(before.to_string());
+            }
+            let rows = select
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(store_error)?;
+            rows.iter().map(decode_event).collect()
+        }
+
+        async fn expiring(
+            pool: &sqlx::Pool<$db>,
+            after: OffsetDateTime,
+            until: OffsetDateTime,
+            limit: usize,
+        ) -> Result<Vec<KeyRecord>, StoreError> {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = sqlx::query(sql::EXPIRING)
+                .bind(to_db(after)?)
+                .bind(to_db(until)?)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(store_error)?;
+            rows.iter().map(decode).collect()
+        }
+
         #[async_trait::async_trait]
         impl teamkey_core::KeyStore for crate::SqlxStore<$db> {
-            async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-                self.watched(insert_record(&self.pool, record).await)
+            async fn insert(&self, record: &KeyRecord, event: &KeyEvent) -> Result<(), StoreError> {
+                self.watched(insert(&self.pool, record, event).await)
             }
 
             async fn get(&self, key_id: &KeyId) -> Result<Option<std::sync::Arc<KeyRecord>>, StoreError> {
@@ -483,17 +835,33 @@ macro_rules! impl_key_store {
                 self.watched(count_active(&self.pool, team_id, now).await)
             }
 
-            async fn revoke(
-                &self,
-                team_id: &TeamId,
-                key_id: &KeyId,
-                at: OffsetDateTime,
-            ) -> Result<bool, StoreError> {
-                self.watched(revoke(&self.pool, team_id, key_id, at).await)
+            async fn revoke(&self, event: &KeyEvent) -> Result<bool, StoreError> {
+                self.watched(revoke(&self.pool, event).await)
             }
 
             async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
                 self.watched(rotate(&self.pool, rotation).await)
+            }
+
+            async fn append_event(&self, event: &KeyEvent) -> Result<bool, StoreError> {
+                self.watched(append_event(&self.pool, event).await)
+            }
+
+            async fn events(
+                &self,
+                team_id: &TeamId,
+                query: &EventQuery,
+            ) -> Result<Vec<KeyEvent>, StoreError> {
+                self.watched(events(&self.pool, team_id, query).await)
+            }
+
+            async fn expiring(
+                &self,
+                after: OffsetDateTime,
+                until: OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                self.watched(expiring(&self.pool, after, until, limit).await)
             }
 
             async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {

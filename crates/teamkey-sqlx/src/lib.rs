@@ -1,9 +1,10 @@
 //! A teamkey [`KeyStore`](teamkey_core::KeyStore) over [sqlx]: PostgreSQL,
 //! SQLite and MySQL/MariaDB, one feature each (`postgres`, `sqlite`, `mysql`).
 //!
-//! It takes the pool your application already has, keeps one `api_keys`
-//! table, and brings its own migrations, tracked in their own table
-//! (`_teamkey_migrations`) so they never mix with your application's.
+//! It takes the pool your application already has, keeps an `api_keys`
+//! table and its audit log `api_key_events`, and brings its own
+//! migrations, tracked in their own table (`_teamkey_migrations`) so they
+//! never mix with your application's.
 //!
 //! ```
 //! # #[cfg(feature = "sqlite")]
@@ -37,6 +38,41 @@
 //! index (`list_active`), and the per-team key limit is one `COUNT`
 //! (`count_active`), however many revoked or expired keys a team has.
 //!
+//! ## Audit events
+//!
+//! Every change (create, rotate, revoke) writes its event to
+//! `api_key_events` in the change's own transaction: both or neither. A
+//! team's history pages newest first on the `(team_id, id)` index (event
+//! ids are UUIDv7, so they sort by time). `key.expired` and `key.expiring`
+//! carry a unique `once_key`, so that however many instances record one,
+//! it is recorded once. Expiry sweeps
+//! ([`KeyManager::sweep_expiring`](teamkey_core::KeyManager::sweep_expiring))
+//! read an index on `expires_at`. Recording an event invalidates no cache.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use teamkey_core::events::{Actor, EventKind, EventQuery, Origin};
+//! use teamkey_core::{CreateOptions, KeyManager, TeamId};
+//! use teamkey_sqlx::SqlxStore;
+//!
+//! let store = SqlxStore::new(sqlx::SqlitePool::connect("sqlite::memory:").await?);
+//! store.migrate().await?;
+//! let keys = KeyManager::new(store);
+//! let team = TeamId::new("acme")?;
+//! keys.on_behalf_of(Origin::new(Actor::operator("ops")))
+//!     .create(&team, "CI", CreateOptions::new())
+//!     .await?;
+//! let events = keys.events(&team, EventQuery::newest(50)).await?;
+//! assert_eq!(events[0].kind, EventKind::Created);
+//! assert_eq!(events[0].actor, Actor::operator("ops"));
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
+//! ```
+//!
 //! Times are stored with microsecond precision, in UTC, within years 1 to
 //! 9999: the store refuses any other instant with a
 //! [`StoreError::Backend`] before it
@@ -69,12 +105,14 @@
 //! ```
 //!
 //! The migrations install triggers on `api_keys` that report every change
-//! but `last_used_at`: PostgreSQL sends a `NOTIFY`, which the feed `LISTEN`s
-//! for with a heartbeat every 250 ms; MySQL/MariaDB and SQLite log the key
-//! id in `api_key_changes`, which the feed polls every 250 ms with one
-//! indexed query. See [`SqlxInvalidations`].
+//! but the last-used pair (`last_used_at`, `last_used_ip`): PostgreSQL
+//! sends a `NOTIFY`, which the feed `LISTEN`s for with a heartbeat every
+//! 250 ms; MySQL/MariaDB and SQLite log the key id in `api_key_changes`,
+//! which the feed polls every 250 ms with one indexed query. See
+//! [`SqlxInvalidations`].
 //!
-//! A store whose table is missing (never migrated) answers every call with
+//! A store whose tables are missing or older than this version (never
+//! migrated, or not since an upgrade) answers every call with
 //! `StoreError::Backend` (verification: 503) and logs, at most once a
 //! minute, one `error` line saying to run [`SqlxStore::migrate`].
 //!
@@ -127,12 +165,12 @@ pub const MIGRATIONS_TABLE: &str = "_teamkey_migrations";
 /// implement [`KeyStore`](teamkey_core::KeyStore); each has a `migrate`.
 pub struct SqlxStore<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
-    /// Unix second of the last "table is missing" line, 0 for never; shared
+    /// Unix second of the last "not migrated" line, 0 for never; shared
     /// by clones, so that one misconfigured service logs one line a minute.
-    missing_table_logged: Arc<AtomicU64>,
+    not_migrated_logged: Arc<AtomicU64>,
 }
 
-/// Seconds between two "table is missing" lines of one store.
+/// Seconds between two "not migrated" lines of one store.
 const MISSING_TABLE_LOG_INTERVAL_SECS: u64 = 60;
 
 impl<DB: sqlx::Database> SqlxStore<DB> {
@@ -141,7 +179,7 @@ impl<DB: sqlx::Database> SqlxStore<DB> {
     pub fn new(pool: sqlx::Pool<DB>) -> Self {
         Self {
             pool,
-            missing_table_logged: Arc::new(AtomicU64::new(0)),
+            not_migrated_logged: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -150,33 +188,30 @@ impl<DB: sqlx::Database> SqlxStore<DB> {
         &self.pool
     }
 
-    /// Passes `result` through; on a missing table, first tells the
-    /// operator what to do, in one line, at most once a minute.
+    /// Passes `result` through; on a missing table or column, first tells
+    /// the operator what to do, in one line, at most once a minute.
     pub(crate) fn watched<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(StoreError::Backend(source)) = &result
-            && source.is::<common::MissingTable>()
+            && source.is::<common::NotMigrated>()
         {
-            self.log_missing_table();
+            self.log_not_migrated();
         }
         result
     }
 
-    fn log_missing_table(&self) {
+    fn log_not_migrated(&self) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_secs().max(1));
-        let last = self.missing_table_logged.load(Ordering::Relaxed);
+        let last = self.not_migrated_logged.load(Ordering::Relaxed);
         let due = last == 0 || now >= last.saturating_add(MISSING_TABLE_LOG_INTERVAL_SECS);
         if due
             && self
-                .missing_table_logged
+                .not_migrated_logged
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::error!(
-                database = DB::NAME,
-                "teamkey: table api_keys is missing; run SqlxStore::migrate() (or `teamkey migrate`) first"
-            );
+            tracing::error!(database = DB::NAME, "teamkey: {}", common::NOT_MIGRATED);
         }
     }
 }
@@ -185,7 +220,7 @@ impl<DB: sqlx::Database> Clone for SqlxStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
-            missing_table_logged: Arc::clone(&self.missing_table_logged),
+            not_migrated_logged: Arc::clone(&self.not_migrated_logged),
         }
     }
 }

@@ -8,10 +8,13 @@ use time::PrimitiveDateTime;
 use crate::common::storable;
 use crate::{MIGRATIONS_TABLE, MigrateError, SqlxStore};
 
+/// A time as bound.
+type BindTime = PrimitiveDateTime;
+
 /// A time to bind: checked, then as the column's own type, `DATETIME` in
 /// UTC. (sqlx sends an `OffsetDateTime` as a `TIMESTAMP`, whose range
 /// MariaDB applies: year 1 arrived as NULL.)
-fn to_db(at: OffsetDateTime) -> Result<PrimitiveDateTime, StoreError> {
+fn to_db(at: OffsetDateTime) -> Result<BindTime, StoreError> {
     let utc = storable(at)?;
     Ok(PrimitiveDateTime::new(utc.date(), utc.time()))
 }
@@ -43,12 +46,13 @@ fn column_time(row: &MySqlRow, column: &str) -> Result<Option<OffsetDateTime>, S
     Ok(Some(at.assume_utc()))
 }
 
-/// `ER_NO_SUCH_TABLE` (1146), SQLSTATE 42S02, on MySQL and MariaDB.
-fn undefined_table(error: &dyn DatabaseError) -> bool {
+/// `ER_NO_SUCH_TABLE` (1146, SQLSTATE 42S02) or `ER_BAD_FIELD_ERROR`
+/// (1054, SQLSTATE 42S22), on MySQL and MariaDB.
+fn not_migrated(error: &dyn DatabaseError) -> bool {
     error
         .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-        .is_some_and(|e| e.number() == 1146)
-        || error.code().as_deref() == Some("42S02")
+        .is_some_and(|e| matches!(e.number(), 1146 | 1054))
+        || matches!(error.code().as_deref(), Some("42S02" | "42S22"))
 }
 
 mod sql {
@@ -58,6 +62,29 @@ mod sql {
         "SELECT replaced_by FROM api_keys WHERE id = ? AND team_id = ? AND revoked_at IS NULL FOR UPDATE";
     pub(super) const RETIRE: &str = "UPDATE api_keys SET replaced_by = ?, \
          expires_at = LEAST(COALESCE(expires_at, ?), ?) WHERE id = ?";
+    /// MySQL has no conflict target to skip only a recorded once key (`ON
+    /// DUPLICATE KEY` takes any unique key, and with sqlx's `FOUND_ROWS`
+    /// reports a skip as a write; `INSERT IGNORE` also truncates): a plain
+    /// insert, whose duplicate-key failure the store then tells apart.
+    pub(super) const APPEND_EVENT: &str = INSERT_EVENT;
+    /// How many times `EVENTS` and `EVENTS_BEFORE` bind the team: once for
+    /// the index, once more as bytes, since `utf8mb4_bin` pads with spaces
+    /// ('acme' would match a row of 'acme ').
+    pub(super) const EVENT_TEAM_BINDS: usize = 2;
+    /// Binds: team, team, limit.
+    pub(super) const EVENTS: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM api_key_events WHERE team_id = ? AND CAST(team_id AS BINARY) = CAST(? AS BINARY) \
+         ORDER BY id DESC LIMIT ?"
+    );
+    /// Binds: team, team, before, limit.
+    pub(super) const EVENTS_BEFORE: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM api_key_events WHERE team_id = ? AND CAST(team_id AS BINARY) = CAST(? AS BINARY) \
+         AND id < ? ORDER BY id DESC LIMIT ?"
+    );
 }
 
 impl_touch_by_case!(MySqlPool);
@@ -65,13 +92,14 @@ impl_touch_by_case!(MySqlPool);
 impl_key_store! {
     db: MySql,
     row: MySqlRow,
-    begin_rotation: "BEGIN",
+    begin_write: "BEGIN",
     touch: touch,
 }
 
 impl SqlxStore<MySql> {
-    /// Creates or updates the `api_keys` table, tracked in
-    /// [`MIGRATIONS_TABLE`]. Safe to run on every start.
+    /// Creates or updates teamkey's tables (`api_keys`, `api_key_events`
+    /// and the change feed's), tracked in [`MIGRATIONS_TABLE`]. Safe to run
+    /// on every start.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations/mysql");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);

@@ -1,4 +1,5 @@
-//! SQLite: times as Unix microseconds, `BEGIN IMMEDIATE` for rotation.
+//! SQLite: times as Unix microseconds, `BEGIN IMMEDIATE` for writes,
+//! `ON CONFLICT DO NOTHING` for events recorded once.
 
 use sqlx::error::DatabaseError;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -9,6 +10,9 @@ use crate::{MIGRATIONS_TABLE, MigrateError, SqlxStore};
 
 /// Unix microseconds, as stored.
 type DbTime = i64;
+
+/// A time as bound.
+type BindTime = DbTime;
 
 /// A time to bind, checked first: SQLite would store any integer, and a
 /// time no read can decode would break its team's key table for good.
@@ -32,9 +36,14 @@ fn column_time(row: &SqliteRow, column: &str) -> Result<Option<OffsetDateTime>, 
         .transpose()
 }
 
-/// SQLite has no code for it: `SQLITE_ERROR` with "no such table: …".
-fn undefined_table(error: &dyn DatabaseError) -> bool {
-    error.message().starts_with("no such table")
+/// SQLite has no code for it: `SQLITE_ERROR` with "no such table: …",
+/// "no such column: …" (a query) or "table … has no column named …" (an
+/// insert).
+fn not_migrated(error: &dyn DatabaseError) -> bool {
+    let message = error.message();
+    message.starts_with("no such table")
+        || message.starts_with("no such column")
+        || message.contains("has no column named")
 }
 
 mod sql {
@@ -46,6 +55,29 @@ mod sql {
         "SELECT replaced_by FROM api_keys WHERE id = ? AND team_id = ? AND revoked_at IS NULL";
     pub(super) const RETIRE: &str = "UPDATE api_keys SET replaced_by = ?, \
          expires_at = min(coalesce(expires_at, ?), ?) WHERE id = ?";
+    /// As `INSERT_EVENT`; an event whose once key is recorded writes no
+    /// row. Only that conflict is skipped: a clashing event id still fails.
+    pub(super) const APPEND_EVENT: &str = concat!(
+        "INSERT INTO api_key_events (",
+        event_columns!(),
+        ", once_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (once_key) DO NOTHING"
+    );
+    /// How many times `EVENTS` and `EVENTS_BEFORE` bind the team: text
+    /// compares bytewise (`BINARY`), trailing spaces included.
+    pub(super) const EVENT_TEAM_BINDS: usize = 1;
+    /// Binds: team, limit.
+    pub(super) const EVENTS: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM api_key_events WHERE team_id = ? ORDER BY id DESC LIMIT ?"
+    );
+    /// Binds: team, before, limit.
+    pub(super) const EVENTS_BEFORE: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM api_key_events WHERE team_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+    );
 }
 
 impl_touch_by_case!(SqlitePool);
@@ -53,13 +85,16 @@ impl_touch_by_case!(SqlitePool);
 impl_key_store! {
     db: Sqlite,
     row: SqliteRow,
-    begin_rotation: "BEGIN IMMEDIATE",
+    // The write lock from the start: a transaction that read first could not
+    // take it later without failing as busy.
+    begin_write: "BEGIN IMMEDIATE",
     touch: touch,
 }
 
 impl SqlxStore<Sqlite> {
-    /// Creates or updates the `api_keys` table, tracked in
-    /// [`MIGRATIONS_TABLE`]. Safe to run on every start.
+    /// Creates or updates teamkey's tables (`api_keys`, `api_key_events`
+    /// and the change feed's), tracked in [`MIGRATIONS_TABLE`]. Safe to run
+    /// on every start.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations/sqlite");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);

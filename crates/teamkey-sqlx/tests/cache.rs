@@ -148,8 +148,9 @@ macro_rules! every_writer_reaches_both_instances {
         let raw: RawSql = $raw;
         let a = cached(&a_store);
         let b = cached(&b_store);
-        // What `teamkey revoke` and `teamkey rotate` run: a manager without cache.
-        let plain = KeyManager::new(c_store);
+        // What `teamkey revoke` and `teamkey rotate` run: a manager without
+        // cache (recording client addresses, for the last-used check below).
+        let plain = KeyManager::builder(c_store).record_client_ips(true).build();
         let made = keys_named(
             &plain,
             &["by-a", "by-plain", "by-sql", "rotated", "deleted", "touched"],
@@ -199,9 +200,13 @@ macro_rules! every_writer_reaches_both_instances {
             .unwrap();
         both_refuse(&a, &b, key(4), Instant::now(), "deleted by raw SQL").await;
 
-        // Last-used writes change no verification: they invalidate nothing,
-        // neither through the manager's batched flush nor by hand.
-        plain.verify(key(5)).await.unwrap();
+        // Last-used writes (time and client address) change no
+        // verification: they invalidate nothing, neither through the
+        // manager's batched flush nor by hand.
+        plain
+            .verify_from(key(5), Some("192.0.2.1".parse().unwrap()))
+            .await
+            .unwrap();
         plain.flush_last_used().await.unwrap();
         sqlx::query(raw.touch)
             .bind(made[5].info.id.as_str())
@@ -224,19 +229,20 @@ macro_rules! every_writer_reaches_both_instances {
 const PG_SQL: RawSql = RawSql {
     revoke: "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
     delete: "DELETE FROM api_keys WHERE id = $1",
-    touch: "UPDATE api_keys SET last_used_at = now() WHERE id = $1",
+    touch: "UPDATE api_keys SET last_used_at = now(), last_used_ip = '192.0.2.2' WHERE id = $1",
 };
 
 const MY_SQL: RawSql = RawSql {
     revoke: "UPDATE api_keys SET revoked_at = UTC_TIMESTAMP(6) WHERE id = ?",
     delete: "DELETE FROM api_keys WHERE id = ?",
-    touch: "UPDATE api_keys SET last_used_at = UTC_TIMESTAMP(6) WHERE id = ?",
+    touch: "UPDATE api_keys SET last_used_at = UTC_TIMESTAMP(6), last_used_ip = '192.0.2.2' WHERE id = ?",
 };
 
 const SQLITE_SQL: RawSql = RawSql {
     revoke: "UPDATE api_keys SET revoked_at = CAST(unixepoch('subsec') * 1000000 AS INTEGER) WHERE id = ?",
     delete: "DELETE FROM api_keys WHERE id = ?",
-    touch: "UPDATE api_keys SET last_used_at = CAST(unixepoch('subsec') * 1000000 AS INTEGER) WHERE id = ?",
+    touch: "UPDATE api_keys SET last_used_at = CAST(unixepoch('subsec') * 1000000 AS INTEGER), \
+            last_used_ip = '192.0.2.2' WHERE id = ?",
 };
 
 /// A SQLite database file of the test's own, removed when dropped.

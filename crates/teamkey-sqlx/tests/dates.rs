@@ -18,6 +18,7 @@ mod support {
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use support::databases::{MyDatabase, PgSchema, env_url, my_store, pg_store};
+use teamkey_core::events::{EventKind, EventQuery, KeyEvent, Origin};
 use teamkey_core::{
     HashVersion, KeyId, KeyName, KeyRecord, KeyStore, KeyUse, ListQuery, RotateOutcome, Rotation, Scopes,
     SecretDigest, StoreError, TeamId,
@@ -54,6 +55,26 @@ fn record(id: &str, created_at: OffsetDateTime) -> KeyRecord {
     )
 }
 
+/// `kind` of `record` at `at`, by teamkey itself.
+fn event(kind: EventKind, at: OffsetDateTime, record: &KeyRecord) -> KeyEvent {
+    KeyEvent::new(kind, at, record, &Origin::system())
+}
+
+/// Inserts `record` with its `key.created` event.
+async fn insert(store: &impl KeyStore, record: &KeyRecord) -> Result<(), StoreError> {
+    store
+        .insert(record, &event(EventKind::Created, record.created_at, record))
+        .await
+}
+
+/// The rotation of `old` to `successor`, retiring at `retire_at`.
+fn rotation(old: &KeyRecord, retire_at: OffsetDateTime, mut successor: KeyRecord) -> Rotation {
+    successor.rotated_from = Some(old.id);
+    let mut rotated = event(EventKind::Rotated, NOW, old);
+    rotated.successor_id = Some(successor.id);
+    Rotation::new(team(), old.id, retire_at, successor, rotated)
+}
+
 fn assert_refused<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
     match result {
         Err(StoreError::Backend(source)) => {
@@ -82,34 +103,37 @@ async fn bounds_hold(store: &impl KeyStore) {
     for (label, at) in [("year 10000", YEAR_10000), ("year 0", YEAR_0)] {
         let mut bad = record("badExpiry001", NOW);
         bad.expires_at = Some(at);
-        assert_refused(store.insert(&bad).await, &format!("expires_at {label}"));
+        assert_refused(insert(store, &bad).await, &format!("expires_at {label}"));
         assert!(store.get(&bad.id).await.unwrap().is_none(), "nothing written");
         assert_refused(
-            store.insert(&record("badCreated01", at)).await,
+            insert(store, &record("badCreated01", at)).await,
             &format!("created_at {label}"),
         );
         let mut bad = record("badLastUse01", NOW);
         bad.last_used_at = Some(at);
-        assert_refused(store.insert(&bad).await, &format!("last_used_at {label}"));
+        assert_refused(insert(store, &bad).await, &format!("last_used_at {label}"));
         let mut bad = record("badRevoked01", NOW);
         bad.revoked_at = Some(at);
-        assert_refused(store.insert(&bad).await, &format!("revoked_at {label}"));
+        assert_refused(insert(store, &bad).await, &format!("revoked_at {label}"));
     }
     // The team's table still reads: nothing unreadable got in.
     assert!(store.list(&team()).await.unwrap().is_empty());
 
     let good = record("goodKey00001", NOW);
-    store.insert(&good).await.unwrap();
-    assert_refused(store.revoke(&team(), &good.id, YEAR_10000).await, "revoke");
+    insert(store, &good).await.unwrap();
     assert_refused(
-        store
-            .record_last_used(&[KeyUse {
-                key_id: good.id,
-                at: YEAR_10000,
-            }])
-            .await,
+        store.revoke(&event(EventKind::Revoked, YEAR_10000, &good)).await,
+        "revoke",
+    );
+    assert_refused(
+        store.record_last_used(&[KeyUse::new(good.id, YEAR_10000)]).await,
         "last used",
     );
+    let mut expiring = event(EventKind::Expiring, YEAR_10000, &good);
+    expiring.days_left = Some(7);
+    assert_refused(store.append_event(&expiring).await, "append_event");
+    assert_refused(store.expiring(NOW, YEAR_10000, 10).await, "expiring until");
+    assert_refused(store.expiring(YEAR_0, NOW, 10).await, "expiring after");
     assert_refused(
         store
             .list_active(&team(), &ListQuery::new(YEAR_10000, None, 10))
@@ -118,38 +142,39 @@ async fn bounds_hold(store: &impl KeyStore) {
     );
     assert_refused(store.count_active(&team(), YEAR_0).await, "count_active now");
     let successor = record("successor001", NOW);
-    let rotation = Rotation {
-        team_id: team(),
-        old: good.id,
-        retire_at: YEAR_10000,
-        successor: successor.clone(),
-    };
-    assert_refused(store.rotate(&rotation).await, "rotate retire_at");
+    let refused = rotation(&good, YEAR_10000, successor.clone());
+    assert_refused(store.rotate(&refused).await, "rotate retire_at");
     let mut far_successor = successor.clone();
     far_successor.expires_at = Some(YEAR_10000);
-    let rotation = Rotation {
-        team_id: team(),
-        old: good.id,
-        retire_at: NOW,
-        successor: far_successor,
-    };
-    assert_refused(store.rotate(&rotation).await, "rotate successor");
+    assert_refused(
+        store.rotate(&rotation(&good, NOW, far_successor)).await,
+        "rotate successor",
+    );
+    let mut late_event = rotation(&good, NOW, successor.clone());
+    late_event.event.at = YEAR_10000;
+    assert_refused(store.rotate(&late_event).await, "rotate event");
     let unchanged = store.get(&good.id).await.unwrap().unwrap();
     assert_eq!(*unchanged, good, "a refused rotation changes nothing");
     assert!(store.get(&successor.id).await.unwrap().is_none());
-    let rotation = Rotation {
-        team_id: team(),
-        old: good.id,
-        retire_at: NOW,
-        successor,
-    };
-    assert_eq!(store.rotate(&rotation).await.unwrap(), RotateOutcome::Rotated);
+    assert!(
+        store
+            .events(&team(), &EventQuery::newest(10))
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.kind == EventKind::Created),
+        "refused changes record no event"
+    );
+    assert_eq!(
+        store.rotate(&rotation(&good, NOW, successor)).await.unwrap(),
+        RotateOutcome::Rotated
+    );
 
     // The edges of the range, to the microsecond, in any offset.
     let mut edge = record("edgeKey00001", FIRST);
     edge.expires_at = Some(LAST.to_offset(time::macros::offset!(-23:59)));
     edge.last_used_at = Some(FIRST.to_offset(time::macros::offset!(+5:30)));
-    store.insert(&edge).await.unwrap();
+    insert(store, &edge).await.unwrap();
     let read = store.get(&edge.id).await.unwrap().unwrap();
     assert_eq!(read.created_at, FIRST);
     assert_eq!(read.expires_at, Some(LAST));
@@ -162,7 +187,7 @@ async fn bounds_hold(store: &impl KeyStore) {
 /// panics, other keys still verify. `active` of `bad_ids` are unexpired.
 async fn unreadable_rows_are_errors(store: &impl KeyStore, bad_ids: &[&str], active: usize) {
     let good = record("fineKey00001", NOW);
-    store.insert(&good).await.unwrap();
+    insert(store, &good).await.unwrap();
     for id in bad_ids {
         let id = KeyId::parse(id).unwrap();
         match store.get(&id).await {

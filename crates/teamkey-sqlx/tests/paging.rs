@@ -12,6 +12,7 @@ mod support {
 
 use support::databases::{MyDatabase, PgSchema, env_url, my_store, pg_store};
 use support::probe::{Statement, StatementLog};
+use teamkey_core::events::{EventKind, KeyEvent, Origin};
 use teamkey_core::{
     Clock, CreateOptions, Cursor, HashVersion, KeyId, KeyInfo, KeyManager, KeyName, KeyRecord, KeyStore,
     ListQuery, ManualClock, PageRequest, Scopes, SecretDigest, TeamId,
@@ -133,7 +134,8 @@ async fn paging_contract<S: KeyStore + Clone>(store: S) -> PageSql {
     let tied_at = start + Duration::milliseconds(7_250);
     for id in TIED_IDS {
         let record = tied_record(&acme, id, tied_at);
-        store.insert(&record).await.unwrap();
+        let created = KeyEvent::new(EventKind::Created, tied_at, &record, &Origin::system());
+        store.insert(&record, &created).await.unwrap();
         expected.push(record.info());
     }
     clock.advance(Duration::hours(1)); // the 30-minute keys have expired
@@ -322,8 +324,8 @@ async fn mysql_pages_on_the_index() {
     indexes.sort();
     assert_eq!(
         indexes,
-        ["PRIMARY", "api_keys_team_page_idx"],
-        "the old team index is gone"
+        ["PRIMARY", "api_keys_expiring_idx", "api_keys_team_page_idx"],
+        "the old team index is gone (the expiry sweeps' is another)"
     );
     pool.close().await;
     database.drop().await;

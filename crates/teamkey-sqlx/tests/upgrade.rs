@@ -11,6 +11,7 @@ mod support {
 
 use sha2::{Digest as _, Sha256};
 use support::databases::{MyDatabase, PgSchema, env_url};
+use teamkey_core::events::{EventKind, EventQuery};
 use teamkey_core::{
     CreateOptions, HashVersion, KeyFormat, KeyId, KeyManager, PageRequest, TeamId, VerifyError,
 };
@@ -98,6 +99,23 @@ async fn upgraded<S: teamkey_core::KeyStore + Clone>(store: S, old: &OldKey) {
         old_record.hash_version,
         HashVersion::Sha256,
         "old rows are left as they were"
+    );
+    assert_eq!(
+        (old_record.rotated_from, old_record.last_used_ip),
+        (None, None),
+        "and read with the new columns empty"
+    );
+
+    // The old key rotates, with lineage and an event, like any other.
+    let successor = test.rotate(&team(), &old.id, time::Duration::ZERO).await.unwrap();
+    let successor = store.get(&successor.info.id).await.unwrap().unwrap();
+    assert_eq!(successor.rotated_from, Some(old.id));
+    let events = test.events(&team(), EventQuery::newest(10)).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Rotated, EventKind::Created, EventKind::Created],
+        "changes since the upgrade are recorded; nothing is made up for 0.1's"
     );
 }
 
