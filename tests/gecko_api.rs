@@ -1,6 +1,7 @@
 //! The Gecko example apps, axum and actix-web, in process: one HTTP
-//! conformance table, team isolation and the management API run against
-//! both; then the axum app once over a real TCP socket with a real client.
+//! conformance table, team isolation, the teams' plans and the management
+//! API (with its audit trail) run against both; then the axum app once over
+//! a real TCP socket with a real client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -30,12 +31,16 @@ use tower::ServiceExt;
 const UNAUTHORIZED: &str = r#"{"error":"unauthorized","message":"A valid API key is required."}"#;
 const UNAVAILABLE: &str =
     r#"{"error":"unavailable","message":"API keys cannot be checked right now; retry later."}"#;
+/// A valid key of a team whose plan has no API access (initech, on Free).
+const PLAN_REQUIRED: &str = r#"{"error":"plan_required","message":"This API key is valid, but your team's plan does not include API access. Upgrade the plan to use the API."}"#;
 
 /// The example app over an in-memory database, a manual clock, and keys in
 /// every state the table needs.
 struct Fixture {
     db: demo::Db,
+    /// The demo's manager, gated by its plans.
     keys: KeyManager,
+    clock: ManualClock,
     /// acme, scope keys:manage.
     admin: String,
     /// acme, no scope.
@@ -47,6 +52,10 @@ struct Fixture {
     /// globex, scope keys:manage.
     globex: String,
     globex_id: String,
+    /// initech's key from before the plans, as the demo seeds it.
+    initech: String,
+    /// initech, revoked.
+    initech_revoked: String,
 }
 
 async fn fixture() -> Fixture {
@@ -60,35 +69,50 @@ async fn fixture() -> Fixture {
     let db = demo::Db::Sqlite(pool);
     demo::prepare(&db).await.unwrap();
     let clock = ManualClock::new(datetime!(2026-11-27 12:00 UTC));
-    let keys = KeyManager::builder(store).clock(clock.clone()).build();
+    // The keys below are made before the plans, as the demo seeds
+    // initech's: globex's admin never expires, though its plan now wants
+    // every new key to.
+    let seed = KeyManager::builder(store.clone()).clock(clock.clone()).build();
+    let keys = demo::gated(KeyManager::builder(store).clock(clock.clone())).build();
     let (acme, globex) = (TeamId::new("acme").unwrap(), TeamId::new("globex").unwrap());
     // The admin holds what the demo's management tests grant.
     let manage = || CreateOptions::new().scopes(Scopes::new(["keys:manage", "scans:read"]).unwrap());
     let make = |team: &TeamId, name: &str, options: CreateOptions| {
-        let (keys, team, name) = (keys.clone(), team.clone(), name.to_owned());
-        async move { keys.create(&team, &name, options).await.unwrap() }
+        let (seed, team, name) = (seed.clone(), team.clone(), name.to_owned());
+        async move { seed.create(&team, &name, options).await.unwrap() }
     };
     let admin = make(&acme, "admin", manage()).await;
     let plain = make(&acme, "plain", CreateOptions::default()).await;
     let revoked = make(&acme, "revoked", CreateOptions::default()).await;
-    keys.revoke(&acme, &revoked.info.id).await.unwrap();
+    seed.revoke(&acme, &revoked.info.id).await.unwrap();
     let expiring = CreateOptions::new().expires_at(clock.now() + Duration::hours(1));
     let expired = make(&acme, "expired", expiring).await;
     let in_grace = make(&acme, "in grace", CreateOptions::default()).await;
-    keys.rotate(&acme, &in_grace.info.id, Duration::hours(10))
+    seed.rotate(&acme, &in_grace.info.id, Duration::hours(10))
         .await
         .unwrap();
     let after_grace = make(&acme, "after grace", CreateOptions::default()).await;
-    keys.rotate(&acme, &after_grace.info.id, Duration::hours(1))
+    seed.rotate(&acme, &after_grace.info.id, Duration::hours(1))
         .await
         .unwrap();
     let globex_key = make(&globex, "globex admin", manage()).await;
+    let initech = demo::legacy_key(&seed)
+        .await
+        .unwrap()
+        .expect("initech had no key");
+    assert!(demo::legacy_key(&seed).await.unwrap().is_none(), "seeded once");
+    let initech_team = TeamId::new("initech").unwrap();
+    let initech_revoked = make(&initech_team, "revoked", CreateOptions::default()).await;
+    seed.revoke(&initech_team, &initech_revoked.info.id)
+        .await
+        .unwrap();
     clock.advance(Duration::hours(2));
 
     let secret = |k: &teamkey::NewKey| k.key.expose_secret().to_owned();
     Fixture {
         db,
         keys,
+        clock,
         admin: secret(&admin),
         plain: secret(&plain),
         revoked: secret(&revoked),
@@ -97,6 +121,8 @@ async fn fixture() -> Fixture {
         rotated_after_grace: secret(&after_grace),
         globex: secret(&globex_key),
         globex_id: globex_key.info.id.to_string(),
+        initech: secret(&initech),
+        initech_revoked: secret(&initech_revoked),
     }
 }
 
@@ -206,6 +232,19 @@ where
         headers,
         body: String::from_utf8(bytes.to_vec()).unwrap(),
     }
+}
+
+/// An answer's headers without those that vary by framework and request
+/// (CORS, `vary`, `date`, `content-length`), never by the refusal.
+fn comparable(answer: &Answer) -> Vec<(String, String)> {
+    answer
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            !n.starts_with("access-control") && n != "vary" && n != "date" && n != "content-length"
+        })
+        .cloned()
+        .collect()
 }
 
 /// Requests with a body are JSON unless a test says otherwise.
@@ -451,9 +490,52 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
             key(&f.plain),
             Expect::Status(StatusCode::BAD_REQUEST),
         ),
+        (
+            "valid key, plan without API access",
+            "GET",
+            scans.into(),
+            key(&f.initech),
+            Expect::Exactly(StatusCode::FORBIDDEN, PLAN_REQUIRED),
+        ),
+        (
+            "valid key, plan without API access, listing keys",
+            "GET",
+            "/api/v1/api-keys".into(),
+            key(&f.initech),
+            Expect::Exactly(StatusCode::FORBIDDEN, PLAN_REQUIRED),
+        ),
+        (
+            "valid key, plan without API access, creating a key",
+            "POST",
+            "/api/v1/api-keys".into(),
+            key(&f.initech),
+            Expect::Exactly(StatusCode::FORBIDDEN, PLAN_REQUIRED),
+        ),
+        (
+            "valid key, plan without API access, reading events",
+            "GET",
+            "/api/v1/api-keys/events".into(),
+            key(&f.initech),
+            Expect::Exactly(StatusCode::FORBIDDEN, PLAN_REQUIRED),
+        ),
+        (
+            "revoked key, plan without API access",
+            "GET",
+            scans.into(),
+            key(&f.initech_revoked),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
+        (
+            "bad checksum, plan without API access",
+            "GET",
+            scans.into(),
+            key(&with_bad_checksum(&f.initech)),
+            Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        ),
     ];
 
     let mut unauthorized_answers = Vec::new();
+    let mut plan_answers = Vec::new();
     for (name, method, uri, headers, expect) in rows {
         let answer = send(method, uri, headers, String::new()).await;
         match expect {
@@ -462,31 +544,31 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
                 assert_eq!(answer.status, status, "{name}");
                 assert_eq!(answer.body, body, "{name}");
                 assert_eq!(answer.header("content-type"), Some("application/json"), "{name}");
+                assert_eq!(answer.header("cache-control"), Some("no-store"), "{name}");
             }
             Expect::CorsPreflight => assert_cors_preflight(&answer, name),
         }
+        let whole = (name, comparable(&answer), answer.body);
         if answer.status == StatusCode::UNAUTHORIZED {
-            // CORS headers vary by framework and request, never by key failure.
-            let headers: Vec<(String, String)> = answer
-                .headers
-                .into_iter()
-                .filter(|(n, _)| {
-                    !n.starts_with("access-control") && n != "vary" && n != "date" && n != "content-length"
-                })
-                .collect();
-            unauthorized_answers.push((name, headers, answer.body));
+            unauthorized_answers.push(whole);
+        } else if whole.2 == PLAN_REQUIRED {
+            plan_answers.push(whole);
         }
     }
-    // Every key failure is the same answer, byte for byte.
-    let (_, first_headers, first_body) = &unauthorized_answers[0];
-    for (name, headers, body) in &unauthorized_answers {
-        assert_eq!(
-            (headers, body),
-            (first_headers, first_body),
-            "{name} differs from the other 401s"
-        );
+    // Every key failure is the same answer, byte for byte; so is every
+    // plan refusal.
+    for answers in [&unauthorized_answers, &plan_answers] {
+        let (_, first_headers, first_body) = &answers[0];
+        for (name, headers, body) in answers {
+            assert_eq!(
+                (headers, body),
+                (first_headers, first_body),
+                "{name} differs from the others"
+            );
+        }
     }
-    assert!(unauthorized_answers.len() >= 12);
+    assert!(unauthorized_answers.len() >= 14);
+    assert_eq!(plan_answers.len(), 4);
 
     // Last row: the store goes down. 503, never 401, never 200.
     f.db.close().await;
@@ -645,7 +727,7 @@ async fn both_apps_serve_the_same_openapi_document_and_it_tells_the_truth() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 4);
+    assert_eq!(operations, 5);
 }
 
 #[tokio::test]
@@ -712,6 +794,119 @@ async fn teams_never_see_each_other(
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
     let still = call("GET", "/api/v1/scans", &[("X-API-Key", text(&f.globex))], "").await;
     assert_eq!(still.status, StatusCode::OK, "globex's key must still work");
+
+    let events = "/api/v1/api-keys/events?limit=100";
+    let acme = call("GET", events, &[("X-API-Key", text(&f.admin))], "").await;
+    assert!(
+        !acme.body.contains(&f.globex_id),
+        "acme must not see globex's events"
+    );
+    let globex = call("GET", events, &[("X-API-Key", text(&f.globex))], "").await;
+    let globex: serde_json::Value = serde_json::from_str(&globex.body).unwrap();
+    let teams: Vec<&str> = globex["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["team_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(teams, ["globex"], "globex's one key.created, nothing of acme's");
+}
+
+#[tokio::test]
+async fn axum_applies_the_plans() {
+    let f = fixture().await;
+    let app = axum_app(&f);
+    the_teams_plans(&f, async |m, uri, h, b| axum_send(&app, m, &uri, &h, &b).await).await;
+}
+
+#[actix_web::test]
+async fn actix_applies_the_plans() {
+    let f = fixture().await;
+    let service = actix_service!(f);
+    the_teams_plans(&f, async |m, uri, h, b| {
+        actix_send(&service, m, &uri, &h, &b).await
+    })
+    .await;
+}
+
+/// initech (Free) has no API access: its key from before the plans is
+/// refused with the plan answer, and it creates nothing; acme (Pro) works
+/// as before; globex (Enterprise) makes only keys that expire within 90
+/// days.
+async fn the_teams_plans(f: &Fixture, send: impl AsyncFn(&'static str, String, Headers, String) -> Answer) {
+    let call = async |m: &'static str, uri: &str, h: &[(&'static str, Vec<u8>)], b: &str| {
+        send(m, uri.to_owned(), h.to_vec(), b.to_owned()).await
+    };
+    let keys = "/api/v1/api-keys";
+    let initech = [("X-API-Key", text(&f.initech))];
+    let initech_team = TeamId::new("initech").unwrap();
+    let before = f.keys.store().list(&initech_team).await.unwrap().len();
+    for (method, uri, body) in [
+        ("GET", "/api/v1/scans", ""),
+        ("POST", "/api/v1/scans", r#"{"target":"github.com/initech/tps"}"#),
+        ("POST", keys, r#"{"name":"CI"}"#),
+        ("GET", keys, ""),
+    ] {
+        let answer = call(method, uri, &initech, body).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::FORBIDDEN, PLAN_REQUIRED),
+            "{method} {uri}"
+        );
+        assert_eq!(answer.header("cache-control"), Some("no-store"));
+    }
+    let after = f.keys.store().list(&initech_team).await.unwrap().len();
+    assert_eq!(after, before, "initech created nothing");
+    assert_eq!(demo::Plan::of(&initech_team), demo::Plan::Free);
+
+    let acme = call("GET", "/api/v1/scans", &[("X-API-Key", text(&f.admin))], "").await;
+    assert_eq!(acme.status, StatusCode::OK);
+
+    let globex = [("X-API-Key", text(&f.globex))];
+    let forever = call("POST", keys, &globex, r#"{"name":"forever"}"#).await;
+    assert_eq!(
+        forever.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        forever.body
+    );
+    assert!(forever.body.contains("expire"), "{}", forever.body);
+    let days_91 = call("POST", keys, &globex, r#"{"name":"long","expires_in":7862400}"#).await;
+    assert_eq!(
+        days_91.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        days_91.body
+    );
+    let days_90 = call(
+        "POST",
+        keys,
+        &globex,
+        r#"{"name":"quarterly","expires_in":7776000}"#,
+    )
+    .await;
+    assert_eq!(days_90.status, StatusCode::CREATED, "{}", days_90.body);
+}
+
+#[tokio::test]
+async fn the_demo_sweeps_keys_that_expire_soon_once() {
+    let f = fixture().await;
+    let acme = TeamId::new("acme").unwrap();
+    let soon = CreateOptions::new().expires_in(Duration::days(3));
+    let made = f.keys.create(&acme, "expires soon", soon).await.unwrap();
+    demo::sweep_expiring(&f.keys).await;
+    demo::sweep_expiring(&f.keys).await;
+    let events = f
+        .keys
+        .events(&acme, teamkey::events::EventQuery::newest(100))
+        .await
+        .unwrap();
+    let notices: Vec<Option<u8>> = events
+        .iter()
+        .filter(|e| e.kind == teamkey::events::EventKind::Expiring && e.key_id == made.info.id)
+        .map(|e| e.days_left)
+        .collect();
+    assert_eq!(notices, [Some(7)], "one 7-day notice, however often it runs");
 }
 
 #[tokio::test]
@@ -742,10 +937,15 @@ async fn management_api_lifecycle_and_bad_input(
     let admin = [("X-API-Key", text(&f.admin))];
     let keys = "/api/v1/api-keys";
 
+    let with_request_id = [
+        ("X-API-Key", text(&f.admin)),
+        ("X-Request-Id", text("req-create")),
+        ("User-Agent", text("gecko-test/1.0")),
+    ];
     let created = call(
         "POST",
         keys,
-        &admin,
+        &with_request_id,
         r#"{"name":"CI/CD Pipeline","scopes":["scans:read"]}"#,
     )
     .await;
@@ -781,6 +981,8 @@ async fn management_api_lifecycle_and_bad_input(
             "last_used_at",
             "name",
             "preview",
+            "replaced_by",
+            "rotated_from",
             "scopes"
         ]
     );
@@ -789,6 +991,8 @@ async fn management_api_lifecycle_and_bad_input(
         "the full key is shown once only"
     );
 
+    // Events of one millisecond have no order among them: a second apart.
+    f.clock.advance(Duration::seconds(1));
     let rotated = call(
         "POST",
         &format!("{keys}/{new_id}/rotate"),
@@ -814,12 +1018,50 @@ async fn management_api_lifecycle_and_bad_input(
     );
 
     let next_id = rotated["id"].as_str().unwrap();
+    assert_eq!(rotated["rotated_from"], new_id.as_str());
+    f.clock.advance(Duration::seconds(1));
     assert_eq!(
         call("DELETE", &format!("{keys}/{next_id}"), &admin, "")
             .await
             .status,
         StatusCode::NO_CONTENT
     );
+
+    // The audit trail: newest first, the admin key as the actor of its
+    // changes. (teamkey itself may add `key.expired` for the retired key
+    // presented above, off the request path: the system's, not the admin's.)
+    let events = call("GET", &format!("{keys}/events?limit=100"), &admin, "").await;
+    assert_eq!(events.status, StatusCode::OK, "{}", events.body);
+    assert_eq!(events.header("cache-control"), Some("no-store"));
+    assert!(!events.body.contains(&new_key[20..]), "no key in an event");
+    let events: serde_json::Value = serde_json::from_str(&events.body).unwrap();
+    let admin_id = f.keys.verify(&f.admin).await.unwrap().key_id().to_string();
+    let by_admin = serde_json::json!({ "type": "key", "key_id": admin_id });
+    let (data, others): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|e| e["actor"] == by_admin);
+    let kinds: Vec<&str> = data.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["key.revoked", "key.rotated", "key.created"]);
+    assert!(data.iter().all(|e| e["team_id"] == "acme"));
+    assert_eq!(data[0]["key_id"], next_id);
+    assert_eq!(
+        (&data[1]["key_id"], &data[1]["successor_id"]),
+        (&created["id"], &rotated["id"])
+    );
+    assert_eq!(data[2]["context"]["request_id"], "req-create");
+    assert_eq!(data[2]["context"]["user_agent"], "gecko-test/1.0");
+    assert!(
+        others.iter().all(|e| e["team_id"] == "acme"
+            && e["actor"] == serde_json::json!({ "type": "system" })
+            && e["context"]["request_id"].is_null()),
+        "the fixture's events and teamkey's own, all of acme: {others:?}"
+    );
+    let bad = call("GET", &format!("{keys}/events?cursor=nope"), &admin, "").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let not_a_key = call("DELETE", &format!("{keys}/events"), &admin, "").await;
+    assert_eq!(not_a_key.status, StatusCode::NOT_FOUND, "{}", not_a_key.body);
     assert_eq!(
         call("GET", "/api/v1/scans", &[("X-API-Key", text(&next_key))], "")
             .await
@@ -889,7 +1131,9 @@ async fn over_a_real_socket_with_a_real_client() {
     let f = fixture().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, axum_app(&f)).into_future());
+    // As the demo serves it: with the peer's address.
+    let service = axum_app(&f).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(axum::serve(listener, service).into_future());
     let client: Client<_, http_body_util::Empty<axum::body::Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
 
@@ -910,6 +1154,20 @@ async fn over_a_real_socket_with_a_real_client() {
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let body = refused.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, UNAUTHORIZED.as_bytes());
+    let plan = get(Some(&f.initech)).await.unwrap();
+    assert_eq!(plan.status(), StatusCode::FORBIDDEN);
+    let body = plan.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, PLAN_REQUIRED.as_bytes());
+    // The demo records each key's last client address.
+    f.keys.flush_last_used().await.unwrap();
+    let plain = f.keys.verify(&f.plain).await.unwrap();
+    let row = f
+        .keys
+        .find(plain.team_id(), &plain.key_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.last_used_ip, Some([127, 0, 0, 1].into()));
     server.abort();
 }
 

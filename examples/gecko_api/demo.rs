@@ -1,10 +1,15 @@
 //! What the axum and actix-web demo servers share: configuration, the demo
 //! database (SQLite, PostgreSQL or MySQL/MariaDB), the demo data, the
-//! quickstart key and the scans queries. No web framework here.
+//! teams' plans, the quickstart key, the expiry sweep and the scans
+//! queries. No web framework here.
 
 use serde::Serialize;
 use teamkey::sqlx::{self, MySqlPool, PgPool, SqlitePool};
-use teamkey::{CreateOptions, KeyFormat, KeyManager, NewKey, Scopes, SqlxStore, TeamId};
+use teamkey::time::Duration;
+use teamkey::{
+    CreateOptions, KeyFormat, KeyManager, KeyManagerBuilder, NewKey, PolicyError, Scopes, SqlxStore, TeamId,
+    TeamPolicy, TeamRules,
+};
 
 /// `DATABASE_URL`, `BIND_ADDR`, `TEAMKEY_PREFIX`, with their defaults.
 pub(crate) struct Config {
@@ -121,28 +126,155 @@ impl Db {
         on_db!(self, |pool, _sql| pool.close().await);
     }
 
-    /// teamkey's store over this database, migrated, and a manager over
-    /// it that caches verifications, kept honest by the database's own feed
+    /// teamkey's store over this database, migrated, and two managers
+    /// over it: the one the server uses, gated by the teams' [`Plans`],
+    /// which caches verifications, kept honest by the database's own feed
     /// of changes (so keys revoked by another instance or the `teamkey`
-    /// command are refused here within a second).
-    async fn key_manager(&self, format: KeyFormat) -> Result<KeyManager, sqlx::migrate::MigrateError> {
+    /// command are refused here within a second); and one without the
+    /// plans, to seed keys made before the plans existed.
+    async fn key_managers(
+        &self,
+        format: KeyFormat,
+    ) -> Result<(KeyManager, KeyManager), sqlx::migrate::MigrateError> {
         Ok(on_db!(self, |pool, _sql| {
             let store = SqlxStore::new(pool.clone());
             store.migrate().await?;
-            KeyManager::builder(store.clone())
-                .format(format)
+            let before_the_plans = KeyManager::builder(store.clone()).format(format.clone()).build();
+            let keys = gated(KeyManager::builder(store.clone()).format(format))
                 .cache(store.invalidations())
-                .build()
+                .build();
+            (keys, before_the_plans)
         }))
     }
 }
 
-/// Opens and migrates the database, seeds the demo data, builds the manager.
-pub(crate) async fn open(config: &Config) -> Result<(Db, KeyManager), Box<dyn std::error::Error>> {
+/// What the demo's server sets on its manager, beside the store's own
+/// settings: the teams' plans, and each key's last client address, shown
+/// in the key table. (An IP address is personal data in some places: a
+/// real service records it only where it may keep it.)
+pub(crate) fn gated(builder: KeyManagerBuilder) -> KeyManagerBuilder {
+    builder.policy(Plans).record_client_ips(true)
+}
+
+/// The demo, open: its database, the server's manager, and initech's key
+/// from before the plans if it was made just now (to print once).
+pub(crate) struct Demo {
+    pub(crate) db: Db,
+    pub(crate) keys: KeyManager,
+    pub(crate) legacy: Option<NewKey>,
+}
+
+/// Opens and migrates the database, seeds the demo data (scans, and
+/// initech's key from before its plan), builds the server's manager.
+pub(crate) async fn open(config: &Config) -> Result<Demo, Box<dyn std::error::Error>> {
     let db = Db::connect(&config.database_url).await?;
-    let keys = db.key_manager(KeyFormat::new(&config.prefix)?).await?;
+    let (keys, before_the_plans) = db.key_managers(KeyFormat::new(&config.prefix)?).await?;
     prepare(&db).await?;
-    Ok((db, keys))
+    let legacy = legacy_key(&before_the_plans).await?;
+    Ok(Demo { db, keys, legacy })
+}
+
+/// A plan of the demo's: what a team may do with API keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// No API access: keys are refused with 403 `plan_required`, and none
+    /// may be made.
+    Free,
+    /// API access, the demo's scopes, at most 20 active keys.
+    Pro,
+    /// As Pro, and every new key expires within 90 days.
+    Enterprise,
+}
+
+/// Which team is on which plan: in an app, its billing tables. A team not
+/// listed is on Free.
+pub(crate) const PLANS: [(&str, Plan); 3] = [
+    ("acme", Plan::Pro),
+    ("globex", Plan::Enterprise),
+    ("initech", Plan::Free),
+];
+
+/// The most active keys a Pro or Enterprise team may have.
+pub(crate) const MAX_KEYS: usize = 20;
+
+/// The longest an Enterprise team's new key may live.
+pub(crate) const ENTERPRISE_MAX_LIFETIME: Duration = Duration::days(90);
+
+impl Plan {
+    /// The plan of `team`.
+    pub(crate) fn of(team: &TeamId) -> Self {
+        PLANS
+            .iter()
+            .find(|(name, _)| *name == team.as_str())
+            .map_or(Self::Free, |(_, plan)| *plan)
+    }
+
+    /// What the plan allows, as teamkey applies it.
+    pub(crate) fn rules(self) -> Result<TeamRules, PolicyError> {
+        let paid = || -> Result<TeamRules, PolicyError> {
+            Ok(TeamRules::allow_all()
+                .grantable_scopes(Scopes::new(QUICKSTART_SCOPES)?)
+                .max_active_keys(MAX_KEYS))
+        };
+        Ok(match self {
+            Self::Free => TeamRules::no_api_access(),
+            Self::Pro => paid()?,
+            Self::Enterprise => paid()?.require_expiry_within(ENTERPRISE_MAX_LIFETIME),
+        })
+    }
+}
+
+/// The teams' plans, asked by teamkey when a key is verified (kept per
+/// team for 30 s) and on every change.
+pub(crate) struct Plans;
+
+#[teamkey::async_trait]
+impl TeamPolicy for Plans {
+    async fn rules(&self, team: &TeamId) -> Result<TeamRules, PolicyError> {
+        Plan::of(team).rules()
+    }
+}
+
+/// The name of initech's key from before the plans.
+pub(crate) const LEGACY_KEY_NAME: &str = "Legacy integration";
+
+/// A key for `initech` if it has none, made by a manager without the
+/// plans (`before_the_plans`): a key of a team whose plan has no API
+/// access, as an app that introduces plans would find.
+pub(crate) async fn legacy_key(
+    before_the_plans: &KeyManager,
+) -> Result<Option<NewKey>, Box<dyn std::error::Error>> {
+    let initech = TeamId::new("initech")?;
+    if !before_the_plans.list(&initech).await?.is_empty() {
+        return Ok(None);
+    }
+    let options = CreateOptions::new().scopes(Scopes::new(["keys:manage", "scans:read"])?);
+    Ok(Some(
+        before_the_plans
+            .create(&initech, LEGACY_KEY_NAME, options)
+            .await?,
+    ))
+}
+
+/// Records `key.expiring` for keys that expire within 7 days, then within
+/// a day: once an hour, for ever (each notice is recorded once, however
+/// often this runs and on however many instances).
+pub(crate) async fn sweep_expiring_hourly(keys: KeyManager) {
+    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        sweep_expiring(&keys).await;
+    }
+}
+
+/// One expiry sweep, logged.
+pub(crate) async fn sweep_expiring(keys: &KeyManager) {
+    match keys.sweep_expiring().await {
+        Ok(0) => {}
+        Ok(recorded) => tracing::info!(recorded, "expiry sweep: key.expiring events recorded"),
+        // Retried at the next hour; nothing depends on one sweep.
+        Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+    }
 }
 
 /// The seeded scans: teams `acme` and `globex`, a few each.
@@ -217,11 +349,13 @@ pub(crate) const SCANS_WRITE: &str = "scans:write";
 pub(crate) const QUICKSTART_SCOPES: [&str; 3] = ["keys:manage", "scans:read", SCANS_WRITE];
 
 /// A `Quickstart` key for `acme` if acme has no key yet, printed once with
-/// a ready curl line.
+/// a ready curl line; initech's key from before the plans, if just made,
+/// with the line that shows its plan answer; the routes.
 pub(crate) async fn announce_quickstart(
     keys: &KeyManager,
     addr: &str,
     config: &Config,
+    legacy: Option<&NewKey>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match quickstart_key(keys).await? {
         Some(new) => {
@@ -234,6 +368,9 @@ pub(crate) async fn announce_quickstart(
             println!(
                 "Try it:\n\n  curl 'http://{addr}/api/v1/scans?limit=10' -H 'X-API-Key: {key}' -H 'Accept: application/json'\n"
             );
+            println!(
+                "Its key events (created, rotated, revoked...):\n\n  curl 'http://{addr}/api/v1/api-keys/events' -H 'X-API-Key: {key}'\n"
+            );
         }
         None => println!(
             "\nacme already has API keys; create more against this server's database with\n\n  \
@@ -241,7 +378,27 @@ pub(crate) async fn announce_quickstart(
             config.database_url
         ),
     }
+    println!(
+        "Plans: acme is on Pro (at most {MAX_KEYS} keys), globex on Enterprise (keys expire within {} days),\n\
+         initech on Free: no API access.",
+        ENTERPRISE_MAX_LIFETIME.whole_days()
+    );
+    if let Some(legacy) = legacy {
+        let key = legacy.key.expose_secret();
+        println!(
+            "\nSeeded initech's \"{LEGACY_KEY_NAME}\" key, made before the plans. It is shown only this once:\n\n  {key}\n\n\
+             It is valid, but initech's plan has no API access: this gets 403 plan_required, and so does\n\
+             creating a key with it:\n\n  curl -i 'http://{addr}/api/v1/scans' -H 'X-API-Key: {key}'\n"
+        );
+    }
     println!("Gecko API listening on http://{addr}");
+    println!("  GET    /api/v1/scans                  the caller's team's scans");
+    println!("  POST   /api/v1/scans                  start one (scans:write)");
+    println!("  GET    /api/v1/api-keys               the team's keys (this and below: keys:manage)");
+    println!("  POST   /api/v1/api-keys               create one");
+    println!("  GET    /api/v1/api-keys/events        the team's key events, newest first");
+    println!("  DELETE /api/v1/api-keys/{{id}}          revoke");
+    println!("  POST   /api/v1/api-keys/{{id}}/rotate   rotate");
     println!("Key management API described at http://{addr}/api/v1/openapi.json");
     Ok(())
 }

@@ -15,15 +15,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_level(tracing::Level::INFO)
         .init();
     let config = demo::Config::from_env();
-    let (db, keys) = demo::open(&config).await?;
+    let demo::Demo { db, keys, legacy } = demo::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
-    demo::announce_quickstart(&keys, &listener.local_addr()?.to_string(), &config).await?;
+    let addr = listener.local_addr()?.to_string();
+    demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;
+    drop(legacy); // Printed once; not kept.
+    tokio::spawn(demo::sweep_expiring_hourly(keys.clone()));
 
     let state = app::AppState {
         keys: keys.clone(),
         db,
     };
-    axum::serve(listener, app::router(state))
+    // With the peer's address, for key events and last-used IPs. (Behind
+    // a proxy, the app would insert teamkey's `ClientIp` instead.)
+    let app = app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -8,9 +8,10 @@ use actix_web::{HttpResponse, ResponseError};
 use teamkey_core::{Answer, Rejection, VerifyError};
 
 /// Why a request was refused, answered exactly as the axum adapter does:
-/// every key failure is the same 401 byte for byte, a store failure 503
-/// (never a 500), a missing scope 403, and teamkey set up without a
-/// [`KeyManager`](teamkey_core::KeyManager) 500.
+/// every key failure is the same 401 byte for byte, a store or team-policy
+/// failure 503 (never a 500), a missing scope 403, a valid key of a team
+/// whose plan has no API access 403 `plan_required`, and teamkey set up
+/// without a [`KeyManager`](teamkey_core::KeyManager) 500.
 ///
 /// The axum adapter's rejection has the same name and variants. actix
 /// calls these "errors" (`ResponseError`), axum "rejections"; teamkey uses
@@ -20,7 +21,7 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 pub enum AuthRejection {
     /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
     Unauthorized,
-    /// The key store is down: 503.
+    /// The key store or the team policy is down: 503.
     Unavailable,
     /// A valid key of a team whose plan has no API access: 403 with
     /// `"error": "plan_required"` (see `TeamPolicy`).

@@ -1,6 +1,7 @@
 //! `Authenticated` and `MaybeAuthenticated` extractors.
 
 use std::future::{Future, Ready, ready};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
@@ -11,6 +12,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
 use crate::AuthRejection;
+use crate::context::client_ip;
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
@@ -79,11 +81,13 @@ pub(crate) fn log_no_manager(guard: &str, or_else: &str) {
 /// parses the name, and allocates a copy of it, on every request.
 static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
 
-/// Verifies the key in `headers` by `rules`.
+/// Verifies the key in `headers` by `rules`, from a client at `client_ip`
+/// (kept as the key's last-used IP if the manager records them).
 pub(crate) async fn verify(
     manager: &KeyManager,
     rules: &HeaderRules,
     headers: &HeaderMap,
+    client_ip: Option<IpAddr>,
 ) -> Result<Principal, VerifyError> {
     let key_header = if rules.header_name() == HeaderRules::DEFAULT_HEADER {
         headers.get_all(&DEFAULT_KEY_HEADER)
@@ -98,7 +102,9 @@ pub(crate) async fn verify(
         Default::default()
     };
     let authorization = authorization.map(|v| v.as_bytes());
-    manager.verify_headers(rules, key_header, authorization).await
+    manager
+        .verify_headers_from(rules, key_header, authorization, client_ip)
+        .await
 }
 
 /// Why no principal: the key, or the setup.
@@ -128,7 +134,9 @@ async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
         return Err(Failure::NoManager);
     };
     let rules = req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules());
-    verify(manager, rules, req.headers()).await.map_err(Failure::Key)
+    verify(manager, rules, req.headers(), client_ip(&req))
+        .await
+        .map_err(Failure::Key)
 }
 
 /// The future of the [`Authenticated`] and [`MaybeAuthenticated`]

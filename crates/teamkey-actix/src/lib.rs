@@ -28,14 +28,23 @@
 //!   The middleware checks the principal of a [`RequireApiKey`] outside it,
 //!   or verifies the key itself (app data or [`RequireScope::with_manager`]);
 //!   never a 401 for a valid key that has the scope.
-//! - [`management_routes`]: the key-management endpoints.
+//! - [`management_routes`]: the key-management endpoints, and the team's
+//!   audit trail (`GET /api-keys/events`).
+//! - [`ClientIp`]: the client's address, when the app knows it better than
+//!   the connection does (behind a proxy); see there.
 //! - [`AuthRejection`]: how every refusal is answered.
 //! - `openapi_json` (feature `openapi`): the route serving the management
 //!   API's OpenAPI 3.1 document (`teamkey_core::management::openapi`).
 //!
 //! The header rules, status codes and bodies are the core's, shared with the
 //! axum adapter: one byte-identical 401 for every key failure, 503 for a
-//! store failure (never a 500), 403 for a missing scope. No `KeyManager`
+//! store or team-policy failure (never a 500), 403 for a missing scope, 403
+//! `plan_required` for a valid key of a team whose plan has no API access
+//! ([`TeamPolicy`](teamkey_core::TeamPolicy)). The guards hand the client's
+//! address ([`ClientIp`]) to the core, which keeps it as the key's
+//! last-used IP only when the manager
+//! [records client IPs](teamkey_core::KeyManagerBuilder::record_client_ips).
+//! No `KeyManager`
 //! (neither `App::app_data(web::Data::new(manager))` nor
 //! [`RequireApiKey::with_manager`]) is a setup bug: 500 and an error log
 //! naming the fix, never a 503 "retry later".
@@ -113,6 +122,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod context;
 mod error;
 mod extract;
 mod manage;
@@ -120,6 +130,7 @@ mod middleware;
 #[cfg(feature = "openapi")]
 mod openapi;
 
+pub use context::ClientIp;
 #[allow(deprecated)]
 pub use error::{AuthError, AuthRejection};
 pub use extract::{Authenticated, ExtractFuture, MaybeAuthenticated};

@@ -1,4 +1,6 @@
-//! The key-management endpoints as an actix `Scope`.
+//! The key-management endpoints as an actix `Scope`: `GET/POST /api-keys`,
+//! `GET /api-keys/events`, `DELETE /api-keys/{id}`,
+//! `POST /api-keys/{id}/rotate`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,16 +9,19 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, Scope, web};
+use teamkey_core::events::{Actor, RequestContext};
 pub use teamkey_core::management::KeyAdmin;
 use teamkey_core::management::{self, MANAGE_SCOPE};
 use teamkey_core::{Authority, KeyManager, TeamId};
 
+use crate::context::request_context;
 use crate::{AuthRejection, Authenticated};
 
 /// teamkey's own [`KeyAdmin`]: a valid API key carrying `keys:manage`. It
 /// grants only what it holds ([`Authority::of_key`]): scopes it has, keys
 /// that do not outlive it, and it rotates or revokes only keys no broader
-/// than itself.
+/// than itself. Its changes are recorded as made by the key
+/// ([`Actor::Key`]); [`management_routes`] adds the request they came from.
 #[derive(Debug, Clone)]
 pub struct ManagesKeys(pub Authenticated);
 
@@ -27,6 +32,51 @@ impl KeyAdmin for ManagesKeys {
 
     fn authority(&self) -> Authority {
         Authority::of_key(&self.0)
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::Key {
+            key_id: self.0.key_id(),
+        }
+    }
+}
+
+/// An admin with the context of the request it made, for the events of
+/// its changes: what the admin tells of itself wins, the request fills in
+/// the rest. Private: apps write `KeyAdmin`s, never this.
+struct InRequest<'a, A> {
+    admin: &'a A,
+    request: RequestContext,
+}
+
+impl<A: KeyAdmin> KeyAdmin for InRequest<'_, A> {
+    fn team_id(&self) -> &TeamId {
+        self.admin.team_id()
+    }
+
+    fn authority(&self) -> Authority {
+        self.admin.authority()
+    }
+
+    fn actor(&self) -> Actor {
+        self.admin.actor()
+    }
+
+    fn context(&self) -> RequestContext {
+        let mut context = self.admin.context();
+        let request = &self.request;
+        context.request_id = context.request_id.or_else(|| request.request_id.clone());
+        context.client_ip = context.client_ip.or(request.client_ip);
+        context.user_agent = context.user_agent.or_else(|| request.user_agent.clone());
+        context
+    }
+}
+
+/// `admin` with the context of `req`.
+fn in_request<'a, A>(admin: &'a A, req: &HttpRequest) -> InRequest<'a, A> {
+    InRequest {
+        admin,
+        request: request_context(req),
     }
 }
 
@@ -44,12 +94,19 @@ impl FromRequest for ManagesKeys {
     }
 }
 
-/// The management routes, `/api-keys` (`GET`, `POST`), `/api-keys/{id}`
-/// (`DELETE`) and `/api-keys/{id}/rotate` (`POST`), for the team of each
-/// caller `A` (for example [`ManagesKeys`]), with the same JSON and rules
-/// as the axum adapter (see [`teamkey_core::management`]). Needs
-/// `web::Data<KeyManager>`:
+/// The management routes, `/api-keys` (`GET`, `POST`),
+/// `/api-keys/events` (`GET`), `/api-keys/{id}` (`DELETE`) and
+/// `/api-keys/{id}/rotate` (`POST`), for the team of each caller `A` (for
+/// example [`ManagesKeys`], or the app's own signed-in user), with the same
+/// JSON and rules as the axum adapter (see [`teamkey_core::management`]).
+/// Needs `web::Data<KeyManager>`:
 /// `web::scope("/api/v1").service(management_routes::<ManagesKeys>())`.
+///
+/// The audit events of creations, rotations and revocations name
+/// [`KeyAdmin::actor`] and carry the request's `X-Request-Id`,
+/// `User-Agent` and client address (a [`ClientIp`](crate::ClientIp) the
+/// app inserted, else the peer address), where `A`'s own
+/// [`KeyAdmin::context`] does not give them.
 ///
 /// The axum adapter's function has the same name: "routes" says what it
 /// gives whatever each framework calls the container (an actix `Scope`
@@ -58,6 +115,10 @@ pub fn management_routes<A: KeyAdmin + FromRequest + 'static>() -> Scope {
     web::scope("/api-keys")
         .route("", web::get().to(list::<A>))
         .route("", web::post().to(create::<A>))
+        // Before `/{id}`, which would take "events" for a key id. Each
+        // route is a resource guarded by its method, so DELETE here falls
+        // through to `/{id}` and is the 404 of any id that is no key's.
+        .route("/events", web::get().to(events::<A>))
         .route("/{id}", web::delete().to(revoke::<A>))
         .route("/{id}/rotate", web::post().to(rotate::<A>))
 }
@@ -102,12 +163,23 @@ async fn list<A: KeyAdmin + FromRequest + 'static>(
     respond(management::list(&keys, &admin, req.query_string()).await)
 }
 
+async fn events<A: KeyAdmin + FromRequest + 'static>(
+    admin: A,
+    keys: web::Data<KeyManager>,
+    req: HttpRequest,
+) -> HttpResponse {
+    respond(management::events(&keys, &admin, req.query_string()).await)
+}
+
+// Only the changes take the request context: lists record no event.
+
 async fn create<A: KeyAdmin + FromRequest + 'static>(
     admin: A,
     keys: web::Data<KeyManager>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    let admin = in_request(&admin, &req);
     respond(management::create(&keys, &admin, content_type(&req), &body).await)
 }
 
@@ -115,8 +187,9 @@ async fn revoke<A: KeyAdmin + FromRequest + 'static>(
     admin: A,
     keys: web::Data<KeyManager>,
     id: web::Path<String>,
+    req: HttpRequest,
 ) -> HttpResponse {
-    respond(management::revoke(&keys, &admin, &id).await)
+    respond(management::revoke(&keys, &in_request(&admin, &req), &id).await)
 }
 
 async fn rotate<A: KeyAdmin + FromRequest + 'static>(
@@ -126,5 +199,6 @@ async fn rotate<A: KeyAdmin + FromRequest + 'static>(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    let admin = in_request(&admin, &req);
     respond(management::rotate(&keys, &admin, &id, content_type(&req), &body).await)
 }

@@ -11,6 +11,7 @@ use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal};
 
 use crate::AuthRejection;
+use crate::context::client_ip;
 use crate::extract::{app_manager_ref, default_rules, log_no_manager, verify};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
@@ -112,7 +113,7 @@ where
             // The app's manager is borrowed from the request, not cloned.
             let manager = guard.manager.as_ref().or_else(|| app_manager_ref(req.request()));
             let verified = match manager {
-                Some(manager) => verify(manager, &guard.rules, req.headers())
+                Some(manager) => verify(manager, &guard.rules, req.headers(), client_ip(req.request()))
                     .await
                     .map_err(AuthRejection::from),
                 None => {
@@ -259,7 +260,7 @@ where
                             Some(rules) => rules,
                             None => req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules()),
                         };
-                        match verify(manager, rules, req.headers()).await {
+                        match verify(manager, rules, req.headers(), client_ip(req.request())).await {
                             Ok(principal) if principal.has_scope(scope) => {
                                 // Handlers and extractors inside take it from here.
                                 req.extensions_mut().insert(principal);

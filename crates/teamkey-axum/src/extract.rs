@@ -1,5 +1,6 @@
 //! The `Authenticated` extractor.
 
+use std::net::IpAddr;
 use std::sync::LazyLock;
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
@@ -8,6 +9,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
 use crate::AuthRejection;
+use crate::context::client_ip;
 
 /// The caller, proven by a valid API key. Scope every query by
 /// `caller.team_id()`.
@@ -52,11 +54,13 @@ pub(crate) fn default_rules() -> &'static HeaderRules {
 /// parses and checks the name on every request.
 static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
 
-/// Verifies the key in `headers` by `rules`.
+/// Verifies the key in `headers` by `rules`, from a client at `client_ip`
+/// (kept as the key's last-used IP if the manager records them).
 pub(crate) async fn verify(
     manager: &KeyManager,
     rules: &HeaderRules,
     headers: &HeaderMap,
+    client_ip: Option<IpAddr>,
 ) -> Result<Principal, VerifyError> {
     let key_header = if rules.header_name() == HeaderRules::DEFAULT_HEADER {
         headers.get_all(&DEFAULT_KEY_HEADER)
@@ -71,7 +75,9 @@ pub(crate) async fn verify(
         .bearer_allowed()
         .then(|| headers.get_all(header::AUTHORIZATION).into_iter());
     let authorization = std::iter::from_fn(move || authorization.as_mut()?.next()).map(|v| v.as_bytes());
-    manager.verify_headers(rules, key_header, authorization).await
+    manager
+        .verify_headers_from(rules, key_header, authorization, client_ip)
+        .await
 }
 
 async fn principal<S>(parts: &mut Parts, state: &S) -> Result<Principal, VerifyError>
@@ -86,7 +92,7 @@ where
         .extensions
         .get::<HeaderRules>()
         .unwrap_or_else(|| default_rules());
-    verify(&manager, rules, &parts.headers).await
+    verify(&manager, rules, &parts.headers, client_ip(&parts.extensions)).await
 }
 
 impl<S> FromRequestParts<S> for Authenticated

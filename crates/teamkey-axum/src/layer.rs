@@ -13,6 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::AuthRejection;
+use crate::context::client_ip;
 use crate::extract::{default_rules, verify};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -127,7 +128,8 @@ where
         Box::pin(async move {
             // Preflights included: behind `any(..)` or a fallback, letting
             // one through would run the handler without a key.
-            match verify(&manager, &rules, request.headers()).await {
+            let client_ip = client_ip(request.extensions());
+            match verify(&manager, &rules, request.headers(), client_ip).await {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
                 }
@@ -250,7 +252,8 @@ where
                     .get::<HeaderRules>()
                     .unwrap_or_else(|| default_rules()),
             };
-            let principal = match verify(&manager, rules, request.headers()).await {
+            let client_ip = client_ip(request.extensions());
+            let principal = match verify(&manager, rules, request.headers(), client_ip).await {
                 Ok(principal) => principal,
                 Err(e) => return Ok(AuthRejection::from(e).into_response()),
             };

@@ -31,8 +31,11 @@
 //!   or verifies the key itself when given the manager
 //!   ([`RequireScope::with_manager`]); with neither it answers 500 and
 //!   logs the fix, never a 401.
-//! - [`management_routes`]: `GET/POST /api-keys`, `DELETE /api-keys/{id}`,
+//! - [`management_routes`]: `GET/POST /api-keys`, `GET /api-keys/events`
+//!   (the team's audit trail), `DELETE /api-keys/{id}`,
 //!   `POST /api-keys/{id}/rotate`, for the team of a [`KeyAdmin`].
+//! - [`ClientIp`]: the client's address, when the app knows it better than
+//!   the socket does (behind a proxy); see there.
 //! - [`AuthRejection`]: how every refusal is answered.
 //! - `openapi_json` (feature `openapi`): the route serving the management
 //!   API's OpenAPI 3.1 document (`teamkey_core::management::openapi`).
@@ -41,8 +44,13 @@
 //! default, configurable, optionally `Authorization: Bearer`; exactly one
 //! key header; visible ASCII; a length cap checked before any hashing; a key
 //! in the query string is never read. Every key failure is the same 401, a
-//! store failure is 503, a missing scope 403, guards that cannot check keys
-//! (a setup bug) 500. Set the header rules on the guard
+//! store or team-policy failure is 503, a missing scope 403, a valid key of
+//! a team whose plan has no API access ([`TeamPolicy`](teamkey_core::TeamPolicy))
+//! 403 `plan_required`, guards that cannot check keys (a setup bug) 500.
+//! The guards hand the client's address ([`ClientIp`]) to the core, which
+//! keeps it as the key's last-used IP only when the manager
+//! [records client IPs](teamkey_core::KeyManagerBuilder::record_client_ips).
+//! Set the header rules on the guard
 //! ([`RequireApiKey::rules`]), or, in an app that verifies keys in
 //! extractors only, with the [`with_rules`] layer.
 //!
@@ -91,6 +99,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod context;
 mod extract;
 mod layer;
 mod manage;
@@ -99,6 +108,7 @@ mod openapi;
 mod rejection;
 mod rules;
 
+pub use context::ClientIp;
 pub use extract::{Authenticated, MaybeAuthenticated};
 pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
 #[allow(deprecated)]

@@ -1,5 +1,6 @@
-//! The key-management API: `GET/POST /api-keys`, `DELETE /api-keys/{id}`,
-//! `POST /api-keys/{id}/rotate`, to nest where the app likes.
+//! The key-management API: `GET/POST /api-keys`, `GET /api-keys/events`,
+//! `DELETE /api-keys/{id}`, `POST /api-keys/{id}/rotate`, to nest where the
+//! app likes.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -8,16 +9,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use teamkey_core::events::{Actor, RequestContext};
 pub use teamkey_core::management::KeyAdmin;
 use teamkey_core::management::{self, MANAGE_SCOPE};
 use teamkey_core::{Authority, KeyManager, TeamId};
 
+use crate::context::RequestOrigin;
 use crate::{AuthRejection, Authenticated};
 
 /// teamkey's own [`KeyAdmin`]: a valid API key carrying `keys:manage`. It
 /// grants only what it holds ([`Authority::of_key`]): scopes it has, keys
 /// that do not outlive it, and it rotates or revokes only keys no broader
-/// than itself.
+/// than itself. Its changes are recorded as made by the key
+/// ([`Actor::Key`]); [`management_routes`] adds the request they came from.
 #[derive(Debug, Clone)]
 pub struct ManagesKeys(pub Authenticated);
 
@@ -29,6 +33,48 @@ impl KeyAdmin for ManagesKeys {
     fn authority(&self) -> Authority {
         Authority::of_key(&self.0)
     }
+
+    fn actor(&self) -> Actor {
+        Actor::Key {
+            key_id: self.0.key_id(),
+        }
+    }
+}
+
+/// An admin with the context of the request it made, for the events of
+/// its changes: what the admin tells of itself wins, the request fills in
+/// the rest. Private: apps write `KeyAdmin`s, never this.
+struct InRequest<'a, A> {
+    admin: &'a A,
+    request: RequestContext,
+}
+
+impl<A: KeyAdmin> KeyAdmin for InRequest<'_, A> {
+    fn team_id(&self) -> &TeamId {
+        self.admin.team_id()
+    }
+
+    fn authority(&self) -> Authority {
+        self.admin.authority()
+    }
+
+    fn actor(&self) -> Actor {
+        self.admin.actor()
+    }
+
+    fn context(&self) -> RequestContext {
+        let mut context = self.admin.context();
+        let request = &self.request;
+        context.request_id = context.request_id.or_else(|| request.request_id.clone());
+        context.client_ip = context.client_ip.or(request.client_ip);
+        context.user_agent = context.user_agent.or_else(|| request.user_agent.clone());
+        context
+    }
+}
+
+/// `admin` with the context of `request`.
+fn in_request<A>(admin: &A, request: RequestContext) -> InRequest<'_, A> {
+    InRequest { admin, request }
 }
 
 impl<S> FromRequestParts<S> for ManagesKeys
@@ -45,11 +91,18 @@ where
     }
 }
 
-/// The management routes, `GET/POST /api-keys`, `DELETE /api-keys/{id}`
-/// and `POST /api-keys/{id}/rotate`, for the team of each caller `A` (for
-/// example [`ManagesKeys`]), with the JSON and rules of
-/// [`teamkey_core::management`]. Nest or merge it where the API lives:
+/// The management routes, `GET/POST /api-keys`, `GET /api-keys/events`,
+/// `DELETE /api-keys/{id}` and `POST /api-keys/{id}/rotate`, for the team
+/// of each caller `A` (for example [`ManagesKeys`], or the app's own
+/// signed-in user), with the JSON and rules of [`teamkey_core::management`].
+/// Nest or merge it where the API lives:
 /// `Router::new().nest("/api/v1", management_routes::<_, ManagesKeys>())`.
+///
+/// The audit events of creations, rotations and revocations name
+/// [`KeyAdmin::actor`] and carry the request's `X-Request-Id`,
+/// `User-Agent` and client address (a [`ClientIp`](crate::ClientIp) the
+/// app inserted, else the peer's from `ConnectInfo<SocketAddr>`, else none),
+/// where `A`'s own [`KeyAdmin::context`] does not give them.
 ///
 /// The actix adapter's function has the same name: "routes" says what it
 /// gives whatever each framework calls the container (an axum `Router`
@@ -63,6 +116,10 @@ where
 {
     Router::new()
         .route("/api-keys", get(list::<A>).post(create::<A>))
+        // A static segment outranks `{id}`, so "events" is never taken for
+        // a key id; DELETE on it must still be the 404 of any id that is no
+        // key's, not the 405 of a path without DELETE.
+        .route("/api-keys/events", get(events::<A>).delete(revoke_events::<A>))
         .route("/api-keys/{id}", delete(revoke::<A>))
         .route("/api-keys/{id}/rotate", post(rotate::<A>))
 }
@@ -116,29 +173,54 @@ async fn list<A: KeyAdmin + Sync>(
     respond(management::list(&keys, &admin, query.as_deref().unwrap_or_default()).await)
 }
 
+async fn events<A: KeyAdmin + Sync>(
+    admin: A,
+    State(keys): State<KeyManager>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    respond(management::events(&keys, &admin, query.as_deref().unwrap_or_default()).await)
+}
+
+// Only the changes take the request context: lists record no event.
+
 async fn create<A: KeyAdmin + Sync>(
     admin: A,
     State(keys): State<KeyManager>,
+    RequestOrigin(request): RequestOrigin,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let admin = in_request(&admin, request);
     respond(management::create(&keys, &admin, content_type(&headers), &body).await)
 }
 
 async fn revoke<A: KeyAdmin + Sync>(
     admin: A,
     State(keys): State<KeyManager>,
+    RequestOrigin(request): RequestOrigin,
     Path(id): Path<String>,
 ) -> Response {
-    respond(management::revoke(&keys, &admin, &id).await)
+    respond(management::revoke(&keys, &in_request(&admin, request), &id).await)
+}
+
+/// `DELETE /api-keys/events`: what `DELETE /api-keys/{id}` answers for an
+/// id that is no key's (404, after the caller is checked).
+async fn revoke_events<A: KeyAdmin + Sync>(
+    admin: A,
+    State(keys): State<KeyManager>,
+    RequestOrigin(request): RequestOrigin,
+) -> Response {
+    respond(management::revoke(&keys, &in_request(&admin, request), "events").await)
 }
 
 async fn rotate<A: KeyAdmin + Sync>(
     admin: A,
     State(keys): State<KeyManager>,
+    RequestOrigin(request): RequestOrigin,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let admin = in_request(&admin, request);
     respond(management::rotate(&keys, &admin, &id, content_type(&headers), &body).await)
 }

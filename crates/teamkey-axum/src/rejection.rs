@@ -12,7 +12,8 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 pub enum AuthRejection {
     /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
     Unauthorized,
-    /// The key store is down: 503. Never a pass, never a 401.
+    /// The key store or the team policy is down: 503. Never a pass, never
+    /// a 401.
     Unavailable,
     /// A valid key of a team whose plan has no API access: 403 with
     /// `"error": "plan_required"` (see `TeamPolicy`).

@@ -13,7 +13,10 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, Securi
 use utoipa::openapi::{InfoBuilder, OpenApi, Ref, RefOr};
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
 
-use super::{CreateKeyRequest, CreatedKey, ErrorBody, KeyList, MANAGE_SCOPE, Reply, RotateKeyRequest};
+use super::{
+    CreateKeyRequest, CreatedKey, ErrorBody, EventList, KeyList, MANAGE_SCOPE, Reply, RotateKeyRequest,
+};
+use crate::events::KeyEvent;
 use crate::ident::{KEY_ID_LEN, KeyId, KeyName, MAX_NAME_CHARS, MAX_SCOPE_CHARS, MAX_SCOPES, Scope, Scopes};
 use crate::record::KeyInfo;
 
@@ -22,7 +25,8 @@ use crate::record::KeyInfo;
 pub const SECURITY_SCHEME: &str = "api_key";
 
 /// The management API as an OpenAPI 3.1 document: `GET/POST /api-keys`,
-/// `DELETE /api-keys/{id}` and `POST /api-keys/{id}/rotate`, their
+/// `GET /api-keys/events`, `DELETE /api-keys/{id}` and
+/// `POST /api-keys/{id}/rotate`, their
 /// request and reply bodies, every status code they answer with, and the
 /// `X-API-Key` header as the security scheme.
 ///
@@ -97,11 +101,13 @@ pub fn openapi_reply(document: &OpenApi) -> Reply {
     }
 }
 
-const DESCRIPTION: &str = "Create, list, rotate and revoke a team's API keys. Every operation acts \
-on the keys of the caller's team only, and needs a key with the `keys:manage` scope in `X-API-Key` \
-(or the application's own sign-in). A key grants only what it holds: scopes it has, and keys that \
-expire no later than itself. Every reply carries `Cache-Control: no-store`. `POST` bodies must be \
-`Content-Type: application/json`. Nothing is written when a request fails.";
+const DESCRIPTION: &str = "Create, list, rotate and revoke a team's API keys, and read the team's \
+audit trail of key events. Every operation acts on the keys of the caller's team only, and needs a \
+key with the `keys:manage` scope in `X-API-Key` (or the application's own sign-in). A key grants \
+only what it holds: scopes it has, and keys that expire no later than itself. The team's plan may \
+limit API access, scopes, the number of keys and their lifetime. Every reply carries \
+`Cache-Control: no-store`. `POST` bodies must be `Content-Type: application/json`. Nothing is \
+written when a request fails.";
 
 /// `mounted_at` as a path prefix: `""`, or `/` and no trailing `/`.
 fn base_path(mounted_at: &str) -> String {
@@ -115,14 +121,27 @@ fn base_path(mounted_at: &str) -> String {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list, create, revoke, rotate),
-    components(schemas(KeyInfo, KeyList, CreateKeyRequest, CreatedKey<'_>, RotateKeyRequest, ErrorBody)),
+    paths(list, create, events, revoke, rotate),
+    components(schemas(
+        KeyInfo,
+        KeyList,
+        CreateKeyRequest,
+        CreatedKey<'_>,
+        RotateKeyRequest,
+        KeyEvent,
+        EventList,
+        ErrorBody
+    )),
     tags((name = "api-keys", description = "A team's API keys."))
 )]
 struct ManagementApi;
 
 // The operations. Only their attributes matter: the handlers are the
-// adapters', over `super::{list, create, revoke, rotate}`.
+// adapters', over `super::{list, create, events, revoke, rotate}`.
+//
+// Every operation's 403 includes the key guard's `plan_required` (a valid
+// key of a team whose plan has no API access), and its 503 a team policy
+// that cannot answer, as well as a store that cannot.
 
 /// List the team's keys
 ///
@@ -144,9 +163,9 @@ struct ManagementApi;
         (status = 200, description = "One page of keys.", body = KeyList),
         (status = 400, description = "`limit` is not a whole number (`invalid_request`).", body = ErrorBody),
         (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
-        (status = 403, description = "The key lacks `keys:manage` (`forbidden`, `required_scope`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`forbidden`, `required_scope`), or the team's plan has no API access (`plan_required`).", body = ErrorBody),
         (status = 422, description = "`limit` out of range, or a cursor that is not one (`invalid_request`).", body = ErrorBody),
-        (status = 503, description = "The key store is unavailable (`unavailable`); retry later.", body = ErrorBody),
+        (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -167,14 +186,45 @@ fn list() {}
         (status = 201, description = "Created: the full key, shown once, and its row.", body = CreatedKey<'_>),
         (status = 400, description = "The body is not JSON (`invalid_request`).", body = ErrorBody),
         (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
-        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or asks for scopes it does not hold (`refused_scopes`) or a key that would outlive it (`refused: expires_at`), or was rotated away (`refused: caller_retired`) (`forbidden`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or asks for scopes it does not hold (`refused_scopes`) or a key that would outlive it (`refused: expires_at`), or was rotated away (`refused: caller_retired`) (`forbidden`); or the team's plan has no API access (`plan_required`) or does not grant the scopes (`scopes_not_in_plan`, `refused_scopes`).", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json` (`unsupported_media_type`).", body = ErrorBody),
-        (status = 422, description = "An invalid name, scope or expiry (`invalid_request`), or the team's active-key limit reached (`too_many_keys`).", body = ErrorBody),
-        (status = 503, description = "The key store is unavailable (`unavailable`); retry later.", body = ErrorBody),
+        (status = 422, description = "An invalid name, scope or expiry, or no expiry or one too far where the team's plan requires one (`invalid_request`); or the team's active-key limit, or its plan's, reached (`too_many_keys`).", body = ErrorBody),
+        (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
 fn create() {}
+
+/// List the team's key events
+///
+/// The team's audit trail, newest first, a page at a time: follow
+/// `next_cursor` until it is `null`. Each event names what happened
+/// (`key.created`, `key.rotated`, `key.revoked`, `key.expired`,
+/// `key.expiring`), the key (by id, name and masked preview, never the
+/// key), who did it, and the request it came from.
+#[utoipa::path(
+    get,
+    path = "/api-keys/events",
+    tag = "api-keys",
+    operation_id = "listApiKeyEvents",
+    params(
+        ("limit" = Option<u8>, Query, minimum = 1, maximum = 100,
+            description = "Events per page, 1 to 100; 50 when absent."),
+        ("cursor" = Option<String>, Query,
+            description = "The `next_cursor` of the page before."),
+    ),
+    responses(
+        (status = 200, description = "One page of events.", body = EventList),
+        (status = 400, description = "`limit` is not a whole number (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`forbidden`, `required_scope`), or the team's plan has no API access (`plan_required`).", body = ErrorBody),
+        (status = 422, description = "`limit` out of range, or a cursor that is not one (`invalid_request`).", body = ErrorBody),
+        (status = 501, description = "The server's key store keeps no events (`not_implemented`).", body = ErrorBody),
+        (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn events() {}
 
 /// Revoke a key
 ///
@@ -188,9 +238,9 @@ fn create() {}
     responses(
         (status = 204, description = "Revoked."),
         (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
-        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or the key to revoke has scopes it lacks (`refused_scopes`) or outlives it (`refused: expires_at`), or it was rotated away (`refused: caller_retired`) (`forbidden`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or the key to revoke has scopes it lacks (`refused_scopes`) or outlives it (`refused: expires_at`), or it was rotated away (`refused: caller_retired`) (`forbidden`); or the team's plan has no API access (`plan_required`).", body = ErrorBody),
         (status = 404, description = "No such active key in the caller's team (`not_found`).", body = ErrorBody),
-        (status = 503, description = "The key store is unavailable (`unavailable`); retry later.", body = ErrorBody),
+        (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -212,12 +262,12 @@ fn revoke() {}
         (status = 201, description = "The successor: its full key, shown once, and its row.", body = CreatedKey<'_>),
         (status = 400, description = "The body is not JSON (`invalid_request`).", body = ErrorBody),
         (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
-        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or the key to rotate has scopes it lacks (`refused_scopes`) or outlives it (`refused: expires_at`), or it was rotated away (`refused: caller_retired`) (`forbidden`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or the key to rotate has scopes it lacks (`refused_scopes`) or outlives it (`refused: expires_at`), or it was rotated away (`refused: caller_retired`) (`forbidden`); or the team's plan has no API access (`plan_required`).", body = ErrorBody),
         (status = 404, description = "No such active key in the caller's team (`not_found`).", body = ErrorBody),
         (status = 409, description = "The key was already rotated; rotate its successor (`already_rotated`).", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json` (`unsupported_media_type`).", body = ErrorBody),
         (status = 422, description = "A grace period too long (`invalid_request`), or no room for the old key during it (`too_many_keys`).", body = ErrorBody),
-        (status = 503, description = "The key store is unavailable (`unavailable`); retry later.", body = ErrorBody),
+        (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -331,6 +381,7 @@ mod tests {
                 paths,
                 [
                     "/api/v1/api-keys",
+                    "/api/v1/api-keys/events",
                     "/api/v1/api-keys/{id}",
                     "/api/v1/api-keys/{id}/rotate"
                 ],
@@ -339,7 +390,34 @@ mod tests {
         }
         for root in ["", "/"] {
             let paths: Vec<String> = openapi(root).paths.paths.into_keys().collect();
-            assert_eq!(paths, ["/api-keys", "/api-keys/{id}", "/api-keys/{id}/rotate"]);
+            assert_eq!(
+                paths,
+                [
+                    "/api-keys",
+                    "/api-keys/events",
+                    "/api-keys/{id}",
+                    "/api-keys/{id}/rotate"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn the_events_operation_lists_every_status_and_its_schemas() {
+        let doc = serde_json::to_value(openapi("")).unwrap();
+        let operation = &doc["paths"]["/api-keys/events"]["get"];
+        assert_eq!(operation["operationId"], "listApiKeyEvents");
+        let codes: Vec<&String> = operation["responses"].as_object().unwrap().keys().collect();
+        assert_eq!(codes, ["200", "400", "401", "403", "422", "501", "503"]);
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in ["EventList", "KeyEvent", "EventKind", "Actor", "RequestContext"] {
+            assert!(schemas.contains_key(name), "schema {name}");
+        }
+        // Every reference resolves: no schema is named but left out.
+        let text = doc.to_string();
+        for reference in text.split("\"#/components/schemas/").skip(1) {
+            let name = reference.split('"').next().unwrap_or_default();
+            assert!(schemas.contains_key(name), "dangling reference to {name}");
         }
     }
 }
