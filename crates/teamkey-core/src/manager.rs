@@ -897,8 +897,9 @@ impl KeyManager {
             return Ok(());
         };
         let now = self.now();
-        // A key rotated away with no grace expired by the rotation: its
-        // `key.rotated` says so. Revoked keys are `key.revoked`.
+        // Revoked keys are `key.revoked`. A key rotated away whose grace
+        // has ended counts as expired: its event tells the team that a
+        // client still sends the old key.
         let expired_by_time = record.expires_at.is_some_and(|at| at <= now);
         if record.revoked_at.is_some() || !expired_by_time {
             return Ok(());

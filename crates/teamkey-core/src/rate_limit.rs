@@ -43,8 +43,8 @@ pub struct RateLimit {
     window_seconds: u32,
 }
 
-/// The serialized form of [`RateLimit`]: at most `requests` per
-/// `window_seconds`.
+/// A rate limit: at most `requests` per `window_seconds`, spread evenly
+/// (GCRA).
 #[derive(Clone, Copy, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(as = RateLimit))]
