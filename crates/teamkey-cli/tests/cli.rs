@@ -134,13 +134,14 @@ fn lifecycle(url: &str) {
             "KEY",
             "CREATED",
             "LAST USED",
+            "RATE LIMIT",
             "ROTATED FROM",
             "REPLACED BY"
         ]
     );
     let row = &rows[1];
     assert!(
-        row[0] == id && row[1] == "CI/CD Pipeline" && row[4..] == ["never", "-", "-"],
+        row[0] == id && row[1] == "CI/CD Pipeline" && row[4..] == ["never", "-", "-", "-"],
         "{row:?}"
     );
     printed += &table;

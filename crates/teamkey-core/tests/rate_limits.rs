@@ -61,7 +61,10 @@ async fn the_sixth_request_in_the_window_is_429_with_the_headers() {
             panic!("within the quota");
         };
         let headers: Vec<(&str, String)> = headers.iter().collect();
-        assert_eq!(headers[0], ("ratelimit-policy", "\"default\";q=5;w=10".to_owned()));
+        assert_eq!(
+            headers[0],
+            ("ratelimit-policy", "\"default\";q=5;w=10".to_owned())
+        );
         assert!(
             headers[1].1.starts_with(&format!("\"default\";r={left};t=")),
             "{headers:?}"
