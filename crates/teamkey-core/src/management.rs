@@ -459,21 +459,30 @@ pub async fn list<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &st
     logged(reply, "list", admin.team_id(), None)
 }
 
-async fn list_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
-    #[derive(Deserialize)]
-    struct Params {
-        limit: Option<usize>,
-        cursor: Option<String>,
+/// `?limit=N&cursor=C`, the query of every paged route.
+#[derive(Deserialize)]
+struct PageParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl PageParams {
+    /// The raw query string, or a 400 naming what the query may hold.
+    fn parse(query: &str) -> Result<Self, Reply> {
+        serde_urlencoded::from_str(query).map_err(|_| {
+            Reply::error(
+                400,
+                "invalid_request",
+                "Invalid query: limit must be a whole number, cursor a value from next_cursor.",
+            )
+        })
     }
+}
+
+async fn list_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
     settle(
         async {
-            let params: Params = serde_urlencoded::from_str(query).map_err(|_| {
-                Reply::error(
-                    400,
-                    "invalid_request",
-                    "Invalid query: limit must be a whole number, cursor a value from next_cursor.",
-                )
-            })?;
+            let params = PageParams::parse(query)?;
             let mut page = match params.limit {
                 Some(limit) => PageRequest::first(limit)?,
                 None => PageRequest::default(),
@@ -546,20 +555,9 @@ pub async fn events<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &
 }
 
 async fn events_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
-    #[derive(Deserialize)]
-    struct Params {
-        limit: Option<usize>,
-        cursor: Option<String>,
-    }
     settle(
         async {
-            let params: Params = serde_urlencoded::from_str(query).map_err(|_| {
-                Reply::error(
-                    400,
-                    "invalid_request",
-                    "Invalid query: limit must be a whole number, cursor a value from next_cursor.",
-                )
-            })?;
+            let params = PageParams::parse(query)?;
             let limit = params.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
             if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
                 return Err(ValidationError::InvalidPageLimit { max: MAX_PAGE_LIMIT }.into());
