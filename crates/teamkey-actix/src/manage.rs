@@ -9,7 +9,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, Scope, web};
-use teamkey_core::events::{Actor, RequestContext};
+use teamkey_core::events::Actor;
 pub use teamkey_core::management::KeyAdmin;
 use teamkey_core::management::{self, MANAGE_SCOPE};
 use teamkey_core::{Authority, KeyManager, TeamId};
@@ -41,43 +41,9 @@ impl KeyAdmin for ManagesKeys {
     }
 }
 
-/// An admin with the context of the request it made, for the events of
-/// its changes: what the admin tells of itself wins, the request fills in
-/// the rest. Private: apps write `KeyAdmin`s, never this.
-struct InRequest<'a, A> {
-    admin: &'a A,
-    request: RequestContext,
-}
-
-impl<A: KeyAdmin> KeyAdmin for InRequest<'_, A> {
-    fn team_id(&self) -> &TeamId {
-        self.admin.team_id()
-    }
-
-    fn authority(&self) -> Authority {
-        self.admin.authority()
-    }
-
-    fn actor(&self) -> Actor {
-        self.admin.actor()
-    }
-
-    fn context(&self) -> RequestContext {
-        let mut context = self.admin.context();
-        let request = &self.request;
-        context.request_id = context.request_id.or_else(|| request.request_id.clone());
-        context.client_ip = context.client_ip.or(request.client_ip);
-        context.user_agent = context.user_agent.or_else(|| request.user_agent.clone());
-        context
-    }
-}
-
 /// `admin` with the context of `req`.
-fn in_request<'a, A>(admin: &'a A, req: &HttpRequest) -> InRequest<'a, A> {
-    InRequest {
-        admin,
-        request: request_context(req),
-    }
+fn in_request<'a, A: KeyAdmin>(admin: &'a A, req: &HttpRequest) -> impl KeyAdmin + 'a {
+    management::in_request(admin, request_context(req))
 }
 
 impl FromRequest for ManagesKeys {

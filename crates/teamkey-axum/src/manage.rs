@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use teamkey_core::events::{Actor, RequestContext};
+use teamkey_core::events::Actor;
 pub use teamkey_core::management::KeyAdmin;
 use teamkey_core::management::{self, MANAGE_SCOPE};
 use teamkey_core::{Authority, KeyManager, TeamId};
@@ -39,42 +39,6 @@ impl KeyAdmin for ManagesKeys {
             key_id: self.0.key_id(),
         }
     }
-}
-
-/// An admin with the context of the request it made, for the events of
-/// its changes: what the admin tells of itself wins, the request fills in
-/// the rest. Private: apps write `KeyAdmin`s, never this.
-struct InRequest<'a, A> {
-    admin: &'a A,
-    request: RequestContext,
-}
-
-impl<A: KeyAdmin> KeyAdmin for InRequest<'_, A> {
-    fn team_id(&self) -> &TeamId {
-        self.admin.team_id()
-    }
-
-    fn authority(&self) -> Authority {
-        self.admin.authority()
-    }
-
-    fn actor(&self) -> Actor {
-        self.admin.actor()
-    }
-
-    fn context(&self) -> RequestContext {
-        let mut context = self.admin.context();
-        let request = &self.request;
-        context.request_id = context.request_id.or_else(|| request.request_id.clone());
-        context.client_ip = context.client_ip.or(request.client_ip);
-        context.user_agent = context.user_agent.or_else(|| request.user_agent.clone());
-        context
-    }
-}
-
-/// `admin` with the context of `request`.
-fn in_request<A>(admin: &A, request: RequestContext) -> InRequest<'_, A> {
-    InRequest { admin, request }
 }
 
 impl<S> FromRequestParts<S> for ManagesKeys
@@ -190,7 +154,7 @@ async fn create<A: KeyAdmin + Sync>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admin = in_request(&admin, request);
+    let admin = management::in_request(&admin, request);
     respond(management::create(&keys, &admin, content_type(&headers), &body).await)
 }
 
@@ -200,7 +164,7 @@ async fn revoke<A: KeyAdmin + Sync>(
     RequestOrigin(request): RequestOrigin,
     Path(id): Path<String>,
 ) -> Response {
-    respond(management::revoke(&keys, &in_request(&admin, request), &id).await)
+    respond(management::revoke(&keys, &management::in_request(&admin, request), &id).await)
 }
 
 /// `DELETE /api-keys/events`: what `DELETE /api-keys/{id}` answers for an
@@ -210,7 +174,7 @@ async fn revoke_events<A: KeyAdmin + Sync>(
     State(keys): State<KeyManager>,
     RequestOrigin(request): RequestOrigin,
 ) -> Response {
-    respond(management::revoke(&keys, &in_request(&admin, request), "events").await)
+    respond(management::revoke(&keys, &management::in_request(&admin, request), "events").await)
 }
 
 async fn rotate<A: KeyAdmin + Sync>(
@@ -221,6 +185,6 @@ async fn rotate<A: KeyAdmin + Sync>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admin = in_request(&admin, request);
+    let admin = management::in_request(&admin, request);
     respond(management::rotate(&keys, &admin, &id, content_type(&headers), &body).await)
 }

@@ -102,6 +102,42 @@ pub trait KeyAdmin {
     }
 }
 
+/// `admin`, with what an adapter knows of the request it came in: the
+/// admin's own [`KeyAdmin::context`] wins, field by field, and `request`
+/// fills in the rest. What the adapters' `management_routes` hand to this
+/// API.
+pub fn in_request<A: KeyAdmin + ?Sized>(admin: &A, request: RequestContext) -> impl KeyAdmin + '_ {
+    InRequest { admin, request }
+}
+
+struct InRequest<'a, A: ?Sized> {
+    admin: &'a A,
+    request: RequestContext,
+}
+
+impl<A: KeyAdmin + ?Sized> KeyAdmin for InRequest<'_, A> {
+    fn team_id(&self) -> &TeamId {
+        self.admin.team_id()
+    }
+
+    fn authority(&self) -> Authority {
+        self.admin.authority()
+    }
+
+    fn actor(&self) -> Actor {
+        self.admin.actor()
+    }
+
+    fn context(&self) -> RequestContext {
+        let mut context = self.admin.context();
+        let request = &self.request;
+        context.request_id = context.request_id.or_else(|| request.request_id.clone());
+        context.client_ip = context.client_ip.or(request.client_ip);
+        context.user_agent = context.user_agent.or_else(|| request.user_agent.clone());
+        context
+    }
+}
+
 /// Who acts, for [`KeyManager::on_behalf_of`].
 fn origin<A: KeyAdmin + ?Sized>(admin: &A) -> Origin {
     Origin::new(admin.actor()).context(admin.context())
