@@ -19,7 +19,7 @@
 //! assert_eq!(caller.team_id(), &acme);
 //!
 //! // Rotate: new key now, the old one works for 24 more hours.
-//! let next = keys.rotate(&acme, &created.info.id, time::Duration::hours(24)).await?;
+//! let next = keys.rotate(&acme, &created.info.id, teamkey::time::Duration::hours(24)).await?;
 //! assert!(keys.verify(created.key.expose_secret()).await.is_ok());
 //! assert!(keys.verify(next.key.expose_secret()).await.is_ok());
 //! # Ok(())
@@ -40,7 +40,15 @@
 //!   takes from one quota; [`LocalRateLimiter`] counts in one process.
 //!
 //! Everything here is re-exported from `teamkey-core`, which knows no web
-//! framework and no database.
+//! framework and no database. The examples on re-exported items are the
+//! member crates' own and name them (`teamkey_core::…`, `teamkey_axum::…`);
+//! in an app write `teamkey::…`, `teamkey::axum::…`, `teamkey::time::…`.
+//!
+//! Two duration types meet here: `std::time::Duration` for how long teamkey
+//! keeps or waits for something (`policy_ttl`, `last_used_interval`, a
+//! [`RateLimit`]'s window), and [`time::Duration`] (signed) for what is
+//! computed against dates (`expires_in`, `max_lifetime`, `max_grace`, a
+//! rotation's grace).
 //!
 // An item whose feature is off is linked to its page on docs.rs (built with
 // all features), so that the docs of every feature set build without broken
