@@ -112,9 +112,13 @@ impl Answer {
             headers: &[NO_STORE],
             varying_headers,
             body: Cow::Owned(format!(
-                r#"{{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit of {} requests per {} seconds; retry after {retry_after} seconds.","error":"rate_limited"}}"#,
-                limit.requests(),
-                limit.window_seconds(),
+                r#"{{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit of {} per {}; retry after {}.","error":"rate_limited"}}"#,
+                count(u64::from(limit.requests()), "request"),
+                match limit.window_seconds() {
+                    1 => "second".to_owned(),
+                    n => format!("{n} seconds"),
+                },
+                count(retry_after, "second"),
             )),
         }
     }
@@ -127,5 +131,14 @@ impl Answer {
             // Unavailable, and any later kind: never a pass.
             _ => Self::unavailable(),
         }
+    }
+}
+
+/// `1 request`, `5 requests`.
+fn count(n: u64, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
     }
 }

@@ -1018,7 +1018,11 @@ impl KeyManager {
     /// Costs no store call. A refused request is not counted; the first
     /// refusal of a key in each hour records a `key.rate_limited` event.
     pub async fn admit(&self, principal: &Principal) -> Admission {
-        let (Some(limit), Some(limiter)) = (principal.rate_limit(), &self.inner.limiting.limiter) else {
+        let Some(limit) = principal.rate_limit() else {
+            return Admission::Unlimited;
+        };
+        let Some(limiter) = &self.inner.limiting.limiter else {
+            self.unlimited_by_setup();
             return Admission::Unlimited;
         };
         match limiter.check(&principal.key_id(), limit).await {
@@ -1028,6 +1032,18 @@ impl KeyManager {
                 Admission::Refused(Answer::rate_limited(limit, &decision))
             }
             Err(error) => self.limiter_failed(&error),
+        }
+    }
+
+    /// A key has a rate limit but the manager no limiter: said once, at
+    /// `warn`, for a limit that silently does nothing is a setup bug.
+    fn unlimited_by_setup(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.inner.limiting.told_unset.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "teamkey: keys carry rate limits but the KeyManager has no rate limiter; \
+                 they are not enforced (KeyManagerBuilder::rate_limiter(LocalRateLimiter::new()))"
+            );
         }
     }
 
@@ -1213,6 +1229,8 @@ struct Limiting {
     on_failure: LimiterFailure,
     /// When the last "limiter failed" warning was logged (unix micros).
     last_warning: Arc<std::sync::atomic::AtomicI64>,
+    /// Whether "limits without a limiter" was logged.
+    told_unset: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What [`KeyManager::admit`] decided for a verified caller.
