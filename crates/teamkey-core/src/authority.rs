@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 
 use crate::ident::{Scope, Scopes};
+use crate::rate_limit::RateLimit;
 use crate::record::Principal;
 
 /// What a caller of the management API holds, and so may hand on.
@@ -32,6 +33,8 @@ pub struct Authority {
     expires_at: Option<OffsetDateTime>,
     /// The caller's key was rotated away and lives out its grace period.
     retired: bool,
+    /// The caller's own rate limit: a key it makes may be no looser.
+    rate_limit: Option<RateLimit>,
 }
 
 /// Why a caller may not do what it asked. Rendered as a 403 naming it;
@@ -68,6 +71,13 @@ pub enum Refusal {
     /// verifies, but manages no keys.
     #[error("a key that was rotated manages no keys; use its successor")]
     CallerRetired,
+    /// The new key would be allowed more requests than the caller (a
+    /// higher burst or rate, or no limit while the caller has one).
+    #[error("a caller with a rate limit can make only keys limited at least as tightly ({caller_limit})")]
+    LooserRateLimit {
+        /// The caller's own limit: the loosest the new key may have.
+        caller_limit: RateLimit,
+    },
 }
 
 fn list(scopes: &[Scope]) -> String {
@@ -82,6 +92,7 @@ impl Authority {
             scopes: Some(principal.scopes().clone()),
             expires_at: principal.expires_at(),
             retired: principal.replaced_by().is_some(),
+            rate_limit: principal.rate_limit(),
         }
     }
 
@@ -92,6 +103,7 @@ impl Authority {
             scopes: None,
             expires_at: None,
             retired: false,
+            rate_limit: None,
         }
     }
 
@@ -104,6 +116,32 @@ impl Authority {
         self.outlived_by(expires_at).map_or(Ok(()), |caller_expires_at| {
             Err(Refusal::OutlivesCaller { caller_expires_at })
         })
+    }
+
+    /// Whether the caller may make a key whose rate limit will be `limit`
+    /// (its own, else its team's or the manager's default; `None`: no
+    /// limit). A caller without a limit may grant any; one with a limit
+    /// only limits no looser: at most its burst, at most its rate.
+    pub fn check_rate_limit(&self, limit: Option<RateLimit>) -> Result<(), Refusal> {
+        let Some(own) = self.rate_limit else {
+            return Ok(());
+        };
+        let refused = Refusal::LooserRateLimit { caller_limit: own };
+        let limit = limit.ok_or(refused.clone())?;
+        // requests / window <= own.requests / own.window, in integers.
+        let rate_ok = u64::from(limit.requests()) * u64::from(own.window_seconds())
+            <= u64::from(own.requests()) * u64::from(limit.window_seconds());
+        if limit.requests() <= own.requests() && rate_ok {
+            Ok(())
+        } else {
+            Err(refused)
+        }
+    }
+
+    /// Whether the caller may read the team's audit events: any active
+    /// caller; a key rotated away reads nothing in its grace period.
+    pub fn check_read(&self) -> Result<(), Refusal> {
+        self.check_active()
     }
 
     /// Whether the caller may rotate or revoke a key with `scopes`.
@@ -151,7 +189,36 @@ mod tests {
             scopes: Some(Scopes::new(scopes).unwrap()),
             expires_at,
             retired: false,
+            rate_limit: None,
         }
+    }
+
+    #[test]
+    fn a_limited_key_grants_only_limits_as_tight() {
+        let limit = |r, w| RateLimit::new(r, std::time::Duration::from_secs(w)).unwrap();
+        let caller = Authority {
+            rate_limit: Some(limit(100, 60)),
+            ..key_authority(&[], None)
+        };
+        assert!(caller.check_rate_limit(Some(limit(100, 60))).is_ok());
+        assert!(caller.check_rate_limit(Some(limit(10, 60))).is_ok());
+        assert!(caller.check_rate_limit(Some(limit(100, 3600))).is_ok());
+        for looser in [
+            None,
+            Some(limit(101, 60)),
+            Some(limit(100, 59)),
+            Some(limit(50, 29)),
+        ] {
+            assert_eq!(
+                caller.check_rate_limit(looser),
+                Err(Refusal::LooserRateLimit {
+                    caller_limit: limit(100, 60)
+                }),
+                "{looser:?}"
+            );
+        }
+        assert!(Authority::whole_team().check_rate_limit(None).is_ok());
+        assert!(key_authority(&[], None).check_rate_limit(None).is_ok());
     }
 
     #[test]

@@ -508,8 +508,10 @@ pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 /// The store's event table is the record (written with the change); a sink
 /// gets each event after its change is done, off the caller's path. A
 /// failing sink never fails the change: a delivery is tried three times
-/// (after 0.2 s, then 1 s) and then logged at `error` with the event id, so
-/// the app can catch up from the store's events.
+/// (after 0.2 s, then 1 s; an attempt with no answer in 5 s has failed) and
+/// then logged at `error` with the event id, so the app can catch up from
+/// the store's events. At most 1,024 deliveries wait at once; past that,
+/// events are logged and not delivered.
 ///
 /// ```
 /// use teamkey_core::events::{EventSink, KeyEvent, SinkError};
@@ -539,8 +541,23 @@ const RETRY_DELAYS: [std::time::Duration; 2] = [
 /// Delivers `event` to `sink` off the caller's path (on the current Tokio
 /// runtime; outside one, in place).
 pub(crate) fn dispatch(sink: &Arc<dyn EventSink>, event: KeyEvent) {
+    // A sink that hangs must not hold a task per event for ever: at most
+    // this many deliveries wait at once; past it, events are logged and
+    // left to the store's record.
+    static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_IN_FLIGHT);
+    let Ok(permit) = IN_FLIGHT.try_acquire() else {
+        tracing::error!(
+            event_id = %event.id,
+            kind = %event.kind,
+            "teamkey events: {MAX_IN_FLIGHT} deliveries already wait on the sink; event not delivered (it is in the store)"
+        );
+        return;
+    };
     let sink = Arc::clone(sink);
-    let deliver = async move { deliver(&*sink, &event).await };
+    let deliver = async move {
+        deliver(&*sink, &event).await;
+        drop(permit);
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(deliver);
@@ -549,11 +566,19 @@ pub(crate) fn dispatch(sink: &Arc<dyn EventSink>, event: KeyEvent) {
     }
 }
 
+/// Deliveries that may wait on a sink at once.
+const MAX_IN_FLIGHT: usize = 1_024;
+
+/// How long one delivery attempt may take before it counts as failed.
+const ATTEMPT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Tries a delivery up to three times; `false` if every try failed.
 pub(crate) async fn deliver(sink: &dyn EventSink, event: &KeyEvent) -> bool {
     let mut attempt = 0;
     loop {
-        match sink.deliver(event).await {
+        let attempted = tokio::time::timeout(ATTEMPT_DEADLINE, sink.deliver(event)).await;
+        let outcome = attempted.unwrap_or_else(|_| Err("no answer within 5 s".into()));
+        match outcome {
             Ok(()) => return true,
             Err(error) => match RETRY_DELAYS.get(attempt) {
                 Some(delay) => {

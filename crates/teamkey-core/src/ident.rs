@@ -25,20 +25,37 @@ pub const MAX_SCOPES: usize = 32;
 pub const KEY_ID_LEN: usize = 12;
 
 /// Characters that change how text reads without being seen: controls,
-/// bidirectional overrides and isolates (the "Trojan Source" set,
-/// CVE-2021-42574), zero-width characters, the byte-order mark, and line
-/// and paragraph separators. A name or team id holding one could pass for
-/// another in a key table or a log.
+/// every format character (Unicode general category Cf: bidirectional
+/// overrides and isolates, the "Trojan Source" set of CVE-2021-42574,
+/// zero-width characters, the soft hyphen, the byte-order mark, tag
+/// characters that hide text), and line and paragraph separators. A name or
+/// team id holding one could pass for another in a key table or a log.
 pub(crate) fn is_hidden(c: char) -> bool {
+    // The Cf ranges of Unicode 16, and U+2028/2029 (Zl, Zp).
     c.is_control()
         || matches!(
             c,
-            '\u{061C}'
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2066}'..='\u{206F}'
                 | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
         )
 }
 

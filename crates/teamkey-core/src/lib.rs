@@ -98,7 +98,7 @@ pub use manager::{
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
-pub use page::{Cursor, DEFAULT_PAGE_LIMIT, ListQuery, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use page::{Cursor, DEFAULT_PAGE_LIMIT, ExpiringQuery, ListQuery, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use policy::{DEFAULT_POLICY_TTL, PolicyError, TeamPolicy, TeamRules};
 pub use presented::HeaderRules;
 pub use rate_limit::{

@@ -225,8 +225,9 @@ struct ErrorBody {
     /// For people: what went wrong and what to do.
     message: String,
     /// 403: what was refused other than scopes: `expires_at` (the key
-    /// would outlive the caller) or `caller_retired` (the caller was
-    /// rotated away and manages nothing in its grace period).
+    /// would outlive the caller), `rate_limit` (the key would be limited
+    /// more loosely than the caller) or `caller_retired` (the caller was
+    /// rotated away and manages, and reads, nothing in its grace period).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     refused: Option<String>,
@@ -345,6 +346,7 @@ impl From<Refusal> for Reply {
                     .ok();
             }
             Refusal::CallerRetired => body.refused = Some("caller_retired".to_owned()),
+            Refusal::LooserRateLimit { .. } => body.refused = Some("rate_limit".to_owned()),
         }
         Self::json(403, &body)
     }
@@ -569,7 +571,13 @@ async fn create_reply<A: KeyAdmin + ?Sized>(
             }
             // Resolved once: the instant checked is the instant stored.
             let expires_at = keys.resolve_expiry(&options)?;
-            admin.authority().check_grant(&options.scopes, expires_at)?;
+            let authority = admin.authority();
+            authority.check_grant(&options.scopes, expires_at)?;
+            let limit = keys
+                .rate_limit_of_new_key(admin.team_id(), options.rate_limit)
+                .await
+                .map_err(Reply::from)?;
+            authority.check_rate_limit(limit)?;
             options.expires_at = expires_at;
             options.expires_in = None;
             let new = keys
@@ -593,6 +601,7 @@ pub async fn events<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &
 async fn events_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
     settle(
         async {
+            admin.authority().check_read()?;
             let params = PageParams::parse(query)?;
             let limit = params.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
             if !(1..=MAX_PAGE_LIMIT).contains(&limit) {

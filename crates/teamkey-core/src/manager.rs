@@ -16,7 +16,7 @@ use crate::format::{ApiKey, KeyFormat};
 use crate::hash::{Hasher, Pepper};
 use crate::ident::{KeyId, KeyName, Scopes, TeamId};
 use crate::last_used::LastUsed;
-use crate::page::{Cursor, ListQuery, Page, PageRequest};
+use crate::page::{Cursor, ExpiringQuery, ListQuery, Page, PageRequest};
 use crate::policy::{DEFAULT_POLICY_TTL, PolicyCache, TeamPolicy, TeamRules};
 use crate::presented::HeaderRules;
 use crate::rate_limit::{LimiterFailure, RateLimit, RateLimitHeaders, RateLimiter};
@@ -1120,8 +1120,34 @@ impl KeyManager {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn on_behalf_of(&self, origin: Origin) -> OnBehalfOf<'_> {
+    ///
+    /// The context's client IP is kept only when the manager
+    /// [records client IPs](KeyManagerBuilder::record_client_ips), the one
+    /// switch for keeping addresses.
+    pub fn on_behalf_of(&self, mut origin: Origin) -> OnBehalfOf<'_> {
+        if !self.inner.record_client_ips {
+            origin.context.client_ip = None;
+        }
         OnBehalfOf { keys: self, origin }
+    }
+
+    /// The rate limit a key of `team_id` made now with `own` would have:
+    /// `own`, else the team's plan default, else the manager's default.
+    /// What a limited caller's authority is checked against
+    /// ([`Authority::check_rate_limit`](crate::Authority::check_rate_limit)).
+    pub async fn rate_limit_of_new_key(
+        &self,
+        team_id: &TeamId,
+        own: Option<RateLimit>,
+    ) -> Result<Option<RateLimit>, ManageError> {
+        if own.is_some() {
+            return Ok(own);
+        }
+        let team_default = match &self.inner.policy {
+            Some(_) => self.rules_for_change(team_id).await?.rate_limit,
+            None => None,
+        };
+        Ok(team_default.or(self.inner.limiting.default))
     }
 
     /// One page of the team's events, newest first. Never another team's.
@@ -1158,9 +1184,9 @@ impl KeyManager {
         let mut recorded = 0;
         for days in EXPIRY_NOTICES {
             let until = now.saturating_add(Duration::days(i64::from(days)));
-            let mut after = now;
+            let mut query = ExpiringQuery::new(now, until, BATCH);
             loop {
-                let soon = self.inner.store.expiring(after, until, BATCH).await?;
+                let soon = self.inner.store.expiring(&query).await?;
                 for record in &soon {
                     let mut event = KeyEvent::new(EventKind::Expiring, now, record, &Origin::system());
                     event.days_left = Some(days);
@@ -1169,10 +1195,10 @@ impl KeyManager {
                         self.announce(event);
                     }
                 }
-                match soon.last().and_then(|r| r.expires_at) {
-                    // Keys sharing the last expiry instant across a batch
-                    // boundary are asked again; once_key skips repeats.
-                    Some(last) if soon.len() == BATCH && last > after => after = last,
+                match soon.last() {
+                    // Paged by (expiry, id): keys sharing one instant, however
+                    // many, are each read once.
+                    Some(last) if soon.len() == BATCH => query = query.after_record(last),
                     _ => break,
                 }
             }

@@ -5,11 +5,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use foldhash::{HashMap, HashSet};
-use time::OffsetDateTime;
 
 use crate::error::StoreError;
 use crate::events::{EventQuery, KeyEvent};
 use crate::ident::{KeyId, TeamId};
+use crate::page::ExpiringQuery;
 use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
 use crate::store::KeyStore;
 
@@ -171,22 +171,16 @@ impl KeyStore for MemoryStore {
         Ok(events)
     }
 
-    async fn expiring(
-        &self,
-        after: OffsetDateTime,
-        until: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
         let tables = self.read();
         let mut soon: Vec<KeyRecord> = tables
             .keys
             .values()
-            .filter(|r| r.revoked_at.is_none() && r.replaced_by.is_none())
-            .filter(|r| r.expires_at.is_some_and(|at| at > after && at <= until))
+            .filter(|r| query.matches(r))
             .map(|r| KeyRecord::clone(r))
             .collect();
         soon.sort_by_key(|r| (r.expires_at, r.id));
-        soon.truncate(limit);
+        soon.truncate(query.limit);
         Ok(soon)
     }
 

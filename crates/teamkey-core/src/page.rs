@@ -204,3 +204,55 @@ mod tests {
         );
     }
 }
+
+/// Which keys an expiry sweep reads: active keys of every team (not
+/// revoked, no successor) expiring after `after` (and, at that very
+/// instant, with an id above `after_id`) and at the latest `until`,
+/// soonest first (`expires_at`, then id), at most `limit`. The
+/// `(expires_at, id)` cursor lets a sweep page through any number of keys
+/// sharing one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExpiringQuery {
+    /// Only keys expiring after this instant...
+    pub after: OffsetDateTime,
+    /// ...or at it, with an id above this one (`None`: none at it).
+    pub after_id: Option<KeyId>,
+    /// Only keys expiring no later than this.
+    pub until: OffsetDateTime,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl ExpiringQuery {
+    /// Keys expiring in `(after, until]`, at most `limit`.
+    pub fn new(after: OffsetDateTime, until: OffsetDateTime, limit: usize) -> Self {
+        Self {
+            after,
+            after_id: None,
+            until,
+            limit,
+        }
+    }
+
+    /// The page after `record`, the last of the previous one.
+    pub fn after_record(mut self, record: &KeyRecord) -> Self {
+        if let Some(at) = record.expires_at {
+            self.after = at;
+            self.after_id = Some(record.id);
+        }
+        self
+    }
+
+    /// Whether `record` belongs in this page (before the limit).
+    pub fn matches(&self, record: &KeyRecord) -> bool {
+        let Some(at) = record.expires_at else {
+            return false;
+        };
+        let after_cursor = match self.after_id {
+            Some(id) => (at, record.id) > (self.after, id),
+            None => at > self.after,
+        };
+        record.revoked_at.is_none() && record.replaced_by.is_none() && after_cursor && at <= self.until
+    }
+}

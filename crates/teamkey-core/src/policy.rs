@@ -144,6 +144,9 @@ pub(crate) struct PolicyCache {
     policy: Arc<dyn TeamPolicy>,
     ttl: Duration,
     answers: Cache<TeamId, (Arc<TeamRules>, Instant)>,
+    /// Bumped by every `forget`: an answer asked before a forget is not
+    /// kept, so a plan change cannot lose to an answer still on its way.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl PolicyCache {
@@ -152,6 +155,7 @@ impl PolicyCache {
             policy,
             ttl,
             answers: Cache::new(POLICY_ENTRIES),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -162,20 +166,30 @@ impl PolicyCache {
         {
             return Ok(rules);
         }
+        use std::sync::atomic::Ordering;
+        let asked_at = self.generation.load(Ordering::Acquire);
         let rules = Arc::new(self.policy.rules(team).await?);
-        self.answers
-            .insert(team.clone(), (Arc::clone(&rules), Instant::now()));
+        // Any forget since (of any team: simpler, and as rare as plan
+        // changes) may have been for this one: use the answer, keep nothing.
+        if self.generation.load(Ordering::Acquire) == asked_at {
+            self.answers
+                .insert(team.clone(), (Arc::clone(&rules), Instant::now()));
+            if self.generation.load(Ordering::Acquire) != asked_at {
+                self.answers.remove(team);
+            }
+        }
         Ok(rules)
     }
 
     /// The rules asked anew, for a management call: a plan change takes
     /// effect on the next change at once.
     pub(crate) async fn fresh_rules(&self, team: &TeamId) -> Result<Arc<TeamRules>, PolicyError> {
-        self.answers.remove(team);
+        self.forget(team);
         self.rules(team).await
     }
 
     pub(crate) fn forget(&self, team: &TeamId) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.answers.remove(team);
     }
 }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::error::StoreError;
 use crate::events::{EventQuery, KeyEvent};
 use crate::ident::{KeyId, TeamId};
-use crate::page::{ListQuery, newest_first};
+use crate::page::{ExpiringQuery, ListQuery, newest_first};
 use crate::record::{KeyRecord, KeyUse, RotateOutcome, Rotation};
 
 /// Where key records live. Implement it for your own database; the
@@ -100,19 +100,15 @@ pub trait KeyStore: Send + Sync + 'static {
         Err(StoreError::Unsupported("key events"))
     }
 
-    /// Active keys of every team (not revoked, no successor) whose expiry
-    /// lies in `(after, until]`, at most `limit`, soonest first: what
+    /// One page of the active keys of every team (not revoked, no
+    /// successor) that `query` selects ([`ExpiringQuery::matches`]), soonest
+    /// first (`expires_at`, then id), at most `query.limit`: what
     /// [`KeyManager::sweep_expiring`](crate::KeyManager::sweep_expiring)
     /// warns about.
     ///
     /// The default is [`StoreError::Unsupported`].
-    async fn expiring(
-        &self,
-        after: OffsetDateTime,
-        until: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let _ = (after, until, limit);
+    async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        let _ = query;
         Err(StoreError::Unsupported("expiry sweeps"))
     }
 
@@ -157,13 +153,8 @@ macro_rules! forward_store {
             async fn events(&self, team_id: &TeamId, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
                 (**self).events(team_id, query).await
             }
-            async fn expiring(
-                &self,
-                after: OffsetDateTime,
-                until: OffsetDateTime,
-                limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                (**self).expiring(after, until, limit).await
+            async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
+                (**self).expiring(query).await
             }
             async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
                 (**self).record_last_used(uses).await

@@ -60,7 +60,7 @@ use crate::{
     Clock, CreateOptions, HashVersion, KeyId, KeyManager, KeyName, KeyRecord, KeyStore, KeyUse, ManualClock,
     RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId, VerifyError,
 };
-use crate::{Cursor, ListQuery, RateLimit};
+use crate::{Cursor, ExpiringQuery, ListQuery, RateLimit};
 
 /// Runs every check of the [`KeyStore`] contract against `store`, and
 /// reports the team ids it wrote under (see [Cleaning up](self#cleaning-up)).
@@ -249,14 +249,9 @@ impl<S: KeyStore> KeyStore for CountingStore<S> {
         bump(&self.counts.events);
         self.inner.events(team_id, query).await
     }
-    async fn expiring(
-        &self,
-        after: OffsetDateTime,
-        until: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
         bump(&self.counts.events);
-        self.inner.expiring(after, until, limit).await
+        self.inner.expiring(query).await
     }
 }
 
@@ -293,12 +288,7 @@ impl KeyStore for UnavailableStore {
     async fn events(&self, _: &TeamId, _: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
         Err(unavailable())
     }
-    async fn expiring(
-        &self,
-        _: OffsetDateTime,
-        _: OffsetDateTime,
-        _: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn expiring(&self, _: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
         Err(unavailable())
     }
     async fn rotate(&self, _: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -1444,7 +1434,10 @@ async fn expiring_lists_the_window(kit: &Kit) -> bool {
         .revoke(&revocation(&team, keys[3].id, T0))
         .await
         .expect("revoke");
-    let listed = match store.expiring(T0, T0 + Duration::days(7), 10_000).await {
+    let listed = match store
+        .expiring(&ExpiringQuery::new(T0, T0 + Duration::days(7), 10_000))
+        .await
+    {
         Ok(listed) => listed,
         Err(StoreError::Unsupported(_)) => return false,
         Err(e) => panic!("{CHECK}: expiring must succeed, got {e}"),

@@ -32,15 +32,21 @@ macro_rules! event_columns {
 }
 
 /// What an expiry sweep selects: active keys (not revoked, no successor)
-/// expiring in `(after, until]`, in the order of the expiry index.
+/// expiring after the cursor `(expires_at, id) > (after, after_id)` and by
+/// `until`, in the order of the expiry index. `$id` is the id column as
+/// compared (PostgreSQL: `id COLLATE "C"`).
 macro_rules! expiring_rows {
-    ($after:literal, $until:literal) => {
+    ($id:literal, $after:literal, $after_id:literal, $until:literal) => {
         concat!(
             "SELECT ",
             columns!(),
-            " FROM api_keys WHERE revoked_at IS NULL AND replaced_by IS NULL AND expires_at > ",
+            " FROM api_keys WHERE revoked_at IS NULL AND replaced_by IS NULL AND (expires_at, ",
+            $id,
+            ") > (",
             $after,
-            " AND expires_at <= ",
+            ", ",
+            $after_id,
+            ") AND expires_at <= ",
             $until
         )
     };
@@ -99,7 +105,10 @@ pub(crate) mod qmark_sql {
     pub(crate) const COUNT_ACTIVE: &str = "SELECT COUNT(*) FROM api_keys WHERE team_id = ? \
          AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
     /// Binds: after, until, limit.
-    pub(crate) const EXPIRING: &str = concat!(expiring_rows!("?", "?"), " ORDER BY expires_at, id LIMIT ?");
+    pub(crate) const EXPIRING: &str = concat!(
+        expiring_rows!("id", "?", "?", "?"),
+        " ORDER BY expires_at, id LIMIT ?"
+    );
     /// Binds: the event's columns, then `once_key`.
     pub(crate) const INSERT_EVENT: &str = concat!(
         "INSERT INTO api_key_events (",
@@ -335,8 +344,8 @@ macro_rules! impl_key_store {
     ) => {
         use teamkey_core::events::{Actor, EventId, EventKind, EventQuery, KeyEvent, RequestContext};
         use teamkey_core::{
-            HashVersion, KeyId, KeyName, KeyRecord, KeyUse, ListQuery, RateLimit, RotateOutcome, Rotation,
-            Scopes, SecretDigest, StoreError, TeamId,
+            ExpiringQuery, HashVersion, KeyId, KeyName, KeyRecord, KeyUse, ListQuery, RateLimit,
+            RotateOutcome, Rotation, Scopes, SecretDigest, StoreError, TeamId,
         };
         use time::OffsetDateTime;
 
@@ -819,14 +828,15 @@ macro_rules! impl_key_store {
 
         async fn expiring(
             pool: &sqlx::Pool<$db>,
-            after: OffsetDateTime,
-            until: OffsetDateTime,
-            limit: usize,
+            query: &ExpiringQuery,
         ) -> Result<Vec<KeyRecord>, StoreError> {
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+            // No id at the first instant: every id sorts above "".
+            let after_id = query.after_id.as_ref().map_or("", KeyId::as_str);
             let rows = sqlx::query(sql::EXPIRING)
-                .bind(to_db(after)?)
-                .bind(to_db(until)?)
+                .bind(to_db(query.after)?)
+                .bind(after_id)
+                .bind(to_db(query.until)?)
                 .bind(limit)
                 .fetch_all(pool)
                 .await
@@ -880,13 +890,8 @@ macro_rules! impl_key_store {
                 self.watched(events(&self.pool, team_id, query).await)
             }
 
-            async fn expiring(
-                &self,
-                after: OffsetDateTime,
-                until: OffsetDateTime,
-                limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                self.watched(expiring(&self.pool, after, until, limit).await)
+            async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
+                self.watched(expiring(&self.pool, query).await)
             }
 
             async fn record_last_used(&self, uses: &[KeyUse]) -> Result<(), StoreError> {

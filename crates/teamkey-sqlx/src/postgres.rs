@@ -105,10 +105,10 @@ mod sql {
          last_used_ip = COALESCE(u.ip, k.last_used_ip) \
          FROM UNNEST($1::varchar[], $2::timestamptz[], $3::varchar[]) AS u(id, at, ip) \
          WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)";
-    /// Binds: after, until, limit. Walks the partial expiry index.
+    /// Binds: after, after id, until, limit. Walks the partial expiry index.
     pub(super) const EXPIRING: &str = concat!(
-        expiring_rows!("$1", "$2"),
-        " ORDER BY expires_at, id COLLATE \"C\" LIMIT $3"
+        expiring_rows!("id COLLATE \"C\"", "$1", "$2", "$3"),
+        " ORDER BY expires_at, id COLLATE \"C\" LIMIT $4"
     );
     /// Binds: the event's columns, then `once_key`.
     pub(super) const INSERT_EVENT: &str = concat!(

@@ -132,8 +132,18 @@ async fn bounds_hold(store: &impl KeyStore) {
     let mut expiring = event(EventKind::Expiring, YEAR_10000, &good);
     expiring.days_left = Some(7);
     assert_refused(store.append_event(&expiring).await, "append_event");
-    assert_refused(store.expiring(NOW, YEAR_10000, 10).await, "expiring until");
-    assert_refused(store.expiring(YEAR_0, NOW, 10).await, "expiring after");
+    assert_refused(
+        store
+            .expiring(&teamkey_core::ExpiringQuery::new(NOW, YEAR_10000, 10))
+            .await,
+        "expiring until",
+    );
+    assert_refused(
+        store
+            .expiring(&teamkey_core::ExpiringQuery::new(YEAR_0, NOW, 10))
+            .await,
+        "expiring after",
+    );
     assert_refused(
         store
             .list_active(&team(), &ListQuery::new(YEAR_10000, None, 10))

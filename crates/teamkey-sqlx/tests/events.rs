@@ -639,7 +639,10 @@ async fn sweeps_warn_once<S: KeyStore + Clone>(store: &S, _: &Raw) {
     let theirs = make(&other, "theirs", Duration::days(2)).await;
 
     let ids = |records: Vec<KeyRecord>| records.iter().map(|r| r.id).collect::<Vec<_>>();
-    let within = |from: Duration, to: Duration, limit| store.expiring(SWEEP_T0 + from, SWEEP_T0 + to, limit);
+    let within = |from: Duration, to: Duration, limit| {
+        let query = teamkey_core::ExpiringQuery::new(SWEEP_T0 + from, SWEEP_T0 + to, limit);
+        async move { store.expiring(&query).await }
+    };
     // The successor and the other team's key expire at the same instant:
     // then by id.
     let mut tied = [successor.id, theirs.id];
@@ -653,6 +656,15 @@ async fn sweeps_warn_once<S: KeyStore + Clone>(store: &S, _: &Raw) {
         ids(within(Duration::hours(12), Duration::days(3), 10).await.unwrap()),
         [tied.to_vec(), vec![soon.id]].concat(),
         "the lower bound is exclusive"
+    );
+    // Past the first of the two tied keys, by (expiry, id): the second.
+    let first_tied = store.get(&tied[0]).await.unwrap().unwrap();
+    let query = teamkey_core::ExpiringQuery::new(SWEEP_T0, SWEEP_T0 + Duration::days(3), 10)
+        .after_record(&first_tied);
+    assert_eq!(
+        ids(store.expiring(&query).await.unwrap()),
+        [vec![tied[1]], vec![soon.id]].concat(),
+        "the cursor goes on within one instant"
     );
     assert_eq!(
         ids(within(Duration::ZERO, Duration::days(30), 1).await.unwrap()),
@@ -1052,7 +1064,9 @@ async fn event_sql<S: KeyStore + Clone>(store: &S) -> EventSql {
     let query = EventQuery::newest(5).before(made.id);
     let (page, before) = log.probe(store.events(&team, &query)).await;
     assert!(page.unwrap().is_empty());
-    let (soon, expiring) = log.probe(store.expiring(T0, T0 + Duration::days(31), 5)).await;
+    let (soon, expiring) = log
+        .probe(store.expiring(&teamkey_core::ExpiringQuery::new(T0, T0 + Duration::days(31), 5)))
+        .await;
     assert_eq!(soon.unwrap().len(), 1);
     EventSql {
         first: one(first),

@@ -143,7 +143,12 @@ where
     assert_store_failure(keys().events(&team, EventQuery::newest(10)).await, "events");
     one_hint("events");
     let direct = store();
-    assert!(direct.expiring(now, now, 10).await.is_err());
+    assert!(
+        direct
+            .expiring(&teamkey_core::ExpiringQuery::new(now, now, 10))
+            .await
+            .is_err()
+    );
     one_hint("expiring");
 
     // A service under load: one line, not one per request.
