@@ -135,8 +135,10 @@ impl Kit {
     }
 
     fn manager(&self, clock: &ManualClock) -> KeyManager {
+        // Client IPs on: the store must keep what the manager hands it.
         KeyManager::builder(Arc::clone(&self.store))
             .clock(clock.clone())
+            .record_client_ips(true)
             .build()
     }
 }

@@ -831,8 +831,9 @@ macro_rules! impl_key_store {
             query: &ExpiringQuery,
         ) -> Result<Vec<KeyRecord>, StoreError> {
             let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-            // No id at the first instant: every id sorts above "".
-            let after_id = query.after_id.as_ref().map_or("", KeyId::as_str);
+            // No cursor id: nothing at `after` itself. Ids are [0-9A-Za-z],
+            // compared bytewise everywhere, and all sort below "~".
+            let after_id = query.after_id.as_ref().map_or("~", KeyId::as_str);
             let rows = sqlx::query(sql::EXPIRING)
                 .bind(to_db(query.after)?)
                 .bind(after_id)
