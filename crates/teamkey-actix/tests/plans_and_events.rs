@@ -125,9 +125,10 @@ async fn the_plan_gates_management() {
     plans_gate_management(&f, async |r| send(&app, r).await).await;
 }
 
+// Client IPs on: events carry the address only where the app keeps them.
 #[actix_web::test]
 async fn changes_through_the_api_are_in_the_audit_trail() {
-    let f = fixture(MemoryStore::new(), false).await;
+    let f = fixture(MemoryStore::new(), true).await;
     let app = service!(f.keys);
     the_audit_trail(&f, async |r| send(&app, r).await).await;
 }
