@@ -161,6 +161,7 @@ fn lifecycle(url: &str) {
             "last_used_at",
             "name",
             "preview",
+            "rate_limit",
             "replaced_by",
             "rotated_from",
             "scopes"
@@ -190,7 +191,7 @@ fn lifecycle(url: &str) {
     );
     let lineage: Vec<(&str, &str, &str)> = cells(&table)[1..]
         .iter()
-        .map(|row| (row[0], row[5], row[6]))
+        .map(|row| (row[0], row[6], row[7]))
         .collect();
     assert!(lineage.contains(&(next_id, id, "-")), "{table}");
     assert!(lineage.contains(&(id, "-", next_id)), "{table}");
