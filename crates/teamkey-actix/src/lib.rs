@@ -125,6 +125,7 @@
 mod context;
 mod error;
 mod extract;
+mod limit;
 mod manage;
 mod middleware;
 #[cfg(feature = "openapi")]
@@ -134,6 +135,7 @@ pub use context::ClientIp;
 #[allow(deprecated)]
 pub use error::{AuthError, AuthRejection};
 pub use extract::{Authenticated, ExtractFuture, MaybeAuthenticated};
+pub use limit::{AddRateLimitHeaders, AddRateLimitHeadersMiddleware};
 #[allow(deprecated)]
 pub use manage::management_scope;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};

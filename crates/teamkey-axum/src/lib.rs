@@ -102,6 +102,7 @@
 mod context;
 mod extract;
 mod layer;
+mod limit;
 mod manage;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -111,6 +112,7 @@ mod rules;
 pub use context::ClientIp;
 pub use extract::{Authenticated, MaybeAuthenticated};
 pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
+pub use limit::{AddRateLimitHeaders, AddRateLimitHeadersMiddleware};
 #[allow(deprecated)]
 pub use manage::management_router;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};

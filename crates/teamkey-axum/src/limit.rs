@@ -1,0 +1,138 @@
+//! Rate limits: the admission after verification, the `RateLimit` headers
+//! on responses, and `AddRateLimitHeaders` for apps that verify keys in
+//! extractors only.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
+use teamkey_core::{Admission, RateLimitHeaders};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::AuthRejection;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The headers to send for an admitted caller (`None`: no limit applies),
+/// or the refusal to answer instead of running the handler.
+pub(crate) fn admitted(admission: Admission) -> Result<Option<RateLimitHeaders>, AuthRejection> {
+    match admission {
+        Admission::Unlimited => Ok(None),
+        Admission::Allowed(headers) => Ok(Some(headers)),
+        Admission::Refused(answer) => Err(AuthRejection::refused(answer)),
+    }
+}
+
+/// Writes `RateLimit-Policy` and `RateLimit`: the only place their values
+/// are formatted, once the response exists.
+pub(crate) fn add_headers(headers: &mut HeaderMap, limit: &RateLimitHeaders) {
+    for (name, value) in limit.iter() {
+        // Numbers and a quoted token: always a valid value; never a panic.
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// Where the extractors leave a limited caller's headers for
+/// [`AddRateLimitHeaders`]: the request's extensions do not come back
+/// with the response, so the layer keeps a handle on this.
+#[derive(Debug, Clone, Default)]
+struct HeaderSlot(Arc<OnceLock<RateLimitHeaders>>);
+
+/// Hands `limit` to an [`AddRateLimitHeaders`] around the route, if any.
+pub(crate) fn leave_for_layer(extensions: &Extensions, limit: RateLimitHeaders) {
+    if let Some(slot) = extensions.get::<HeaderSlot>() {
+        // A request is admitted once, so the slot is empty; if not, the
+        // first admission's headers stay.
+        let _ = slot.0.set(limit);
+    }
+}
+
+/// Adds the `RateLimit-Policy` and `RateLimit` headers to the responses of
+/// routes whose keys are verified by the extractors
+/// ([`Authenticated`](crate::Authenticated),
+/// [`MaybeAuthenticated`](crate::MaybeAuthenticated),
+/// [`ManagesKeys`](crate::ManagesKeys)) with no [`RequireApiKey`](crate::RequireApiKey)
+/// guard.
+///
+/// An extractor cannot touch the response its handler makes, so on its own
+/// it enforces the limit (a refused request gets the whole `429`, headers
+/// included, and the handler never runs) but an allowed request's response
+/// carries no `RateLimit` headers. This layer adds them. Behind the guards
+/// ([`RequireApiKey`](crate::RequireApiKey), or a
+/// [`RequireScope`](crate::RequireScope) that verifies the key itself) it is
+/// not needed: they add the headers themselves.
+///
+/// ```
+/// use axum::{Router, extract::FromRef, routing::get};
+/// use teamkey_axum::{AddRateLimitHeaders, Authenticated};
+/// use teamkey_core::{KeyManager, MemoryStore};
+///
+/// #[derive(Clone, FromRef)]
+/// struct AppState {
+///     keys: KeyManager,
+/// }
+///
+/// async fn whoami(caller: Authenticated) -> String {
+///     caller.team_id().to_string()
+/// }
+///
+/// let state = AppState { keys: KeyManager::new(MemoryStore::new()) };
+/// let app: Router = Router::new()
+///     .route("/whoami", get(whoami))
+///     .layer(AddRateLimitHeaders)
+///     .with_state(state);
+/// ```
+///
+/// It costs one small allocation per request (the slot the extractor fills),
+/// limited key or not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddRateLimitHeaders;
+
+impl<S> Layer<S> for AddRateLimitHeaders {
+    type Service = AddRateLimitHeadersMiddleware<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AddRateLimitHeadersMiddleware { inner }
+    }
+}
+
+/// The service made by [`AddRateLimitHeaders`].
+#[derive(Debug, Clone)]
+pub struct AddRateLimitHeadersMiddleware<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for AddRateLimitHeadersMiddleware<S>
+where
+    S: Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let slot = HeaderSlot::default();
+        request.extensions_mut().insert(slot.clone());
+        // Called here, on the service that was polled ready.
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            if let Some(limit) = slot.0.get() {
+                add_headers(response.headers_mut(), limit);
+            }
+            Ok(response)
+        })
+    }
+}
