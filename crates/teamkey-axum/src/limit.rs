@@ -2,6 +2,7 @@
 //! on responses, and `AddRateLimitHeaders` for apps that verify keys in
 //! extractors only.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -10,7 +11,7 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use teamkey_core::{Admission, RateLimitHeaders};
+use teamkey_core::{Admission, RateLimit, RateLimitHeaders};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -35,13 +36,48 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Writes `RateLimit-Policy` and `RateLimit`: the only place their values
 /// are formatted, once the response exists.
 pub(crate) fn add_headers(headers: &mut HeaderMap, limit: &RateLimitHeaders) {
-    for (name, value) in [(&RATELIMIT_POLICY, limit.policy()), (&RATELIMIT, limit.state())] {
-        // Numbers and a quoted token: always a valid value; never a panic.
-        // From the `String`: its buffer becomes the value, uncopied.
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(name.clone(), value);
-        }
+    if let Some(policy) = policy_value(limit) {
+        headers.insert(RATELIMIT_POLICY.clone(), policy);
     }
+    // Numbers and a quoted token: always a valid value; never a panic.
+    // From the `String`: its buffer becomes the value, uncopied.
+    if let Ok(state) = HeaderValue::try_from(limit.state()) {
+        headers.insert(RATELIMIT.clone(), state);
+    }
+}
+
+/// Quotas whose `RateLimit-Policy` value a thread keeps.
+const POLICIES_KEPT: usize = 8;
+
+thread_local! {
+    /// `RateLimit-Policy` values already written on this thread, by quota.
+    /// A service has a few quotas (its plans'), so each value is formatted
+    /// and checked once, then shared: a clone is a reference count.
+    static POLICIES: RefCell<Vec<(RateLimit, HeaderValue)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The `RateLimit-Policy` value of `limit`'s quota, from this thread's
+/// [`POLICIES`] or else made (and kept, the oldest quota dropped first).
+fn policy_value(limit: &RateLimitHeaders) -> Option<HeaderValue> {
+    let quota = limit.limit();
+    POLICIES
+        .try_with(|policies| {
+            // Never borrowed twice (nothing here calls back), but a busy
+            // cell means formatting afresh, never a panic.
+            let mut policies = policies.try_borrow_mut().ok()?;
+            if let Some((_, value)) = policies.iter().find(|(kept, _)| *kept == quota) {
+                return Some(value.clone());
+            }
+            let value = HeaderValue::try_from(limit.policy()).ok()?;
+            if policies.len() == POLICIES_KEPT {
+                policies.remove(0);
+            }
+            policies.push((quota, value.clone()));
+            Some(value)
+        })
+        .ok()
+        .flatten()
+        .or_else(|| HeaderValue::try_from(limit.policy()).ok())
 }
 
 /// Where the extractors leave a limited caller's headers for
