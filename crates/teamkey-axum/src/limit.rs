@@ -131,8 +131,8 @@ pub(crate) fn leave_for_layer(extensions: &Extensions, limit: RateLimitHeaders) 
 ///     .with_state(state);
 /// ```
 ///
-/// It costs one small allocation per request (the slot the extractor fills),
-/// limited key or not.
+/// It costs two small allocations per request, limited key or not: the
+/// slot the extractor fills and the future that waits for the response.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AddRateLimitHeaders;
 
