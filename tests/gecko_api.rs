@@ -1414,3 +1414,28 @@ async fn the_demo_names_an_unknown_database_scheme_and_never_the_url() {
         assert!(!error.contains("hunter2"), "the URL's password leaked: {error}");
     }
 }
+
+#[tokio::test]
+async fn the_demo_never_prints_the_redis_url() {
+    for url in [
+        "hunter2://user:hunter2@127.0.0.1/0",
+        "redis://user:hunter2@127.0.0.1:notaport/0",
+        "redis://user:hunter2@[::1/0",
+        "redis://user:hunter2@127.0.0.1/notadb",
+    ] {
+        let config = demo::Config {
+            database_url: "sqlite::memory:".into(),
+            bind_addr: "127.0.0.1:0".into(),
+            prefix: "tk_live".into(),
+            redis_url: Some(url.into()),
+        };
+        match demo::Limiter::from_config(&config) {
+            Ok(_) => panic!("{url:?} was taken"),
+            Err(error) => {
+                let error = error.to_string();
+                assert!(error.starts_with("REDIS_URL: "), "{error}");
+                assert!(!error.contains("hunter2"), "the URL's password leaked: {error}");
+            }
+        }
+    }
+}

@@ -147,7 +147,7 @@ fn claim_admission(req: &HttpRequest) -> bool {
     if extensions.contains::<Admitting>() {
         return false;
     }
-    // A zero-sized value: no allocation.
+    // A zero-sized value: its box allocates nothing.
     extensions.insert(Admitting);
     true
 }
