@@ -4,6 +4,11 @@
 //! included), state and app data. Guarded minus open is what teamkey adds;
 //! `verify_headers` is the verification alone, for scale.
 //!
+//! `limits` (in each adapter's module): the guarded request with a key
+//! whose rate limit is never hit (`LocalRateLimiter`, a million requests a
+//! second) against a key of the same manager without one: what counting
+//! the request and writing the two `RateLimit` headers adds.
+//!
 //! `cargo bench --bench adapters --features axum,actix,sqlx-sqlite,sqlx-postgres`
 //! (the features the bench servers need); docs/performance.md has figures.
 //! Without the kernel's TCP work a request costs a fifth of what it does
@@ -14,7 +19,7 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use teamkey::{CreateOptions, HeaderRules, KeyManager, MemoryStore, TeamId};
+use teamkey::{CreateOptions, HeaderRules, KeyManager, LocalRateLimiter, MemoryStore, RateLimit, TeamId};
 
 // The bench servers' scans and page; its store setup goes unused here.
 #[allow(dead_code)]
@@ -30,23 +35,46 @@ fn manager() -> (KeyManager, String) {
     let keys = KeyManager::builder(MemoryStore::new())
         .max_active_keys(20_000)
         .build();
+    let key = with_keys(&keys, CreateOptions::default());
+    (keys, key)
+}
+
+/// The `limits` benches' arguments: the bench key without a limit, or with
+/// one it never hits.
+const LIMITS: [&str; 2] = ["no limit", "limit on, never hit"];
+
+/// A manager as [`manager`]'s, with a `LocalRateLimiter`, and a key for
+/// `case` (one of [`LIMITS`]): the same manager either way, so that only
+/// the key's limit differs.
+fn limited_manager(case: &str) -> (KeyManager, String) {
+    let keys = KeyManager::builder(MemoryStore::new())
+        .max_active_keys(20_000)
+        .rate_limiter(LocalRateLimiter::new())
+        .build();
+    let mut options = CreateOptions::default();
+    if case == LIMITS[1] {
+        let never_hit = RateLimit::new(1_000_000, std::time::Duration::from_secs(1)).expect("limit");
+        options = options.rate_limit(never_hit);
+    }
+    let key = with_keys(&keys, options);
+    (keys, key)
+}
+
+/// Makes 10,000 keys of acme, then the bench key with `options`.
+fn with_keys(keys: &KeyManager, options: CreateOptions) -> String {
     let team = TeamId::new("acme").expect("team");
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let key = rt.block_on(async {
+    rt.block_on(async {
         for i in 0..10_000 {
             keys.create(&team, &format!("key {i}"), CreateOptions::default())
                 .await
                 .expect("create");
         }
-        let made = keys
-            .create(&team, "bench", CreateOptions::default())
-            .await
-            .expect("create");
+        let made = keys.create(&team, "bench", options).await.expect("create");
         made.key.expose_secret().to_owned()
-    });
-    (keys, key)
+    })
 }
 
 /// Runs a future that never waits to completion with a single poll.
@@ -73,7 +101,7 @@ mod axum {
     use axum::http::Request;
     use axum::routing::get;
     use axum::{Json, Router};
-    use teamkey::axum::Authenticated;
+    use teamkey::axum::{Authenticated, RequireApiKey};
     use tower::ServiceExt;
 
     use crate::bench_common::{Page, SCANS};
@@ -103,12 +131,40 @@ mod axum {
             get(without_auth)
         };
         let app = Router::new().route("/api/v1/scans", route).with_state(keys);
+        serve(bencher, &app, &key);
+    }
+
+    /// The `Authenticated` extractor alone, with a key without a limit or
+    /// with one never hit: the admission, and no headers (an extractor
+    /// cannot add them).
+    #[divan::bench(args = super::LIMITS)]
+    fn limits_extractor(bencher: divan::Bencher<'_, '_>, case: &str) {
+        let (keys, key) = super::limited_manager(case);
+        let app = Router::new()
+            .route("/api/v1/scans", get(with_auth))
+            .with_state(keys);
+        serve(bencher, &app, &key);
+    }
+
+    /// `RequireApiKey` and the extractor, with a key without a limit or
+    /// with one never hit: the admission and the two headers written.
+    #[divan::bench(args = super::LIMITS)]
+    fn limits_guard(bencher: divan::Bencher<'_, '_>, case: &str) {
+        let (keys, key) = super::limited_manager(case);
+        let app = Router::new()
+            .route("/api/v1/scans", get(with_auth))
+            .layer(RequireApiKey::new(keys.clone()))
+            .with_state(keys);
+        serve(bencher, &app, &key);
+    }
+
+    fn serve(bencher: divan::Bencher<'_, '_>, app: &Router, key: &str) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
         bencher.bench_local(|| {
             let request = Request::get("/api/v1/scans")
-                .header("x-api-key", key.as_str())
+                .header("x-api-key", key)
                 .body(Body::empty())
                 .expect("request");
             let response = rt.block_on(app.clone().oneshot(request)).expect("infallible");
@@ -160,6 +216,20 @@ mod actix {
             let service = system.block_on(test::init_service(app.service(scope)));
             serve(bencher, &system, &service, &key);
         }
+    }
+
+    /// `RequireApiKey` and the extractor, with a key without a limit or
+    /// with one never hit: the admission and the two headers written.
+    #[divan::bench(args = super::LIMITS)]
+    fn limits(bencher: divan::Bencher<'_, '_>, case: &str) {
+        let (keys, key) = super::limited_manager(case);
+        let app = App::new().app_data(web::Data::new(keys));
+        let system = actix_web::rt::System::new();
+        let scope = web::scope("/api/v1")
+            .wrap(RequireApiKey::new())
+            .route("/scans", web::get().to(with_auth));
+        let service = system.block_on(test::init_service(app.service(scope)));
+        serve(bencher, &system, &service, &key);
     }
 
     fn serve<S, B>(bencher: divan::Bencher<'_, '_>, system: &SystemRunner, service: &S, key: &str)

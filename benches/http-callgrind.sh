@@ -12,6 +12,11 @@
 #
 # TOP=n also lists the n functions whose own cost differs most between the
 # two sides (what the guarded request spends its extra instructions on).
+#
+# STORE=memory-limited: the key has a rate limit it never hits, and the
+# same guarded side is also counted with a key without a limit, so the
+# third line is what counting the request and writing the RateLimit headers
+# add (and TOP lists where, limited minus unlimited).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,15 +85,20 @@ for framework in $FRAMEWORKS; do
     kill -0 "$pid" 2>/dev/null || { cat "$out/stderr" >&2; exit 1; }
     sleep 0.1
   done
-  read -r key auth open < <(sed -E 's/KEY=(\S+) AUTH=(\S+) OPEN=(\S+)/\1 \2 \3/' "$out/stdout")
-  # Warm up both (first-request allocations, lazy statics), then count.
+  read -r key auth open unlimited < <(sed -E 's/KEY=(\S+) AUTH=(\S+) OPEN=(\S+)( UNLIMITED_KEY=(\S+))?/\1 \2 \3 \5/' "$out/stdout")
+  # Warm up every side (first-request allocations, lazy statics), then count.
   client "$open" 300 "$key"
   client "$auth" 300 "$key"
+  [ -n "${unlimited:-}" ] && client "$auth" 300 "$unlimited"
   callgrind_control --zero "$pid" >/dev/null 2>&1
   client "$open" "$REQUESTS" "$key"
   callgrind_control --dump=open "$pid" >/dev/null 2>&1
   client "$auth" "$REQUESTS" "$key"
   callgrind_control --dump=auth "$pid" >/dev/null 2>&1
+  if [ -n "${unlimited:-}" ]; then
+    client "$auth" "$REQUESTS" "$unlimited"
+    callgrind_control --dump=free "$pid" >/dev/null 2>&1
+  fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   open_dump=$(grep -l '^desc: Trigger: .*dump open' "$out"/callgrind.out.*)
   auth_dump=$(grep -l '^desc: Trigger: .*dump auth' "$out"/callgrind.out.*)
@@ -97,5 +107,14 @@ for framework in $FRAMEWORKS; do
   python3 -c "
 n = $REQUESTS; o, a = $open_ir / n, $auth_ir / n
 print(f'$framework $STORE: without auth {o:,.0f} instructions/request, with auth {a:,.0f}: +{a - o:,.0f} ({a / o:.3f}x)')"
-  if (( TOP > 0 )); then self_costs "$open_dump" "$auth_dump" "$REQUESTS" "$TOP"; fi
+  if [ -n "${unlimited:-}" ]; then
+    free_dump=$(grep -l '^desc: Trigger: .*dump free' "$out"/callgrind.out.*)
+    free_ir=$(awk '/^summary:/ {print $2}' "$free_dump")
+    python3 -c "
+n = $REQUESTS; f, a = $free_ir / n, $auth_ir / n
+print(f'$framework $STORE: auth without a limit {f:,.0f} instructions/request, limit on, never hit {a:,.0f}: +{a - f:,.0f} ({a / f:.3f}x)')"
+    if (( TOP > 0 )); then self_costs "$free_dump" "$auth_dump" "$REQUESTS" "$TOP"; fi
+  elif (( TOP > 0 )); then
+    self_costs "$open_dump" "$auth_dump" "$REQUESTS" "$TOP"
+  fi
 done

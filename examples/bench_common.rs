@@ -1,4 +1,5 @@
-//! What both bench servers share: the key store and acme's three scans.
+//! What both bench servers share: the key store, the bench keys and
+//! acme's three scans.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -7,7 +8,9 @@ use serde::Serialize;
 use teamkey::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use teamkey::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use teamkey::sqlx::{AssertSqlSafe, Postgres, Sqlite};
-use teamkey::{KeyManager, MemoryStore, SqlxStore};
+use teamkey::{
+    CreateOptions, KeyManager, LocalRateLimiter, MemoryStore, NewKey, RateLimit, SqlxStore, TeamId,
+};
 
 #[derive(Clone, Serialize)]
 pub(crate) struct Scan {
@@ -48,7 +51,11 @@ pub(crate) struct Page {
 }
 
 /// The store names the bench servers take.
-pub(crate) const STORES: &str = "memory, sqlite, sqlite-cached, postgres, postgres-cached";
+pub(crate) const STORES: &str = "memory, memory-limited, sqlite, sqlite-cached, postgres, postgres-cached";
+
+/// `memory-limited`'s quota: far above what one core can serve, so never
+/// hit; every request is counted and answered with the `RateLimit` headers.
+const NEVER_HIT: (u32, std::time::Duration) = (1_000_000, std::time::Duration::from_secs(1));
 
 /// Where `postgres` connects unless `TEAMKEY_BENCH_POSTGRES_URL` says otherwise.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -73,7 +80,19 @@ macro_rules! manager_over {
 /// The key manager to bench, and what to remove once the server stops.
 pub(crate) struct Bench {
     pub(crate) keys: KeyManager,
+    /// The bench key's rate limit (`memory-limited`): the server then
+    /// serves a second key, without one, to compare with.
+    pub(crate) limit: Option<RateLimit>,
     cleanup: Cleanup,
+}
+
+/// The keys a bench server loads with.
+pub(crate) struct BenchKeys {
+    /// The key of the `KEY=` line.
+    pub(crate) key: NewKey,
+    /// With a limited store, a key of the same manager without a limit:
+    /// the `UNLIMITED_KEY=` line, the baseline of the limit's cost.
+    pub(crate) unlimited: Option<NewKey>,
 }
 
 enum Cleanup {
@@ -116,8 +135,18 @@ impl Bench {
             Some(backend) => (backend, true),
             None => (store, false),
         };
+        let mut limit = None;
         let (keys, cleanup) = match backend {
             "memory" if !cached => (Ok(KeyManager::new(MemoryStore::new())), Cleanup::Nothing),
+            "memory-limited" if !cached => {
+                limit = Some(RateLimit::new(NEVER_HIT.0, NEVER_HIT.1)?);
+                // No default limit: the limit is the bench key's own, so
+                // that the unlimited key is served by the same manager.
+                let keys = KeyManager::builder(MemoryStore::new())
+                    .rate_limiter(LocalRateLimiter::new())
+                    .build();
+                (Ok(keys), Cleanup::Nothing)
+            }
             "sqlite" => {
                 let path = std::env::temp_dir().join(format!("teamkey-http-bench-{}.db", std::process::id()));
                 let keys = match sqlite(&path).await {
@@ -143,12 +172,40 @@ impl Bench {
             _ => return Err(format!("unknown store {store:?}: use one of {STORES}").into()),
         };
         match keys {
-            Ok(keys) => Ok(Self { keys, cleanup }),
+            Ok(keys) => Ok(Self { keys, limit, cleanup }),
             Err(e) => {
                 cleanup.run().await;
                 Err(e)
             }
         }
+    }
+
+    /// acme's bench key (with the store's limit, if any) and, with a
+    /// limit, one without.
+    pub(crate) async fn keys(&self) -> Result<BenchKeys, Box<dyn Error>> {
+        let acme = TeamId::new("acme")?;
+        let mut options = CreateOptions::default();
+        options.rate_limit = self.limit;
+        let key = self.keys.create(&acme, "bench", options).await?;
+        let unlimited = match self.limit {
+            Some(_) => Some(
+                self.keys
+                    .create(&acme, "bench, no limit", CreateOptions::default())
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(BenchKeys { key, unlimited })
+    }
+
+    /// What the server prints for `benches/http-throughput.sh`:
+    /// `KEY=… AUTH=port OPEN=port`, and ` UNLIMITED_KEY=…` with a limit.
+    pub(crate) fn announce(keys: &BenchKeys, auth: u16, open: u16) {
+        let mut line = format!("KEY={} AUTH={auth} OPEN={open}", keys.key.key.expose_secret());
+        if let Some(unlimited) = &keys.unlimited {
+            line.push_str(&format!(" UNLIMITED_KEY={}", unlimited.key.expose_secret()));
+        }
+        println!("{line}");
     }
 
     /// Removes what the store left behind: call it when the servers stop.

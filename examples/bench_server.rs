@@ -1,11 +1,15 @@
 //! Two copies of `GET /api/v1/scans` in one process: one behind teamkey, one
 //! open, for `benches/http-throughput.sh` to load side by side.
 //!
-//! `bench_server memory|sqlite|sqlite-cached|postgres|postgres-cached` prints
-//! `KEY=… AUTH=port OPEN=port`, then serves until SIGTERM or Ctrl-C, and
-//! then removes what the store left behind. `postgres` connects to
-//! `TEAMKEY_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
-//! and works in a schema of its own.
+//! `bench_server memory|memory-limited|sqlite|sqlite-cached|postgres|postgres-cached`
+//! prints `KEY=… AUTH=port OPEN=port`, then serves until SIGTERM or
+//! Ctrl-C, and then removes what the store left behind. `postgres` connects
+//! to `TEAMKEY_BENCH_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) and works in a schema of its
+//! own. `memory-limited` gives the key a rate limit it never hits, adds
+//! `UNLIMITED_KEY=…` (a key of the same manager without one) to the line,
+//! and puts `AddRateLimitHeaders` around the authenticated route, so that
+//! its responses carry the headers (the extractor alone cannot add them).
 
 #[path = "bench_common.rs"]
 mod bench_common;
@@ -13,8 +17,7 @@ mod bench_common;
 use axum::routing::get;
 use axum::{Json, Router};
 use bench_common::{Bench, Page, SCANS};
-use teamkey::axum::Authenticated;
-use teamkey::{CreateOptions, TeamId};
+use teamkey::axum::{AddRateLimitHeaders, Authenticated};
 
 /// The same work for both: the team's scans as JSON.
 fn scans_of(team: &str) -> Json<Page> {
@@ -56,24 +59,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = std::env::args().nth(1).unwrap_or_else(|| "memory".into());
         let bench = Bench::new(&store).await?;
         let keys = bench.keys.clone();
-        let made = keys
-            .create(&TeamId::new("acme")?, "bench", CreateOptions::default())
-            .await?;
+        let made = bench.keys().await?;
         // The same router on both sides, state included (axum clones the
         // state for every request): only the handler's extractor differs.
         let open = Router::new()
             .route("/api/v1/scans", get(without_auth))
             .with_state(keys.clone());
-        let auth = Router::new()
-            .route("/api/v1/scans", get(with_auth))
-            .with_state(keys);
+        let mut auth = Router::new().route("/api/v1/scans", get(with_auth));
+        if bench.limit.is_some() {
+            auth = auth.layer(AddRateLimitHeaders);
+        }
+        let auth = auth.with_state(keys);
         let auth_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let open_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!(
-            "KEY={} AUTH={} OPEN={}",
-            made.key.expose_secret(),
+        Bench::announce(
+            &made,
             auth_listener.local_addr()?.port(),
-            open_listener.local_addr()?.port()
+            open_listener.local_addr()?.port(),
         );
         let served = tokio::try_join!(
             axum::serve(auth_listener, auth).with_graceful_shutdown(stopped()),

@@ -23,7 +23,10 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use teamkey::sqlx::sqlite::SqlitePoolOptions;
-use teamkey::{Clock, CreateOptions, KeyFormat, KeyManager, ManualClock, Scopes, SqlxStore, TeamId};
+use teamkey::{
+    Clock, CreateOptions, KeyFormat, KeyManager, LocalRateLimiter, ManualClock, RateLimit, Scopes, SqlxStore,
+    TeamId,
+};
 use time::Duration;
 use time::macros::datetime;
 use tower::ServiceExt;
@@ -33,6 +36,10 @@ const UNAVAILABLE: &str =
     r#"{"error":"unavailable","message":"API keys cannot be checked right now; retry later."}"#;
 /// A valid key of a team whose plan has no API access (initech, on Free).
 const PLAN_REQUIRED: &str = r#"{"error":"plan_required","message":"This API key is valid, but your team's plan does not include API access. Upgrade the plan to use the API."}"#;
+/// The fixture's `limited` key past its quota of one request per minute.
+const TOO_MANY: &str = r#"{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit of 1 requests per 60 seconds; retry after 60 seconds.","error":"rate_limited"}"#;
+/// The `RateLimit-Policy` of acme's keys: its Pro plan's.
+const PRO_POLICY: &str = r#""default";q=100;w=60"#;
 
 /// The example app over an in-memory database, a manual clock, and keys in
 /// every state the table needs.
@@ -56,6 +63,8 @@ struct Fixture {
     initech: String,
     /// initech, revoked.
     initech_revoked: String,
+    /// acme, with a rate limit of its own: one request per minute.
+    limited: String,
 }
 
 async fn fixture() -> Fixture {
@@ -73,7 +82,11 @@ async fn fixture() -> Fixture {
     // initech's: globex's admin never expires, though its plan now wants
     // every new key to.
     let seed = KeyManager::builder(store.clone()).clock(clock.clone()).build();
-    let keys = demo::gated(KeyManager::builder(store).clock(clock.clone())).build();
+    // The demo's limiter, on the test's clock.
+    let limiter = demo::Limiter::Local(LocalRateLimiter::new().clock(clock.clone()));
+    let keys = limiter
+        .on(demo::gated(KeyManager::builder(store).clock(clock.clone())))
+        .build();
     let (acme, globex) = (TeamId::new("acme").unwrap(), TeamId::new("globex").unwrap());
     // The admin holds what the demo's management tests grant.
     let manage = || CreateOptions::new().scopes(Scopes::new(["keys:manage", "scans:read"]).unwrap());
@@ -101,6 +114,8 @@ async fn fixture() -> Fixture {
         .unwrap()
         .expect("initech had no key");
     assert!(demo::legacy_key(&seed).await.unwrap().is_none(), "seeded once");
+    let one_a_minute = RateLimit::new(1, std::time::Duration::from_secs(60)).unwrap();
+    let limited = make(&acme, "limited", CreateOptions::new().rate_limit(one_a_minute)).await;
     let initech_team = TeamId::new("initech").unwrap();
     let initech_revoked = make(&initech_team, "revoked", CreateOptions::default()).await;
     seed.revoke(&initech_team, &initech_revoked.info.id)
@@ -123,6 +138,7 @@ async fn fixture() -> Fixture {
         globex_id: globex_key.info.id.to_string(),
         initech: secret(&initech),
         initech_revoked: secret(&initech_revoked),
+        limited: secret(&limited),
     }
 }
 
@@ -282,6 +298,11 @@ enum Expect {
     Exactly(StatusCode, &'static str),
     /// The CORS layer's answer to a preflight for `GET` with `X-API-Key`.
     CorsPreflight,
+    /// `200` within a rate limit: this `RateLimit-Policy`, and this `RateLimit`.
+    Limited(&'static str, &'static str),
+    /// `429`: this problem body, and these `Retry-After` and `RateLimit`
+    /// values with the policy of [`Expect::Limited`] before it.
+    TooManyRequests(&'static str, &'static str, &'static str),
 }
 
 /// What a browser sends before a cross-origin `GET` with `X-API-Key`.
@@ -350,7 +371,7 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
             "GET",
             scans.into(),
             key(&f.plain),
-            Expect::Status(StatusCode::OK),
+            Expect::Limited(PRO_POLICY, r#""default";r=99;t=1"#),
         ),
         (
             "missing header",
@@ -532,13 +553,60 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
             key(&with_bad_checksum(&f.initech)),
             Expect::Exactly(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
         ),
+        (
+            "key with its own rate limit, within it",
+            "GET",
+            scans.into(),
+            key(&f.limited),
+            Expect::Limited(r#""default";q=1;w=60"#, r#""default";r=0;t=60"#),
+        ),
+        (
+            "key with its own rate limit, over it",
+            "GET",
+            scans.into(),
+            key(&f.limited),
+            Expect::TooManyRequests(TOO_MANY, "60", r#""default";r=0;t=60"#),
+        ),
+        (
+            "over its rate limit, on a management route",
+            "GET",
+            "/api/v1/api-keys".into(),
+            key(&f.limited),
+            Expect::TooManyRequests(TOO_MANY, "60", r#""default";r=0;t=60"#),
+        ),
     ];
 
     let mut unauthorized_answers = Vec::new();
     let mut plan_answers = Vec::new();
+    let mut too_many_answers = Vec::new();
+    let mut policy = None;
     for (name, method, uri, headers, expect) in rows {
         let answer = send(method, uri, headers, String::new()).await;
         match expect {
+            Expect::Limited(expected_policy, state) => {
+                assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.body);
+                assert_eq!(answer.header("ratelimit-policy"), Some(expected_policy), "{name}");
+                assert_eq!(answer.header("ratelimit"), Some(state), "{name}");
+                policy = Some(expected_policy);
+            }
+            Expect::TooManyRequests(body, retry_after, state) => {
+                assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{name}");
+                assert_eq!(answer.body, body, "{name}");
+                assert_eq!(
+                    comparable(&answer),
+                    [
+                        ("cache-control", "no-store"),
+                        ("content-type", "application/problem+json"),
+                        ("ratelimit", state),
+                        ("ratelimit-policy", policy.unwrap()),
+                        ("retry-after", retry_after),
+                    ]
+                    .map(|(n, v)| (n.to_owned(), v.to_owned())),
+                    "{name}: the whole 429"
+                );
+                too_many_answers.push((comparable(&answer), answer.body));
+                continue;
+            }
             Expect::Status(status) => assert_eq!(answer.status, status, "{name}: {}", answer.body),
             Expect::Exactly(status, body) => {
                 assert_eq!(answer.status, status, "{name}");
@@ -569,6 +637,11 @@ async fn conformance_table(f: &Fixture, send: impl AsyncFn(&'static str, String,
     }
     assert!(unauthorized_answers.len() >= 14);
     assert_eq!(plan_answers.len(), 4);
+    assert_eq!(too_many_answers.len(), 2);
+    assert_eq!(
+        too_many_answers[0], too_many_answers[1],
+        "one 429, from any route"
+    );
 
     // Last row: the store goes down. 503, never 401, never 200.
     f.db.close().await;
@@ -1339,5 +1412,30 @@ async fn the_demo_names_an_unknown_database_scheme_and_never_the_url() {
         let error = demo::Db::connect(url).await.unwrap_err().to_string();
         assert!(error.contains("use sqlite:, postgres: or mysql:"), "{error}");
         assert!(!error.contains("hunter2"), "the URL's password leaked: {error}");
+    }
+}
+
+#[tokio::test]
+async fn the_demo_never_prints_the_redis_url() {
+    for url in [
+        "hunter2://user:hunter2@127.0.0.1/0",
+        "redis://user:hunter2@127.0.0.1:notaport/0",
+        "redis://user:hunter2@[::1/0",
+        "redis://user:hunter2@127.0.0.1/notadb",
+    ] {
+        let config = demo::Config {
+            database_url: "sqlite::memory:".into(),
+            bind_addr: "127.0.0.1:0".into(),
+            prefix: "tk_live".into(),
+            redis_url: Some(url.into()),
+        };
+        match demo::Limiter::from_config(&config) {
+            Ok(_) => panic!("{url:?} was taken"),
+            Err(error) => {
+                let error = error.to_string();
+                assert!(error.starts_with("REDIS_URL: "), "{error}");
+                assert!(!error.contains("hunter2"), "the URL's password leaked: {error}");
+            }
+        }
     }
 }

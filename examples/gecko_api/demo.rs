@@ -7,15 +7,20 @@ use serde::Serialize;
 use teamkey::sqlx::{self, MySqlPool, PgPool, SqlitePool};
 use teamkey::time::Duration;
 use teamkey::{
-    CreateOptions, KeyFormat, KeyManager, KeyManagerBuilder, NewKey, PolicyError, Scopes, SqlxStore, TeamId,
-    TeamPolicy, TeamRules,
+    CreateOptions, KeyFormat, KeyManager, KeyManagerBuilder, LocalRateLimiter, NewKey, PolicyError,
+    RateLimit, RedisRateLimiter, Scopes, SqlxStore, TeamId, TeamPolicy, TeamRules,
 };
 
-/// `DATABASE_URL`, `BIND_ADDR`, `TEAMKEY_PREFIX`, with their defaults.
+/// `DATABASE_URL`, `BIND_ADDR`, `TEAMKEY_PREFIX`, with their defaults, and
+/// `REDIS_URL`, if set.
 pub(crate) struct Config {
     pub(crate) database_url: String,
     pub(crate) bind_addr: String,
     pub(crate) prefix: String,
+    /// Where the rate limits are counted: in Redis, shared by every
+    /// instance, when set; else in this process. Never printed: it may
+    /// hold a password.
+    pub(crate) redis_url: Option<String>,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -31,6 +36,7 @@ impl Config {
             database_url: env_or("DATABASE_URL", "sqlite://gecko_api.db?mode=rwc"),
             bind_addr: env_or("BIND_ADDR", "127.0.0.1:3000"),
             prefix: env_or("TEAMKEY_PREFIX", teamkey::DEFAULT_PREFIX),
+            redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
         }
     }
 }
@@ -135,16 +141,52 @@ impl Db {
     async fn key_managers(
         &self,
         format: KeyFormat,
+        limiter: Limiter,
     ) -> Result<(KeyManager, KeyManager), sqlx::migrate::MigrateError> {
         Ok(on_db!(self, |pool, _sql| {
             let store = SqlxStore::new(pool.clone());
             store.migrate().await?;
             let before_the_plans = KeyManager::builder(store.clone()).format(format.clone()).build();
-            let keys = gated(KeyManager::builder(store.clone()).format(format))
+            let keys = limiter
+                .on(gated(KeyManager::builder(store.clone()).format(format)))
                 .cache(store.invalidations())
                 .build();
             (keys, before_the_plans)
         }))
+    }
+}
+
+/// Where the server counts each key's requests against its plan's rate
+/// limit ([`Plan::rate_limit`]).
+pub(crate) enum Limiter {
+    /// In this process (the default): each instance counts alone.
+    Local(LocalRateLimiter),
+    /// In Redis (`REDIS_URL`), one quota per key for every instance. If
+    /// Redis is down, requests go through, with a warning in the log.
+    Redis(RedisRateLimiter),
+}
+
+impl Limiter {
+    /// The limiter `config` asks for. Connects lazily: the demo starts
+    /// even while Redis is down.
+    pub(crate) fn from_config(config: &Config) -> Result<Self, Box<dyn std::error::Error>> {
+        Ok(match &config.redis_url {
+            // The error names the setting, never the URL (it may hold a password).
+            Some(url) => Self::Redis(
+                RedisRateLimiter::builder(url.as_str())
+                    .build()
+                    .map_err(|e| format!("REDIS_URL: {e}"))?,
+            ),
+            None => Self::Local(LocalRateLimiter::new()),
+        })
+    }
+
+    /// `builder` counting with this limiter.
+    pub(crate) fn on(self, builder: KeyManagerBuilder) -> KeyManagerBuilder {
+        match self {
+            Self::Local(local) => builder.rate_limiter(local),
+            Self::Redis(redis) => builder.rate_limiter(redis),
+        }
     }
 }
 
@@ -165,10 +207,12 @@ pub(crate) struct Demo {
 }
 
 /// Opens and migrates the database, seeds the demo data (scans, and
-/// initech's key from before its plan), builds the server's manager.
+/// initech's key from before its plan), builds the server's manager, which
+/// enforces the plans' rate limits.
 pub(crate) async fn open(config: &Config) -> Result<Demo, Box<dyn std::error::Error>> {
+    let limiter = Limiter::from_config(config)?;
     let db = Db::connect(&config.database_url).await?;
-    let (keys, before_the_plans) = db.key_managers(KeyFormat::new(&config.prefix)?).await?;
+    let (keys, before_the_plans) = db.key_managers(KeyFormat::new(&config.prefix)?, limiter).await?;
     prepare(&db).await?;
     let legacy = legacy_key(&before_the_plans).await?;
     Ok(Demo { db, keys, legacy })
@@ -180,9 +224,11 @@ pub(crate) enum Plan {
     /// No API access: keys are refused with 403 `plan_required`, and none
     /// may be made.
     Free,
-    /// API access, the demo's scopes, at most 20 active keys.
+    /// API access, the demo's scopes, at most 20 active keys, 100
+    /// requests per minute per key.
     Pro,
-    /// As Pro, and every new key expires within 90 days.
+    /// As Pro with 1,000 requests per minute per key, and every new key
+    /// expires within 90 days.
     Enterprise,
 }
 
@@ -200,6 +246,12 @@ pub(crate) const MAX_KEYS: usize = 20;
 /// The longest an Enterprise team's new key may live.
 pub(crate) const ENTERPRISE_MAX_LIFETIME: Duration = Duration::days(90);
 
+/// A Pro team's keys: requests per minute, each.
+pub(crate) const PRO_REQUESTS_PER_MINUTE: u32 = 100;
+
+/// An Enterprise team's keys: requests per minute, each.
+pub(crate) const ENTERPRISE_REQUESTS_PER_MINUTE: u32 = 1_000;
+
 impl Plan {
     /// The plan of `team`.
     pub(crate) fn of(team: &TeamId) -> Self {
@@ -209,12 +261,27 @@ impl Plan {
             .map_or(Self::Free, |(_, plan)| *plan)
     }
 
+    /// Each key's rate limit on this plan (a key created with its own
+    /// `rate_limit` keeps that one); none on Free, which has no API access.
+    pub(crate) fn rate_limit(self) -> Option<RateLimit> {
+        let per_minute = |requests| RateLimit::new(requests, std::time::Duration::from_secs(60)).ok();
+        match self {
+            Self::Free => None,
+            Self::Pro => per_minute(PRO_REQUESTS_PER_MINUTE),
+            Self::Enterprise => per_minute(ENTERPRISE_REQUESTS_PER_MINUTE),
+        }
+    }
+
     /// What the plan allows, as teamkey applies it.
     pub(crate) fn rules(self) -> Result<TeamRules, PolicyError> {
         let paid = || -> Result<TeamRules, PolicyError> {
-            Ok(TeamRules::allow_all()
+            let rules = TeamRules::allow_all()
                 .grantable_scopes(Scopes::new(QUICKSTART_SCOPES)?)
-                .max_active_keys(MAX_KEYS))
+                .max_active_keys(MAX_KEYS);
+            Ok(match self.rate_limit() {
+                Some(limit) => rules.rate_limit(limit),
+                None => rules,
+            })
         };
         Ok(match self {
             Self::Free => TeamRules::no_api_access(),
@@ -382,6 +449,15 @@ pub(crate) async fn announce_quickstart(
         "Plans: acme is on Pro (at most {MAX_KEYS} keys), globex on Enterprise (keys expire within {} days),\n\
          initech on Free: no API access.",
         ENTERPRISE_MAX_LIFETIME.whole_days()
+    );
+    let counted = match config.redis_url {
+        Some(_) => "in Redis (REDIS_URL), shared by every instance",
+        None => "in this process (set REDIS_URL to count them in Redis)",
+    };
+    println!(
+        "Rate limits: acme's keys {PRO_REQUESTS_PER_MINUTE} requests per 60 s each, globex's \
+         {ENTERPRISE_REQUESTS_PER_MINUTE}, counted {counted}.\n\
+         `curl -i` shows RateLimit-Policy and RateLimit; past the limit the answer is 429 with Retry-After."
     );
     if let Some(legacy) = legacy {
         let key = legacy.key.expose_secret();

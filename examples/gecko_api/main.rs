@@ -4,7 +4,8 @@
 //!
 //! Environment: `DATABASE_URL` (default `sqlite://gecko_api.db?mode=rwc`),
 //! `BIND_ADDR` (default `127.0.0.1:3000`), `TEAMKEY_PREFIX` (default
-//! `tk_live`, as for the `teamkey` command, whose keys work here too).
+//! `tk_live`, as for the `teamkey` command, whose keys work here too),
+//! `REDIS_URL` (unset: the rate limits are counted in this process).
 
 mod app;
 mod demo;

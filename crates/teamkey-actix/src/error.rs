@@ -1,5 +1,6 @@
 //! `AuthRejection`: how a refused request is answered.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::http::StatusCode;
@@ -21,7 +22,8 @@ use teamkey_core::{Answer, Rejection, VerifyError};
 pub enum AuthRejection {
     /// Missing, malformed, unknown, wrong, revoked or expired key: 401.
     Unauthorized,
-    /// The key store or the team policy is down: 503.
+    /// The key store or the team policy is down, or the rate limiter is
+    /// and the manager fails closed: 503.
     Unavailable,
     /// A valid key of a team whose plan has no API access: 403 with
     /// `"error": "plan_required"` (see `TeamPolicy`).
@@ -32,6 +34,10 @@ pub enum AuthRejection {
     /// A bug of the application, logged with its fix; not a 503, since
     /// retrying cannot help, and not a 401, since the key may be fine.
     Misconfigured,
+    /// A valid key over its rate limit: the core's `429` (a problem body of
+    /// type `quota-exceeded`, `Retry-After`, `RateLimit-Policy` and
+    /// `RateLimit`), as `KeyManager::admit` made it.
+    RateLimited(Answer),
 }
 
 /// The 0.1 name of [`AuthRejection`].
@@ -42,14 +48,26 @@ pub enum AuthRejection {
 pub type AuthError = AuthRejection;
 
 impl AuthRejection {
-    fn answer(&self) -> Answer {
-        match self {
+    /// What the core's [`Admission::Refused`](teamkey_core::Admission::Refused)
+    /// answer stands for: a limiter down and failing closed is the one
+    /// "retry later" of a store that is down; anything else is the 429.
+    pub(crate) fn refused(answer: Answer) -> Self {
+        if answer.status == 503 {
+            Self::Unavailable
+        } else {
+            Self::RateLimited(answer)
+        }
+    }
+
+    fn answer(&self) -> Cow<'_, Answer> {
+        Cow::Owned(match self {
             Self::Unauthorized => Answer::unauthorized(),
             Self::Unavailable => Answer::unavailable(),
             Self::NoApiAccess => Answer::no_api_access(),
             Self::MissingScope(scope) => Answer::missing_scope(scope),
             Self::Misconfigured => Answer::misconfigured(),
-        }
+            Self::RateLimited(answer) => return Cow::Borrowed(answer),
+        })
     }
 }
 
@@ -72,6 +90,7 @@ impl fmt::Display for AuthRejection {
             Self::NoApiAccess => f.write_str("the team's plan has no API access"),
             Self::MissingScope(scope) => write!(f, "missing scope {scope}"),
             Self::Misconfigured => f.write_str("teamkey has no KeyManager"),
+            Self::RateLimited(_) => f.write_str("over the key's rate limit"),
         }
     }
 }
@@ -82,12 +101,24 @@ impl ResponseError for AuthRejection {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let answer = self.answer();
-        let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-        for (name, value) in answer.headers {
-            response.insert_header((HeaderName::from_static(name), HeaderValue::from_static(value)));
-        }
-        response.body(answer.body.into_owned())
+        render(&self.answer())
     }
+}
+
+/// An [`Answer`], exactly: status, content type, its headers and body.
+/// The axum adapter renders the same bytes.
+pub(crate) fn render(answer: &Answer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = HttpResponse::build(status);
+    response.insert_header((CONTENT_TYPE, HeaderValue::from_static(answer.content_type)));
+    for (name, value) in answer.headers {
+        response.insert_header((HeaderName::from_static(name), HeaderValue::from_static(value)));
+    }
+    for (name, value) in &answer.varying_headers {
+        // Numbers and quoted tokens: always a valid value; never a panic.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.insert_header((HeaderName::from_static(name), value));
+        }
+    }
+    response.body(answer.body.clone().into_owned())
 }

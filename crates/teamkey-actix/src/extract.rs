@@ -13,6 +13,7 @@ use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyErro
 
 use crate::AuthRejection;
 use crate::context::client_ip;
+use crate::limit::{Admitted, admitted};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
@@ -23,6 +24,14 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 /// middleware verified; on its own it verifies the key itself with the
 /// app's `web::Data<KeyManager>` and the app's `HeaderRules`, added with
 /// `App::app_data(rules)` (the default rules if absent).
+///
+/// On its own it also enforces the key's rate limit
+/// ([`KeyManager::admit`]): over the limit the handler never runs and the
+/// client gets the `429`, headers included. An allowed response carries
+/// the `RateLimit` headers only inside [`AddRateLimitHeaders`](crate::AddRateLimitHeaders)
+/// (or a guard): an extractor cannot reach the response. However many
+/// extractors a handler has, a request is counted once; behind a guard, the
+/// guard counted it.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
@@ -107,9 +116,10 @@ pub(crate) async fn verify(
         .await
 }
 
-/// Why no principal: the key, or the setup.
+/// Why no principal: the key, its rate limit, or the setup.
 enum Failure {
     Key(VerifyError),
+    Refused(AuthRejection),
     NoManager,
 }
 
@@ -117,13 +127,39 @@ impl From<Failure> for AuthRejection {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Key(error) => error.into(),
+            Failure::Refused(refusal) => refusal,
             Failure::NoManager => Self::Misconfigured,
         }
     }
 }
 
-/// Verifies the key itself: no middleware put a principal into `req`.
-async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
+/// Marks a request whose key an extractor is verifying, and will admit:
+/// actix starts every extractor of a handler before it awaits any, so
+/// none of them can see the principal another is about to keep. The first
+/// to start admits; the others only verify (a refusal of the first stops
+/// the handler anyway).
+struct Admitting;
+
+/// Whether the extractor starting now is the request's first to verify,
+/// and so the one to admit.
+fn claim_admission(req: &HttpRequest) -> bool {
+    let mut extensions = req.extensions_mut();
+    if extensions.contains::<Admitting>() {
+        return false;
+    }
+    // A zero-sized value: its box allocates nothing.
+    extensions.insert(Admitting);
+    true
+}
+
+/// Verifies the key itself, and admits it if `admits`: no middleware put a
+/// principal into `req`.
+async fn principal(req: HttpRequest, admits: bool) -> Result<Principal, Failure> {
+    // The extractor that admits is polled first: if it kept its principal
+    // (a limited key's) by now, that is the one verification.
+    if !admits && let Some(principal) = verified(&req) {
+        return Ok(principal);
+    }
     // Checked before the key: a missing manager is found on the first
     // request, with a key or without.
     let Some(manager) = app_manager_ref(&req) else {
@@ -134,9 +170,21 @@ async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
         return Err(Failure::NoManager);
     };
     let rules = req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules());
-    verify(manager, rules, req.headers(), client_ip(&req))
+    let principal = verify(manager, rules, req.headers(), client_ip(&req))
         .await
-        .map_err(Failure::Key)
+        .map_err(Failure::Key)?;
+    if !admits {
+        return Ok(principal);
+    }
+    if let Some(limit) = admitted(manager.admit(&principal).await).map_err(Failure::Refused)? {
+        // Counted: a later extractor of this request takes this principal
+        // rather than count the request again, and `AddRateLimitHeaders`
+        // finds the headers. (Without a limit nothing is kept.)
+        let mut extensions = req.extensions_mut();
+        extensions.insert(principal.clone());
+        extensions.insert(Admitted(limit));
+    }
+    Ok(principal)
 }
 
 /// The future of the [`Authenticated`] and [`MaybeAuthenticated`]
@@ -185,9 +233,10 @@ impl FromRequest for Authenticated {
         if let Some(principal) = verified(req) {
             return ExtractFuture(Extracting::Found(ready(Ok(Self(principal)))));
         }
+        let admits = claim_admission(req);
         let req = req.clone();
         ExtractFuture(Extracting::Verifying(Box::pin(async move {
-            Ok(Self(principal(req).await?))
+            Ok(Self(principal(req, admits).await?))
         })))
     }
 }
@@ -200,9 +249,10 @@ impl FromRequest for MaybeAuthenticated {
         if let Some(principal) = verified(req) {
             return ExtractFuture(Extracting::Found(ready(Ok(Self(Some(Authenticated(principal)))))));
         }
+        let admits = claim_admission(req);
         let req = req.clone();
         ExtractFuture(Extracting::Verifying(Box::pin(async move {
-            match principal(req).await {
+            match principal(req, admits).await {
                 Ok(principal) => Ok(Self(Some(Authenticated(principal)))),
                 Err(Failure::Key(VerifyError::Header(HeaderProblem::Missing))) => Ok(Self(None)),
                 Err(e) => Err(e.into()),

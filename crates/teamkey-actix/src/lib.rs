@@ -33,6 +33,8 @@
 //! - [`ClientIp`]: the client's address, when the app knows it better than
 //!   the connection does (behind a proxy); see there.
 //! - [`AuthRejection`]: how every refusal is answered.
+//! - [`AddRateLimitHeaders`]: the `RateLimit` headers on the responses of
+//!   routes that verify keys in extractors only (see "Rate limits").
 //! - `openapi_json` (feature `openapi`): the route serving the management
 //!   API's OpenAPI 3.1 document (`teamkey_core::management::openapi`).
 //!
@@ -80,8 +82,9 @@
 //! `teamkey-axum` uses these names for the same things: [`Authenticated`],
 //! [`MaybeAuthenticated`], [`RequireApiKey`], [`RequireScope`],
 //! [`AuthRejection`], [`ManagesKeys`], [`management_routes`], `openapi_json`,
-//! and for the services the guards make, [`RequireApiKeyMiddleware`] and
-//! [`RequireScopeMiddleware`]. What differs
+//! [`AddRateLimitHeaders`], and for the services the middleware makes,
+//! [`RequireApiKeyMiddleware`], [`RequireScopeMiddleware`] and
+//! [`AddRateLimitHeadersMiddleware`]. What differs
 //! is what the frameworks make differ: actix-web extracts `Option<T>` for
 //! every `T` by turning any error into `None`, which would let a bad key
 //! pass as anonymous, so optional auth is [`MaybeAuthenticated`] only
@@ -117,6 +120,23 @@
 //! [`RequireScope`] also works alone or in the other order: it then
 //! verifies the key itself, with the app's `web::Data<KeyManager>`.
 //!
+//! ## Rate limits
+//!
+//! With a rate limiter on the manager
+//! ([`KeyManagerBuilder::rate_limiter`](teamkey_core::KeyManagerBuilder::rate_limiter)),
+//! whatever verifies the key takes the request from the key's quota right
+//! after: [`RequireApiKey`], a [`RequireScope`] that verifies the key
+//! itself, or, without a guard, the extractors. Over the limit the client
+//! gets `429` ([`AuthRejection::RateLimited`], with `Retry-After` and the
+//! `RateLimit` headers) and no handler runs. Each request is counted once,
+//! however many guards and extractors it passes (actix starts all of a
+//! handler's extractors at once: the first to start counts it).
+//!
+//! The guards add `RateLimit-Policy` and `RateLimit` to every response of
+//! a limited key. The extractors cannot reach the response: on routes
+//! without a guard, wrap [`AddRateLimitHeaders`] around them. A key without
+//! a limit costs nothing: no allocation, no header.
+//!
 //! [actix-web]: https://docs.rs/actix-web
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -125,6 +145,7 @@
 mod context;
 mod error;
 mod extract;
+mod limit;
 mod manage;
 mod middleware;
 #[cfg(feature = "openapi")]
@@ -134,6 +155,7 @@ pub use context::ClientIp;
 #[allow(deprecated)]
 pub use error::{AuthError, AuthRejection};
 pub use extract::{Authenticated, ExtractFuture, MaybeAuthenticated};
+pub use limit::{AddRateLimitHeaders, AddRateLimitHeadersMiddleware};
 #[allow(deprecated)]
 pub use manage::management_scope;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};

@@ -8,17 +8,24 @@ use std::rc::Rc;
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{Error, HttpMessage, ResponseError};
-use teamkey_core::{HeaderRules, KeyManager, Principal};
+use teamkey_core::{HeaderRules, KeyManager, Principal, RateLimitHeaders};
 
 use crate::AuthRejection;
 use crate::context::client_ip;
 use crate::extract::{app_manager_ref, default_rules, log_no_manager, verify};
+use crate::limit::{add_headers, admitted};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 
 /// Guards everything it wraps: a request without a valid key never reaches
 /// a handler. The verified [`Principal`] goes into the request extensions
 /// (and [`Authenticated`](crate::Authenticated) finds it there).
+///
+/// Right after verification it takes the request from the key's rate limit
+/// ([`KeyManager::admit`]): over the limit, the `429` (with `Retry-After`
+/// and the `RateLimit` headers), and the handler never runs; within it,
+/// whatever the services inside answer gets `RateLimit-Policy` and
+/// `RateLimit`. The extractors inside count nothing again.
 ///
 /// No method is exempt: a CORS preflight carries no key, so it gets the 401
 /// too. Wrap the CORS middleware outside this one
@@ -107,35 +114,57 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let guard = Rc::clone(&self.inner);
+        // A guard outside this one (a `RequireScope` with a manager)
+        // verified and admitted the key: once is enough, and counting the
+        // request twice would halve the key's quota.
+        let verified_outside = req.extensions().contains::<Principal>();
         Box::pin(async move {
+            if verified_outside {
+                return guard
+                    .service
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body);
+            }
             // Preflights included: behind `web::route()` or a default
             // service, letting one through would run the handler without a key.
             // The app's manager is borrowed from the request, not cloned.
             let manager = guard.manager.as_ref().or_else(|| app_manager_ref(req.request()));
-            let verified = match manager {
-                Some(manager) => verify(manager, &guard.rules, req.headers(), client_ip(req.request()))
-                    .await
-                    .map_err(AuthRejection::from),
+            let admitted = match manager {
+                Some(manager) => verify_and_admit(manager, &guard.rules, &req).await,
                 None => {
                     log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
                     Err(AuthRejection::Misconfigured)
                 }
             };
-            match verified {
-                Ok(principal) => {
+            let limit = match admitted {
+                Ok((principal, limit)) => {
                     req.extensions_mut().insert(principal);
+                    limit
                 }
                 Err(refusal) => {
                     return Ok(req.into_response(refusal.error_response()).map_into_right_body());
                 }
+            };
+            let mut response = guard.service.call(req).await?;
+            if let Some(limit) = &limit {
+                add_headers(response.headers_mut(), limit);
             }
-            guard
-                .service
-                .call(req)
-                .await
-                .map(ServiceResponse::map_into_left_body)
+            Ok(response.map_into_left_body())
         })
     }
+}
+
+/// Verifies the key in `req` by `rules` and takes the request from its
+/// rate limit: the principal and the headers to send, or the refusal.
+async fn verify_and_admit(
+    manager: &KeyManager,
+    rules: &HeaderRules,
+    req: &ServiceRequest,
+) -> Result<(Principal, Option<RateLimitHeaders>), AuthRejection> {
+    let principal = verify(manager, rules, req.headers(), client_ip(req.request())).await?;
+    let limit = admitted(manager.admit(&principal).await)?;
+    Ok((principal, limit))
 }
 
 /// Requires a scope: a missing scope is a 403.
@@ -151,6 +180,10 @@ where
 /// A bad key is the same 401 as everywhere, a store failure 503; with no
 /// manager at all it answers 500 and logs the fix, never a 401 to a caller
 /// whose key may be valid.
+///
+/// When it verifies the key itself, it also enforces the key's rate limit
+/// and adds the `RateLimit` headers, as [`RequireApiKey`] does; inside a
+/// [`RequireApiKey`] that middleware has done both.
 #[derive(Debug, Clone)]
 pub struct RequireScope {
     scope: Rc<str>,
@@ -243,7 +276,9 @@ where
         Box::pin(async move {
             let scope = &guard.scope;
             // The manager is looked up (and borrowed) only when there is a
-            // key to verify here.
+            // key to verify here. The limit is set when this middleware
+            // admitted the key itself.
+            let mut limit = None;
             let refusal = match verified_outside {
                 Some(true) => None,
                 Some(false) => Some(AuthRejection::MissingScope(scope.to_string())),
@@ -260,26 +295,35 @@ where
                             Some(rules) => rules,
                             None => req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules()),
                         };
-                        match verify(manager, rules, req.headers(), client_ip(req.request())).await {
-                            Ok(principal) if principal.has_scope(scope) => {
-                                // Handlers and extractors inside take it from here.
-                                req.extensions_mut().insert(principal);
-                                None
+                        // Admitted before the scope is checked, as inside
+                        // `RequireApiKey`: a valid key's request counts
+                        // whatever the route answers.
+                        match verify_and_admit(manager, rules, &req).await {
+                            Ok((principal, admitted)) => {
+                                limit = admitted;
+                                if principal.has_scope(scope) {
+                                    // Handlers, extractors and a
+                                    // `RequireApiKey` inside take it from
+                                    // here: one verification, one admission.
+                                    req.extensions_mut().insert(principal);
+                                    None
+                                } else {
+                                    Some(AuthRejection::MissingScope(scope.to_string()))
+                                }
                             }
-                            Ok(_) => Some(AuthRejection::MissingScope(scope.to_string())),
-                            Err(e) => Some(e.into()),
+                            Err(refusal) => Some(refusal),
                         }
                     }
                 },
             };
-            match refusal {
-                Some(refusal) => Ok(req.into_response(refusal.error_response()).map_into_right_body()),
-                None => guard
-                    .service
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_left_body),
+            let mut response = match refusal {
+                Some(refusal) => req.into_response(refusal.error_response()).map_into_right_body(),
+                None => guard.service.call(req).await?.map_into_left_body(),
+            };
+            if let Some(limit) = &limit {
+                add_headers(response.headers_mut(), limit);
             }
+            Ok(response)
         })
     }
 }

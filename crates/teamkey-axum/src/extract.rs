@@ -10,6 +10,7 @@ use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyErro
 
 use crate::AuthRejection;
 use crate::context::client_ip;
+use crate::limit::{admitted, leave_for_layer};
 
 /// The caller, proven by a valid API key. Scope every query by
 /// `caller.team_id()`.
@@ -21,6 +22,14 @@ use crate::context::client_ip;
 /// rules. `Option<Authenticated>` (or [`MaybeAuthenticated`]) is `None`
 /// when no key is presented at all; a presented but bad key is still
 /// refused.
+///
+/// On its own it also enforces the key's rate limit
+/// ([`KeyManager::admit`]): over the limit the handler never runs and the
+/// client gets the `429`, headers included. An allowed response carries
+/// the `RateLimit` headers only under [`AddRateLimitHeaders`](crate::AddRateLimitHeaders)
+/// (or a guard): an extractor cannot reach the response. However many
+/// extractors a handler has, a request is counted once; behind a guard, the
+/// guard counted it.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
@@ -80,7 +89,24 @@ pub(crate) async fn verify(
         .await
 }
 
-async fn principal<S>(parts: &mut Parts, state: &S) -> Result<Principal, VerifyError>
+/// Why no principal: the key, or its rate limit.
+enum Failure {
+    Key(VerifyError),
+    Refused(AuthRejection),
+}
+
+impl From<Failure> for AuthRejection {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Key(error) => error.into(),
+            Failure::Refused(refusal) => refusal,
+        }
+    }
+}
+
+/// The principal a guard verified and admitted, or else the key verified
+/// and admitted here.
+async fn principal<S>(parts: &mut Parts, state: &S) -> Result<Principal, Failure>
 where
     KeyManager: FromRef<S>,
 {
@@ -92,7 +118,17 @@ where
         .extensions
         .get::<HeaderRules>()
         .unwrap_or_else(|| default_rules());
-    verify(&manager, rules, &parts.headers, client_ip(&parts.extensions)).await
+    let principal = verify(&manager, rules, &parts.headers, client_ip(&parts.extensions))
+        .await
+        .map_err(Failure::Key)?;
+    if let Some(limit) = admitted(manager.admit(&principal).await).map_err(Failure::Refused)? {
+        // Counted: a later extractor of this request takes this principal
+        // rather than count the request again. (Without a limit nothing is
+        // kept, so that an unlimited key costs no allocation here.)
+        parts.extensions.insert(principal.clone());
+        leave_for_layer(&parts.extensions, limit);
+    }
+    Ok(principal)
 }
 
 impl<S> FromRequestParts<S> for Authenticated
@@ -117,7 +153,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
         match principal(parts, state).await {
             Ok(principal) => Ok(Some(Self(principal))),
-            Err(VerifyError::Header(HeaderProblem::Missing)) => Ok(None),
+            Err(Failure::Key(VerifyError::Header(HeaderProblem::Missing))) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

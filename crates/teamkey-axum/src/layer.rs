@@ -15,12 +15,19 @@ use tower_service::Service;
 use crate::AuthRejection;
 use crate::context::client_ip;
 use crate::extract::{default_rules, verify};
+use crate::limit::{add_headers, admitted};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Guards every route below it: a request without a valid key never
 /// reaches a handler. The verified [`Principal`] goes into the request's
 /// extensions (and [`Authenticated`](crate::Authenticated) finds it there).
+///
+/// Right after verification it takes the request from the key's rate limit
+/// ([`KeyManager::admit`]): over the limit, the `429` (with `Retry-After`
+/// and the `RateLimit` headers), and the handler never runs; within it,
+/// whatever the routes below answer gets `RateLimit-Policy` and `RateLimit`.
+/// The extractors behind it count nothing again.
 ///
 /// Give it the manager the router's state already holds, so that it is
 /// configured once:
@@ -126,16 +133,30 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (manager, rules) = (self.manager.clone(), Arc::clone(&self.rules));
         Box::pin(async move {
+            // A guard outside this one (a `RequireScope` with its manager)
+            // verified and admitted the key: once is enough, and counting
+            // the request twice would halve the key's quota.
+            if request.extensions().get::<Principal>().is_some() {
+                return inner.call(request).await;
+            }
             // Preflights included: behind `any(..)` or a fallback, letting
             // one through would run the handler without a key.
             let client_ip = client_ip(request.extensions());
-            match verify(&manager, &rules, request.headers(), client_ip).await {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
-                }
+            let principal = match verify(&manager, &rules, request.headers(), client_ip).await {
+                Ok(principal) => principal,
                 Err(e) => return Ok(AuthRejection::from(e).into_response()),
+            };
+            // Over its limit: the 429, and the handler never runs.
+            let limit = match admitted(manager.admit(&principal).await) {
+                Ok(limit) => limit,
+                Err(refusal) => return Ok(refusal.into_response()),
+            };
+            request.extensions_mut().insert(principal);
+            let mut response = inner.call(request).await?;
+            if let Some(limit) = &limit {
+                add_headers(response.headers_mut(), limit);
             }
-            inner.call(request).await
+            Ok(response)
         })
     }
 }
@@ -151,6 +172,10 @@ where
 /// failure 503. With neither a principal nor a manager it cannot tell a
 /// good key from a bad one, so it answers 500 and logs the fix: never a 401
 /// to a caller whose key may be valid.
+///
+/// When it verifies the key itself, it also enforces the key's rate limit
+/// and adds the `RateLimit` headers, as [`RequireApiKey`] does; under a
+/// [`RequireApiKey`] that layer has done both.
 #[derive(Debug, Clone)]
 pub struct RequireScope {
     scope: Arc<str>,
@@ -257,12 +282,24 @@ where
                 Ok(principal) => principal,
                 Err(e) => return Ok(AuthRejection::from(e).into_response()),
             };
-            if !principal.has_scope(&scope) {
-                return Ok(AuthRejection::MissingScope(scope.to_string()).into_response());
+            // Admitted before the scope is checked, as behind `RequireApiKey`:
+            // a valid key's request counts whatever the route answers.
+            let limit = match admitted(manager.admit(&principal).await) {
+                Ok(limit) => limit,
+                Err(refusal) => return Ok(refusal.into_response()),
+            };
+            let mut response = if principal.has_scope(&scope) {
+                // Handlers, extractors and a `RequireApiKey` below take it
+                // from here: one verification, one admission.
+                request.extensions_mut().insert(principal);
+                inner.call(request).await?
+            } else {
+                AuthRejection::MissingScope(scope.to_string()).into_response()
+            };
+            if let Some(limit) = &limit {
+                add_headers(response.headers_mut(), limit);
             }
-            // Handlers and extractors below take it from here: one verification.
-            request.extensions_mut().insert(principal);
-            inner.call(request).await
+            Ok(response)
         })
     }
 }

@@ -37,6 +37,8 @@
 //! - [`ClientIp`]: the client's address, when the app knows it better than
 //!   the socket does (behind a proxy); see there.
 //! - [`AuthRejection`]: how every refusal is answered.
+//! - [`AddRateLimitHeaders`]: the `RateLimit` headers on the responses of
+//!   routes that verify keys in extractors only (see "Rate limits").
 //! - `openapi_json` (feature `openapi`): the route serving the management
 //!   API's OpenAPI 3.1 document (`teamkey_core::management::openapi`).
 //!
@@ -59,8 +61,9 @@
 //! `teamkey-actix` uses these names for the same things: [`Authenticated`],
 //! [`MaybeAuthenticated`], [`RequireApiKey`], [`RequireScope`],
 //! [`AuthRejection`], [`ManagesKeys`], [`management_routes`], `openapi_json`,
-//! and for the services the guards make, [`RequireApiKeyMiddleware`] and
-//! [`RequireScopeMiddleware`]. What differs
+//! [`AddRateLimitHeaders`], and for the services the layers make,
+//! [`RequireApiKeyMiddleware`], [`RequireScopeMiddleware`] and
+//! [`AddRateLimitHeadersMiddleware`]. What differs
 //! is what the frameworks make differ: an axum layer sees no state, so
 //! [`RequireApiKey`] is given the manager (`new`, `with_manager` or
 //! `from_state`), where actix's reads its app data; and header rules for
@@ -94,6 +97,22 @@
 //! `RequireScope::new("scans:write").with_manager(keys)`; without one it
 //! answers 500 and logs the fix.
 //!
+//! ## Rate limits
+//!
+//! With a rate limiter on the manager
+//! ([`KeyManagerBuilder::rate_limiter`](teamkey_core::KeyManagerBuilder::rate_limiter)),
+//! whatever verifies the key takes the request from the key's quota right
+//! after: [`RequireApiKey`], a [`RequireScope`] that verifies the key
+//! itself, or, without a guard, the extractors. Over the limit the client
+//! gets `429` ([`AuthRejection::RateLimited`], with `Retry-After` and the
+//! `RateLimit` headers) and no handler runs. Each request is counted once,
+//! however many guards and extractors it passes.
+//!
+//! The guards add `RateLimit-Policy` and `RateLimit` to every response of
+//! a limited key. The extractors cannot reach the response: on routes
+//! without a guard, [`AddRateLimitHeaders`] adds them. A key without a
+//! limit costs nothing: no allocation, no header.
+//!
 //! [axum]: https://docs.rs/axum
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -102,6 +121,7 @@
 mod context;
 mod extract;
 mod layer;
+mod limit;
 mod manage;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -111,6 +131,7 @@ mod rules;
 pub use context::ClientIp;
 pub use extract::{Authenticated, MaybeAuthenticated};
 pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
+pub use limit::{AddRateLimitHeaders, AddRateLimitHeadersMiddleware};
 #[allow(deprecated)]
 pub use manage::management_router;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};

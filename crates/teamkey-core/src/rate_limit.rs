@@ -121,7 +121,12 @@ impl RateLimit {
 
     /// The `RateLimit-Policy` header value: `"default";q=100;w=60`.
     pub fn policy_header(&self) -> String {
-        format!("\"default\";q={};w={}", self.requests, self.window_seconds)
+        header_value(
+            "\"default\";q=",
+            u64::from(self.requests.get()),
+            ";w=",
+            u64::from(self.window_seconds),
+        )
     }
 }
 
@@ -203,6 +208,37 @@ pub enum LimiterFailure {
     Closed,
 }
 
+/// `{first}{a}{second}{b}`, the numbers in decimal, in a string of exactly
+/// that length. The header values are written on every response of a
+/// limited key: `format!` costs several times this (callgrind, in
+/// docs/performance.md), and an exact capacity lets the adapters' header
+/// value take the buffer as it is, with no second allocation.
+fn header_value(first: &str, a: u64, second: &str, b: u64) -> String {
+    let decimal_len = |n: u64| n.checked_ilog10().map_or(1, |log| log as usize + 1);
+    let mut value = String::with_capacity(first.len() + decimal_len(a) + second.len() + decimal_len(b));
+    value.push_str(first);
+    push_decimal(&mut value, a);
+    value.push_str(second);
+    push_decimal(&mut value, b);
+    value
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // n % 10 < 10: the cast keeps the whole digit.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+}
+
 /// Seconds for a header: rounded up, so that a client waiting that long
 /// is never early.
 pub(crate) fn header_seconds(d: Duration) -> u64 {
@@ -236,7 +272,18 @@ impl RateLimitHeaders {
 
     /// `RateLimit`: `"default";r=42;t=17`.
     pub fn state(&self) -> String {
-        format!("\"default\";r={};t={}", self.remaining, self.reset_seconds)
+        header_value(
+            "\"default\";r=",
+            u64::from(self.remaining),
+            ";t=",
+            self.reset_seconds,
+        )
+    }
+
+    /// The quota these headers are for: what `RateLimit-Policy` says. (An
+    /// adapter may keep that value, formatted, per quota.)
+    pub fn limit(&self) -> RateLimit {
+        self.limit
     }
 
     /// `(name, value)` pairs, names in lower case.
@@ -273,6 +320,25 @@ mod tests {
             r#"{"requests":-1,"window_seconds":60}"#,
         ] {
             assert!(serde_json::from_str::<RateLimit>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_values_are_written_exactly() {
+        let limit = RateLimit::new(MAX_REQUESTS, MAX_WINDOW).unwrap();
+        assert_eq!(limit.policy_header(), "\"default\";q=1000000;w=86400");
+        let headers = RateLimitHeaders {
+            limit,
+            remaining: 0,
+            reset_seconds: u64::MAX,
+        };
+        assert_eq!(headers.state(), "\"default\";r=0;t=18446744073709551615");
+        assert_eq!(headers.limit(), limit);
+        let mut digits = String::new();
+        for n in [0, 7, 10, 99, 100, 4_294_967_295] {
+            digits.clear();
+            push_decimal(&mut digits, n);
+            assert_eq!(digits, n.to_string());
         }
     }
 
