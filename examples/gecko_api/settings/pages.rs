@@ -385,15 +385,46 @@ pub(crate) fn ago(now: OffsetDateTime, at: OffsetDateTime) -> String {
     }
 }
 
-/// How far off `at` is: "in 59 minutes", "in 90 days", "expired".
+/// How far off `at` is, rounded: "in 1 hour", "in 30 days", "expired".
+/// Rounded, not floored: a key made for 30 days says so, not "29 days".
 pub(crate) fn until(now: OffsetDateTime, at: OffsetDateTime) -> String {
     let seconds = (at - now).whole_seconds();
-    match seconds {
-        ..=0 => "expired".to_owned(),
-        1..60 => "in less than a minute".to_owned(),
-        60..3_600 => format!("in {}", plural(seconds / 60, "minute")),
-        3_600..86_400 => format!("in {}", plural(seconds / 3_600, "hour")),
-        86_400..31_536_000 => format!("in {}", plural(seconds / 86_400, "day")),
-        _ => format!("on {}", date(at)),
+    let round = |unit: i64| (seconds + unit / 2) / unit;
+    if seconds <= 0 {
+        "expired".to_owned()
+    } else if seconds < 60 {
+        "in less than a minute".to_owned()
+    } else if round(60) < 60 {
+        format!("in {}", plural(round(60), "minute"))
+    } else if round(3_600) < 24 {
+        format!("in {}", plural(round(3_600), "hour"))
+    } else if round(86_400) < 365 {
+        format!("in {}", plural(round(86_400), "day"))
+    } else {
+        format!("on {}", date(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let before = |seconds: i64| ago(now, now - Duration::seconds(seconds));
+        assert_eq!(before(5), "just now");
+        assert_eq!(before(60), "1 minute ago");
+        assert_eq!(before(7_200), "2 hours ago");
+        assert_eq!(before(86_400 * 3), "3 days ago");
+        assert_eq!(before(86_400 * 40), "6 Dec 2026");
+        let after = |seconds: i64| until(now, now + Duration::seconds(seconds));
+        assert_eq!(after(-1), "expired");
+        assert_eq!(after(30), "in less than a minute");
+        assert_eq!(after(3_000), "in 50 minutes");
+        assert_eq!(after(3_599), "in 1 hour");
+        assert_eq!(after(86_400 * 30 - 5), "in 30 days");
+        assert_eq!(after(86_400 * 90), "in 90 days");
+        assert_eq!(after(86_400 * 400), "on 19 Feb 2028");
     }
 }
