@@ -11,7 +11,7 @@
 //!   its table body (the page's script refreshes the table with it);
 //! - `/dashboard/api-keys...`: teamkey's management routes, for the
 //!   signed-in person's team;
-//! - `GET /static/settings/api-keys.js`, `GET /static/settings/settings.css`.
+//! - `GET /static/settings/{api-keys.js, settings.css, favicon.svg}`.
 //!
 //! Every answer carries a Content-Security-Policy without inline scripts or
 //! styles; every mutation must come from this origin (`Origin` and
@@ -101,6 +101,7 @@ pub(crate) fn router(state: AppState) -> Router {
         // The assets need no session.
         .route("/static/settings/api-keys.js", get(script))
         .route("/static/settings/settings.css", get(stylesheet))
+        .route("/static/settings/favicon.svg", get(favicon))
         .layer(middleware::from_fn(same_origin_mutations))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -271,6 +272,12 @@ async fn script() -> Response {
 /// The pages' stylesheet.
 async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", include_str!("static/settings.css"))
+}
+
+/// The pages' icon (a key), so that browsers do not ask for a missing
+/// `/favicon.ico`.
+async fn favicon() -> Response {
+    asset("image/svg+xml", include_str!("static/favicon.svg"))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

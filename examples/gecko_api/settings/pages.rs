@@ -50,6 +50,7 @@ fn layout(title: &str, signed_in: Option<&Header<'_>>, main: Markup) -> Markup {
                 meta name="color-scheme" content="light dark";
                 title { (title) " · Gecko" }
                 link rel="stylesheet" href="/static/settings/settings.css";
+                link rel="icon" type="image/svg+xml" href="/static/settings/favicon.svg";
                 @if let Some(header) = signed_in {
                     meta name="csrf-token" content=(header.csrf);
                     script src="/static/settings/api-keys.js" defer {}
@@ -218,7 +219,7 @@ fn create_form(rules: &TeamRules) -> Markup {
             form #create-form .stack {
                 div.field {
                     label for="key-name" { "Name" }
-                    input #key-name type="text" name="name" required maxlength="100" autocomplete="off" placeholder="CI/CD Pipeline";
+                    input #key-name type="text" name="name" required maxlength="100" autocomplete="off" placeholder="e.g. Nightly export";
                 }
                 fieldset.field {
                     legend { "Scopes" }
