@@ -65,10 +65,16 @@ impl std::fmt::Debug for Csrf {
 /// the users table on each request, which also gives their team). A
 /// failing store is a 503 page.
 pub(crate) async fn current_user(session: &Session, db: &Db) -> Result<Option<CurrentUser>, Response> {
-    let signed_in: Option<SignedIn> = session.get(USER).await.map_err(|e| {
-        tracing::warn!(error = %e, "session store unavailable");
-        pages::unavailable()
-    })?;
+    let signed_in: Option<SignedIn> = match session.get(USER).await {
+        Ok(signed_in) => signed_in,
+        // A session of another shape (an older version of the demo): not
+        // signed in, rather than stuck on an error until it expires.
+        Err(tower_sessions::session::Error::SerdeJson(_)) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unavailable");
+            return Err(pages::unavailable());
+        }
+    };
     let Some(signed_in) = signed_in else {
         return Ok(None);
     };

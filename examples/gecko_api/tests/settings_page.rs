@@ -44,6 +44,7 @@ const ORIGIN: &str = "http://gecko.test";
 /// passwords printed at the first start), the API and the page.
 struct Fixture {
     app: Router,
+    db: demo::Db,
     keys: KeyManager,
     passwords: HashMap<&'static str, String>,
 }
@@ -67,11 +68,16 @@ async fn fixture() -> Fixture {
     let passwords = seeded.into_iter().map(|u| (u.email, u.password)).collect();
     let state = app::AppState {
         keys: keys.clone(),
-        db,
+        db: db.clone(),
     };
     // As main.rs serves them.
     let app = app::router(state.clone()).merge(settings::router(state));
-    Fixture { app, keys, passwords }
+    Fixture {
+        app,
+        db,
+        keys,
+        passwords,
+    }
 }
 
 /// An answer.
@@ -288,6 +294,25 @@ async fn without_a_session_the_page_sends_to_sign_in_and_the_api_refuses() {
         browser.get("/settings/api-keys").await.status,
         StatusCode::SEE_OTHER
     );
+}
+
+#[tokio::test]
+async fn a_session_of_another_shape_is_signed_out_not_an_error() {
+    let f = fixture().await;
+    let store = settings::SqlSessionStore::new(f.db.clone());
+    let mut record = Record {
+        id: Id::default(),
+        data: [("user".to_owned(), json!(42))].into(),
+        expiry_date: OffsetDateTime::now_utc() + Duration::hours(1),
+    };
+    store.create(&mut record).await.unwrap();
+    let mut browser = Browser::new(&f);
+    browser.cookie = Some(format!("gecko_session={}", record.id));
+    let page = browser.get("/settings/api-keys").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.header("location"), Some("/login"));
+    let list = browser.get("/dashboard/api-keys").await;
+    assert_eq!(list.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
