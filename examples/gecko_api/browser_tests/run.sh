@@ -3,7 +3,8 @@
 # driven by Playwright (playwright-core from npm) against the Gecko example
 # server, which the tests start on a free port with a temporary SQLite
 # database. Installs what is missing (chromium with apt, the npm packages
-# with `npm ci`), builds the example, runs.
+# with `npm ci`), builds the example (unless GECKO_API_BIN names a binary
+# already built), runs.
 #
 #   examples/gecko_api/browser_tests/run.sh
 #   SCREENSHOTS=docs/img examples/gecko_api/browser_tests/run.sh   # also refreshes the README's screenshots
@@ -37,8 +38,16 @@ fi
 # Exactly what package-lock.json pins (from npm's cache after the first run).
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
-# A no-op when `cargo test --workspace` has built it already.
-(cd "$root" && cargo build --locked -p gecko-api-example --example gecko_api)
+# The example server; CI passes the one its test step built (GECKO_API_BIN).
+if [ -z "${GECKO_API_BIN:-}" ]; then
+  (cd "$root" && cargo build --locked -p gecko-api-example --example gecko_api)
+  GECKO_API_BIN="$CARGO_TARGET_DIR/debug/examples/gecko_api"
+fi
+if [ ! -x "$GECKO_API_BIN" ]; then
+  echo "No example server at $GECKO_API_BIN: build it with cargo build -p gecko-api-example --example gecko_api" >&2
+  exit 1
+fi
+export GECKO_API_BIN
 
 # A relative SCREENSHOTS is the caller's, not this folder's.
 if [ -n "${SCREENSHOTS:-}" ]; then
@@ -47,7 +56,6 @@ if [ -n "${SCREENSHOTS:-}" ]; then
   export SCREENSHOTS
 fi
 cd "$here"
-export GECKO_API_BIN="$CARGO_TARGET_DIR/debug/examples/gecko_api"
 node --test --test-concurrency=1 --test-reporter=spec settings.test.mjs
 
 # Screenshots for the README: smaller, when pngquant (Debian's) is there.

@@ -49,7 +49,9 @@ async function waitFor(what, check, seconds = 60) {
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     if (await check()) return;
-    if (server.exitCode !== null) throw new Error(`the server exited (${server.exitCode}):\n${output}`);
+    if (server.exitCode !== null || server.pid === undefined) {
+      throw new Error(`the server is not running (${server.exitCode}):\n${output}`);
+    }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${output}`);
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -68,9 +70,14 @@ before(async () => {
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  server.on("error", (error) => (output += `\ncould not start ${binary}: ${error.message}\n`));
   server.stdout.on("data", (chunk) => (output += chunk));
   server.stderr.on("data", (chunk) => (output += chunk));
-  await waitFor("the demo users", () => /owner@initech\.test\s+team/.test(output));
+  // (A binary without them is another checkout's build: CARGO_TARGET_DIR
+  // may be shared.)
+  await waitFor(`the demo users (is ${binary} this checkout's build?)`, () =>
+    /owner@initech\.test\s+team/.test(output),
+  );
   await waitFor("the server", async () => {
     try {
       return (await fetch(`${base}/login`)).ok;
@@ -87,7 +94,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
+  if (server && server.pid !== undefined && server.exitCode === null) {
     // Ctrl-C: the server flushes last-used times and stops.
     const exited = new Promise((resolve) => server.once("exit", resolve));
     server.kill("SIGINT");
