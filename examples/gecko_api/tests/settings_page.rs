@@ -297,6 +297,31 @@ async fn without_a_session_the_page_sends_to_sign_in_and_the_api_refuses() {
 }
 
 #[tokio::test]
+async fn the_api_beside_the_page_keeps_its_own_rules() {
+    // Merged into one router, the page's layers stay on the page's routes:
+    // API clients send no Origin and no CSRF token, and need neither.
+    let f = fixture().await;
+    let acme = teamkey::TeamId::new("acme").unwrap();
+    let options = teamkey::CreateOptions::new().scopes(teamkey::Scopes::new(["scans:write"]).unwrap());
+    let key = f.keys.create(&acme, "writer", options).await.unwrap();
+    let mut client = Browser::new(&f);
+    let started = client
+        .send(
+            "POST",
+            "/api/v1/scans",
+            &[
+                ("x-api-key", key.key.expose_secret()),
+                ("content-type", "application/json"),
+            ],
+            r#"{"target": "github.com/acme/web"}"#,
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED, "{}", started.body);
+    assert!(started.header("set-cookie").is_none());
+    assert!(started.header("content-security-policy").is_none());
+}
+
+#[tokio::test]
 async fn a_session_of_another_shape_is_signed_out_not_an_error() {
     let f = fixture().await;
     let store = settings::SqlSessionStore::new(f.db.clone());
