@@ -13,6 +13,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { mkdtemp, mkdir, rm } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -56,6 +57,13 @@ async function waitFor(what, check, seconds = 60) {
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+// Whatever happens (a failed `before` skips no `after` on every Node.js
+// version), the server and its database do not outlive the tests.
+process.on("exit", () => {
+  if (server && server.pid !== undefined && server.exitCode === null) server.kill("SIGKILL");
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
 
 before(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), "gecko-settings-"));
