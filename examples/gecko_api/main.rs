@@ -9,6 +9,7 @@
 
 mod app;
 mod demo;
+mod settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?.to_string();
     demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;
     drop(legacy); // Printed once; not kept.
+    settings::start(&db, &addr).await?; // The demo users, printed once; sessions.
     tokio::spawn(demo::sweep_expiring_hourly(keys.clone()));
 
     let state = app::AppState {
@@ -29,7 +31,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // With the peer's address, for key events and last-used IPs. (Behind
     // a proxy, the app would insert teamkey's `ClientIp` instead.)
-    let app = app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = app::router(state.clone())
+        .merge(settings::router(state)) // Settings > API Keys, with sign-in
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
