@@ -37,7 +37,7 @@ const UNAVAILABLE: &str =
 /// A valid key of a team whose plan has no API access (initech, on Free).
 const PLAN_REQUIRED: &str = r#"{"error":"plan_required","message":"This API key is valid, but your team's plan does not include API access. Upgrade the plan to use the API."}"#;
 /// The fixture's `limited` key past its quota of one request per minute.
-const TOO_MANY: &str = r#"{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit of 1 requests per 60 seconds; retry after 60 seconds.","error":"rate_limited"}"#;
+const TOO_MANY: &str = r#"{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"This API key is over its rate limit of 1 request per 60 seconds; retry after 60 seconds.","error":"rate_limited"}"#;
 /// The `RateLimit-Policy` of acme's keys: its Pro plan's.
 const PRO_POLICY: &str = r#""default";q=100;w=60"#;
 
