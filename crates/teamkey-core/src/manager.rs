@@ -1186,7 +1186,14 @@ impl KeyManager {
             let until = now.saturating_add(Duration::days(i64::from(days)));
             let mut query = ExpiringQuery::new(now, until, BATCH);
             loop {
-                let soon = self.inner.store.expiring(&query).await?;
+                let full = |n: usize| n >= BATCH;
+                let mut soon = self.inner.store.expiring(&query).await?;
+                let answered = soon.len();
+                // A store that answers more, or other, than asked neither
+                // warns a key out of the window nor pages for ever.
+                soon.retain(|r| query.matches(r));
+                soon.sort_by_key(|r| (r.expires_at, r.id));
+                soon.truncate(BATCH);
                 for record in &soon {
                     let mut event = KeyEvent::new(EventKind::Expiring, now, record, &Origin::system());
                     event.days_left = Some(days);
@@ -1197,8 +1204,9 @@ impl KeyManager {
                 }
                 match soon.last() {
                     // Paged by (expiry, id): keys sharing one instant, however
-                    // many, are each read once.
-                    Some(last) if soon.len() == BATCH => query = query.after_record(last),
+                    // many, are each read once. A page the cursor passes over
+                    // entirely (a store ignoring it) ends the sweep.
+                    Some(last) if full(answered) && full(soon.len()) => query = query.after_record(last),
                     _ => break,
                 }
             }

@@ -357,3 +357,82 @@ async fn a_hung_sink_does_not_hold_a_task_per_event_for_ever() {
         "{alive} delivery tasks still alive for 4000 events, 3 s later"
     );
 }
+
+// ---------------------------------------------------------------------
+// A store that ignores the sweep's cursor (answers the first page every
+// time) must not keep the sweep paging for ever.
+// ---------------------------------------------------------------------
+
+struct CursorBlind(MemoryStore);
+
+#[teamkey_core::async_trait]
+impl teamkey_core::KeyStore for CursorBlind {
+    async fn insert(
+        &self,
+        r: &teamkey_core::KeyRecord,
+        e: &teamkey_core::events::KeyEvent,
+    ) -> Result<(), teamkey_core::StoreError> {
+        self.0.insert(r, e).await
+    }
+    async fn get(
+        &self,
+        id: &teamkey_core::KeyId,
+    ) -> Result<Option<Arc<teamkey_core::KeyRecord>>, teamkey_core::StoreError> {
+        self.0.get(id).await
+    }
+    async fn list(&self, t: &TeamId) -> Result<Vec<teamkey_core::KeyRecord>, teamkey_core::StoreError> {
+        self.0.list(t).await
+    }
+    async fn revoke(&self, e: &teamkey_core::events::KeyEvent) -> Result<bool, teamkey_core::StoreError> {
+        self.0.revoke(e).await
+    }
+    async fn rotate(
+        &self,
+        r: &teamkey_core::Rotation,
+    ) -> Result<teamkey_core::RotateOutcome, teamkey_core::StoreError> {
+        self.0.rotate(r).await
+    }
+    async fn record_last_used(&self, u: &[teamkey_core::KeyUse]) -> Result<(), teamkey_core::StoreError> {
+        self.0.record_last_used(u).await
+    }
+    async fn append_event(
+        &self,
+        e: &teamkey_core::events::KeyEvent,
+    ) -> Result<bool, teamkey_core::StoreError> {
+        self.0.append_event(e).await
+    }
+    async fn expiring(
+        &self,
+        q: &teamkey_core::ExpiringQuery,
+    ) -> Result<Vec<teamkey_core::KeyRecord>, teamkey_core::StoreError> {
+        // The first page, whatever the cursor says.
+        let first = teamkey_core::ExpiringQuery::new(
+            q.after.min(q.until) - time::Duration::days(365),
+            q.until,
+            q.limit,
+        );
+        self.0.expiring(&first).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_ignoring_the_sweep_cursor_ends_the_sweep() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = KeyManager::builder(CursorBlind(MemoryStore::new()))
+        .clock(clock.clone())
+        .max_active_keys(1_000)
+        .build();
+    let acme = team("acme");
+    for i in 0..600 {
+        keys.create(
+            &acme,
+            &format!("k{i}"),
+            CreateOptions::new().expires_in(time::Duration::days(3)),
+        )
+        .await
+        .unwrap();
+    }
+    let swept = tokio::time::timeout(StdDuration::from_secs(20), keys.sweep_expiring()).await;
+    assert!(swept.is_ok(), "the sweep must end");
+    swept.unwrap().unwrap();
+}
