@@ -1,13 +1,12 @@
 //! `Authenticated` and `MaybeAuthenticated` extractors.
 
 use std::future::{Future, Ready, ready};
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{AUTHORIZATION, HeaderMap, HeaderName};
+use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
@@ -90,14 +89,19 @@ pub(crate) fn log_no_manager(guard: &str, or_else: &str) {
 /// parses the name, and allocates a copy of it, on every request.
 static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
 
-/// Verifies the key in `headers` by `rules`, from a client at `client_ip`
-/// (kept as the key's last-used IP if the manager records them).
+/// Verifies the key in `req`'s headers by `rules`.
 pub(crate) async fn verify(
     manager: &KeyManager,
     rules: &HeaderRules,
-    headers: &HeaderMap,
-    client_ip: Option<IpAddr>,
+    req: &HttpRequest,
 ) -> Result<Principal, VerifyError> {
+    // The address is looked up only if the manager keeps it.
+    let client_ip = if manager.records_client_ips() {
+        client_ip(req)
+    } else {
+        None
+    };
+    let headers = req.headers();
     let key_header = if rules.header_name() == HeaderRules::DEFAULT_HEADER {
         headers.get_all(&DEFAULT_KEY_HEADER)
     } else {
@@ -170,9 +174,7 @@ async fn principal(req: HttpRequest, admits: bool) -> Result<Principal, Failure>
         return Err(Failure::NoManager);
     };
     let rules = req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules());
-    let principal = verify(manager, rules, req.headers(), client_ip(&req))
-        .await
-        .map_err(Failure::Key)?;
+    let principal = verify(manager, rules, &req).await.map_err(Failure::Key)?;
     if !admits {
         return Ok(principal);
     }

@@ -11,7 +11,6 @@ use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal, RateLimitHeaders};
 
 use crate::AuthRejection;
-use crate::context::client_ip;
 use crate::extract::{app_manager_ref, default_rules, log_no_manager, verify};
 use crate::limit::{add_headers, admitted};
 
@@ -162,7 +161,7 @@ async fn verify_and_admit(
     rules: &HeaderRules,
     req: &ServiceRequest,
 ) -> Result<(Principal, Option<RateLimitHeaders>), AuthRejection> {
-    let principal = verify(manager, rules, req.headers(), client_ip(req.request())).await?;
+    let principal = verify(manager, rules, req.request()).await?;
     let limit = admitted(manager.admit(&principal).await)?;
     Ok((principal, limit))
 }

@@ -1,11 +1,10 @@
 //! The `Authenticated` extractor.
 
-use std::net::IpAddr;
 use std::sync::LazyLock;
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{Extensions, HeaderMap, HeaderName, header};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
 use crate::AuthRejection;
@@ -63,14 +62,19 @@ pub(crate) fn default_rules() -> &'static HeaderRules {
 /// parses and checks the name on every request.
 static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
 
-/// Verifies the key in `headers` by `rules`, from a client at `client_ip`
-/// (kept as the key's last-used IP if the manager records them).
+/// Verifies the key in `headers` by `rules`; the client's address (from
+/// `extensions`) is looked up only if the manager keeps it.
 pub(crate) async fn verify(
     manager: &KeyManager,
     rules: &HeaderRules,
     headers: &HeaderMap,
-    client_ip: Option<IpAddr>,
+    extensions: &Extensions,
 ) -> Result<Principal, VerifyError> {
+    let client_ip = if manager.records_client_ips() {
+        client_ip(extensions)
+    } else {
+        None
+    };
     let key_header = if rules.header_name() == HeaderRules::DEFAULT_HEADER {
         headers.get_all(&DEFAULT_KEY_HEADER)
     } else {
@@ -118,7 +122,7 @@ where
         .extensions
         .get::<HeaderRules>()
         .unwrap_or_else(|| default_rules());
-    let principal = verify(&manager, rules, &parts.headers, client_ip(&parts.extensions))
+    let principal = verify(&manager, rules, &parts.headers, &parts.extensions)
         .await
         .map_err(Failure::Key)?;
     if let Some(limit) = admitted(manager.admit(&principal).await).map_err(Failure::Refused)? {

@@ -13,7 +13,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::AuthRejection;
-use crate::context::client_ip;
 use crate::extract::{default_rules, verify};
 use crate::limit::{add_headers, admitted};
 
@@ -141,8 +140,7 @@ where
             }
             // Preflights included: behind `any(..)` or a fallback, letting
             // one through would run the handler without a key.
-            let client_ip = client_ip(request.extensions());
-            let principal = match verify(&manager, &rules, request.headers(), client_ip).await {
+            let principal = match verify(&manager, &rules, request.headers(), request.extensions()).await {
                 Ok(principal) => principal,
                 Err(e) => return Ok(AuthRejection::from(e).into_response()),
             };
@@ -277,8 +275,7 @@ where
                     .get::<HeaderRules>()
                     .unwrap_or_else(|| default_rules()),
             };
-            let client_ip = client_ip(request.extensions());
-            let principal = match verify(&manager, rules, request.headers(), client_ip).await {
+            let principal = match verify(&manager, rules, request.headers(), request.extensions()).await {
                 Ok(principal) => principal,
                 Err(e) => return Ok(AuthRejection::from(e).into_response()),
             };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use crate::answer::Answer;
-use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup};
+use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup, Ticket};
 use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
 use crate::events::{EventKind, EventQuery, EventSink, KeyEvent, Origin};
@@ -19,7 +19,7 @@ use crate::last_used::LastUsed;
 use crate::page::{Cursor, ExpiringQuery, ListQuery, Page, PageRequest};
 use crate::policy::{DEFAULT_POLICY_TTL, PolicyCache, TeamPolicy, TeamRules};
 use crate::presented::HeaderRules;
-use crate::rate_limit::{LimiterFailure, RateLimit, RateLimitHeaders, RateLimiter};
+use crate::rate_limit::{LimiterFailure, LocalRateLimiter, RateLimit, RateLimitHeaders, RateLimiter};
 use crate::record::{KeyInfo, KeyRecord, Principal, RotateOutcome, Rotation};
 use crate::refusal_log::RefusalLog;
 use crate::store::KeyStore;
@@ -104,6 +104,14 @@ pub struct NewKey {
     pub info: KeyInfo,
 }
 
+/// Where a verification finds the record.
+enum AtHand {
+    /// Found without asking the store (`None`: known not to exist).
+    Found(Option<Arc<KeyRecord>>),
+    /// The store must be asked; the cache's ticket for keeping its answer.
+    Fetch(Option<Ticket>),
+}
+
 /// Creates, lists, revokes, rotates and verifies keys.
 ///
 /// Cheap to clone (one `Arc`): share it across tasks and handlers.
@@ -114,6 +122,9 @@ pub struct KeyManager {
 
 struct Inner {
     store: Arc<dyn KeyStore>,
+    /// The store again, when it is a `MemoryStore`: read without a future.
+    #[cfg(feature = "memory")]
+    memory: Option<Arc<crate::MemoryStore>>,
     format: KeyFormat,
     hasher: Hasher,
     clock: Arc<dyn Clock>,
@@ -211,6 +222,8 @@ impl fmt::Debug for KeyManager {
 #[must_use]
 pub struct KeyManagerBuilder {
     store: Arc<dyn KeyStore>,
+    #[cfg(feature = "memory")]
+    memory: Option<Arc<crate::MemoryStore>>,
     format: KeyFormat,
     pepper: Option<Pepper>,
     clock: Arc<dyn Clock>,
@@ -325,7 +338,9 @@ impl KeyManagerBuilder {
     /// not limited. Adapters check right after verification
     /// ([`KeyManager::admit`]).
     pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
-        self.limiting.limiter = Some(Arc::new(limiter));
+        let limiter = Arc::new(limiter);
+        self.limiting.local = crate::rate_limit::as_local(&limiter);
+        self.limiting.limiter = Some(limiter);
         self
     }
 
@@ -377,6 +392,8 @@ impl KeyManagerBuilder {
         let manager = KeyManager {
             inner: Arc::new(Inner {
                 store: self.store,
+                #[cfg(feature = "memory")]
+                memory: self.memory,
                 format: self.format,
                 hasher: Hasher::new(self.pepper.as_ref()),
                 clock: self.clock,
@@ -428,8 +445,11 @@ impl KeyManager {
 
     /// A builder over `store`.
     pub fn builder(store: impl KeyStore) -> KeyManagerBuilder {
+        let store = Arc::new(store);
         KeyManagerBuilder {
-            store: Arc::new(store),
+            #[cfg(feature = "memory")]
+            memory: crate::memory::as_memory_store(&store),
+            store,
             format: KeyFormat::default(),
             pepper: None,
             clock: Arc::new(SystemClock),
@@ -810,6 +830,13 @@ impl KeyManager {
         Err(StoreError::Conflict.into())
     }
 
+    /// Whether verification keeps the client's IP as the key's last-used
+    /// IP ([`KeyManagerBuilder::record_client_ips`]): adapters skip looking
+    /// the address up when not.
+    pub fn records_client_ips(&self) -> bool {
+        self.inner.record_client_ips
+    }
+
     /// Verifies a presented key and says who the caller is.
     ///
     /// Malformed input is refused without touching the store; a well-formed
@@ -918,10 +945,13 @@ impl KeyManager {
         let format = &self.inner.format;
         let parsed = format.parse(presented)?;
         let key_id = parsed.key_id();
-        let record = self
-            .record(key_id)
-            .await?
-            .ok_or(VerifyError::Unknown { key_id })?;
+        // The common cases (a cache hit, a memory store) need no await; the
+        // store's lookup is boxed, so that this future stays small for them.
+        let record = match self.record_at_hand(&key_id) {
+            AtHand::Found(record) => record,
+            AtHand::Fetch(ticket) => Box::pin(self.fetch(key_id, ticket)).await?,
+        }
+        .ok_or(VerifyError::Unknown { key_id })?;
         let digest = self
             .inner
             .hasher
@@ -945,7 +975,12 @@ impl KeyManager {
         }
         let mut rate_limit = record.rate_limit;
         if let Some(policy) = &self.inner.policy {
-            let rules = policy.rules(&record.team_id).await.map_err(VerifyError::Policy)?;
+            let rules = match policy.cached(&record.team_id) {
+                Some(rules) => rules,
+                None => Box::pin(policy.rules(&record.team_id))
+                    .await
+                    .map_err(VerifyError::Policy)?,
+            };
             if !rules.api_access {
                 return Err(VerifyError::NoApiAccess { key_id });
             }
@@ -959,20 +994,35 @@ impl KeyManager {
         Ok(Principal::new(record, rate_limit))
     }
 
-    /// The record of `key_id`, from the cache when it may be trusted.
-    async fn record(&self, key_id: KeyId) -> Result<Option<Arc<KeyRecord>>, VerifyError> {
-        let Some(cache) = &self.inner.cache else {
-            return self.read(key_id).await;
-        };
-        match cache.state.lookup(&key_id) {
-            Lookup::Hit(record) => Ok(Some(record)),
-            Lookup::Unknown => Ok(None),
-            Lookup::Miss(ticket) => {
-                let record = self.read(key_id).await?;
-                cache.state.fill(key_id, record.clone(), ticket);
-                Ok(record)
-            }
+    /// The record of `key_id` if it is at hand: in a `MemoryStore`, or in
+    /// the cache when the cache may be trusted.
+    fn record_at_hand(&self, key_id: &KeyId) -> AtHand {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = &self.inner.memory {
+            return AtHand::Found(memory.get_now(key_id));
         }
+        let Some(cache) = &self.inner.cache else {
+            return AtHand::Fetch(None);
+        };
+        match cache.state.lookup(key_id) {
+            Lookup::Hit(record) => AtHand::Found(Some(record)),
+            Lookup::Unknown => AtHand::Found(None),
+            Lookup::Miss(ticket) => AtHand::Fetch(Some(ticket)),
+        }
+    }
+
+    /// The record of `key_id` from the store, kept in the cache with the
+    /// cache's `ticket`.
+    async fn fetch(
+        &self,
+        key_id: KeyId,
+        ticket: Option<Ticket>,
+    ) -> Result<Option<Arc<KeyRecord>>, VerifyError> {
+        let record = self.read(key_id).await?;
+        if let (Some(cache), Some(ticket)) = (&self.inner.cache, ticket) {
+            cache.state.fill(key_id, record.clone(), ticket);
+        }
+        Ok(record)
     }
 
     /// The record of `key_id`, from the store.
@@ -1025,7 +1075,11 @@ impl KeyManager {
             self.unlimited_by_setup();
             return Admission::Unlimited;
         };
-        match limiter.check(&principal.key_id(), limit).await {
+        let decision = match &self.inner.limiting.local {
+            Some(local) => Ok(local.decide(&principal.key_id(), limit)),
+            None => limiter.check(&principal.key_id(), limit).await,
+        };
+        match decision {
             Ok(decision) if decision.allowed => Admission::Allowed(RateLimitHeaders::new(limit, &decision)),
             Ok(decision) => {
                 self.rate_limited(principal);
@@ -1259,6 +1313,9 @@ impl KeyManager {
 #[derive(Clone, Default)]
 struct Limiting {
     limiter: Option<Arc<dyn RateLimiter>>,
+    /// The limiter again, when it is a `LocalRateLimiter`: asked without a
+    /// future.
+    local: Option<Arc<LocalRateLimiter>>,
     default: Option<RateLimit>,
     on_failure: LimiterFailure,
     /// When the last "limiter failed" warning was logged (unix micros).

@@ -75,6 +75,12 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// The record of `key_id`, at once: what verification reads when the
+    /// manager's store is a `MemoryStore` (see [`as_memory_store`]).
+    pub(crate) fn get_now(&self, key_id: &KeyId) -> Option<Arc<KeyRecord>> {
+        self.read().keys.get(key_id).cloned()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
         // Every write below completes before it could panic, so a poisoned
         // lock still guards consistent data.
@@ -84,6 +90,14 @@ impl MemoryStore {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// `store` itself when it is a `MemoryStore`, so that verification can read
+/// it without `KeyStore::get`'s boxed future (a store that never waits
+/// should not cost an allocation per request).
+pub(crate) fn as_memory_store<S: KeyStore>(store: &Arc<S>) -> Option<Arc<MemoryStore>> {
+    let store: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(store) as _;
+    store.downcast().ok()
 }
 
 #[async_trait]
@@ -96,7 +110,7 @@ impl KeyStore for MemoryStore {
     }
 
     async fn get(&self, key_id: &KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        Ok(self.read().keys.get(key_id).cloned())
+        Ok(self.get_now(key_id))
     }
 
     async fn list(&self, team_id: &TeamId) -> Result<Vec<KeyRecord>, StoreError> {

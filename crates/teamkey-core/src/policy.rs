@@ -160,10 +160,16 @@ impl PolicyCache {
     }
 
     /// The team's rules, kept or asked for.
+    /// The team's rules if an answer younger than the ttl is kept.
+    pub(crate) fn cached(&self, team: &TeamId) -> Option<Arc<TeamRules>> {
+        self.answers
+            .get(team)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(rules, _)| rules)
+    }
+
     pub(crate) async fn rules(&self, team: &TeamId) -> Result<Arc<TeamRules>, PolicyError> {
-        if let Some((rules, at)) = self.answers.get(team)
-            && at.elapsed() < self.ttl
-        {
+        if let Some(rules) = self.cached(team) {
             return Ok(rules);
         }
         use std::sync::atomic::Ordering;
