@@ -902,6 +902,47 @@ async fn actix_applies_the_plans() {
     .await;
 }
 
+#[tokio::test]
+async fn axum_lets_other_origins_read_the_rate_limit_headers() {
+    let f = fixture().await;
+    let app = axum_app(&f);
+    rate_limit_headers_are_exposed(&f, async |m, uri, h, b| axum_send(&app, m, &uri, &h, &b).await).await;
+}
+
+#[actix_web::test]
+async fn actix_lets_other_origins_read_the_rate_limit_headers() {
+    let f = fixture().await;
+    let service = actix_service!(f);
+    rate_limit_headers_are_exposed(&f, async |m, uri, h, b| {
+        actix_send(&service, m, &uri, &h, &b).await
+    })
+    .await;
+}
+
+/// A browser hides every response header from a cross-origin script
+/// unless CORS exposes it: the quota and the wait after a 429 must be.
+async fn rate_limit_headers_are_exposed(
+    f: &Fixture,
+    send: impl AsyncFn(&'static str, String, Headers, String) -> Answer,
+) {
+    let headers = vec![
+        ("X-API-Key", text(&f.limited)),
+        ("Origin", text("https://app.example")),
+    ];
+    for status in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
+        let answer = send("GET", "/api/v1/scans".into(), headers.clone(), String::new()).await;
+        assert_eq!(answer.status, status, "{}", answer.body);
+        let exposed = answer
+            .header("access-control-expose-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let exposed: Vec<&str> = exposed.split(',').map(str::trim).collect();
+        for name in ["ratelimit", "ratelimit-policy", "retry-after"] {
+            assert!(exposed.contains(&name), "{status}: {name} not in {exposed:?}");
+        }
+    }
+}
+
 /// initech (Free) has no API access: its key from before the plans is
 /// refused with the plan answer, and it creates nothing; acme (Pro) works
 /// as before; globex (Enterprise) makes only keys that expire within 90

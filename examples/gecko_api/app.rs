@@ -55,6 +55,13 @@ pub(crate) fn cors() -> CorsLayer {
             header::CONTENT_TYPE,
             header::ACCEPT,
         ])
+        // Else a script on another origin cannot read how much of its
+        // key's quota is left, nor how long to wait after a 429.
+        .expose_headers([
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+            header::RETRY_AFTER,
+        ])
 }
 
 #[derive(Deserialize)]

@@ -43,6 +43,9 @@ pub(crate) fn cors() -> Cors {
         .allow_any_origin()
         .allowed_methods(["GET", "POST", "DELETE"])
         .allowed_headers(["x-api-key", "content-type", "accept"])
+        // Else a script on another origin cannot read how much of its
+        // key's quota is left, nor how long to wait after a 429.
+        .expose_headers(["ratelimit", "ratelimit-policy", "retry-after"])
 }
 
 /// The app data `configure` needs.
