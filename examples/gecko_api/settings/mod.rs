@@ -16,16 +16,16 @@
 //! Every answer carries a Content-Security-Policy without inline scripts or
 //! styles; every mutation must come from this origin (`Origin` and
 //! `Sec-Fetch-Site`), and a signed-in one must also carry the session's
-//! CSRF token. Cookies are `HttpOnly` and `SameSite=Strict`; `Secure` only
-//! with `SESSION_COOKIE_SECURE=1`, since the demo serves plain http on
-//! 127.0.0.1 (behind https, set it).
+//! CSRF token. Sign-in is throttled (`throttle.rs`). Cookies are `HttpOnly`
+//! and `SameSite=Strict`; `Secure` only with `SESSION_COOKIE_SECURE=1`,
+//! since the demo serves plain http on 127.0.0.1 (behind https, set it).
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use teamkey::axum::management_routes;
 use teamkey::{KeyInfo, KeyManager, PageRequest, TeamId, TeamPolicy};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -60,10 +60,12 @@ macro_rules! on_pool {
 mod auth;
 mod pages;
 mod session_store;
+pub(crate) mod throttle;
 mod users;
 
 pub(crate) use auth::SessionAdmin;
 pub(crate) use session_store::SqlSessionStore;
+use throttle::SignInLimits;
 pub(crate) use users::{SeededUser, prepare};
 
 /// Where teamkey's management routes are mounted for the page.
@@ -98,6 +100,7 @@ pub(crate) fn router(state: AppState) -> Router {
         // as the admin instead of an API key.
         .nest(API_BASE, management_routes::<AppState, SessionAdmin>())
         .layer(sessions)
+        .layer(Extension(SignInLimits::new()))
         // The assets need no session.
         .route("/static/settings/api-keys.js", get(script))
         .route("/static/settings/settings.css", get(stylesheet))

@@ -20,10 +20,12 @@ mod settings;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -113,6 +115,8 @@ impl Answer {
 struct Browser<'a> {
     app: &'a Router,
     cookie: Option<String>,
+    /// The peer's address, as `into_make_service_with_connect_info` gives it.
+    ip: Option<IpAddr>,
 }
 
 impl<'a> Browser<'a> {
@@ -120,7 +124,14 @@ impl<'a> Browser<'a> {
         Self {
             app: &f.app,
             cookie: None,
+            ip: None,
         }
+    }
+
+    /// The same browser, connecting from `ip`.
+    fn at(mut self, ip: &str) -> Self {
+        self.ip = Some(ip.parse().unwrap());
+        self
     }
 
     /// Sends a request, with `Host`, the session cookie and the extra
@@ -130,6 +141,9 @@ impl<'a> Browser<'a> {
             .method(method)
             .uri(path)
             .header(header::HOST, HOST);
+        if let Some(ip) = self.ip {
+            request = request.extension(ConnectInfo(SocketAddr::new(ip, 50_000)));
+        }
         if let Some(cookie) = &self.cookie {
             request = request.header(header::COOKIE, cookie);
         }
@@ -745,6 +759,100 @@ async fn signing_out_ends_the_session_everywhere() {
     );
     let list = replay.api("GET", "/api-keys", &csrf, None).await;
     assert_eq!(list.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_sign_in_finding_every_hash_busy_is_refused_at_once_not_queued() {
+    let f = fixture().await;
+    let password = &f.passwords["owner@acme.test"];
+    let [mut a, mut b, mut c, mut d] = [(); 4].map(|()| Browser::new(&f));
+    // Polled together in one task: each takes a permit or is refused
+    // before the first hash ends. Queued, all four would sign in.
+    let (a, b, c, d) = tokio::join!(
+        a.sign_in("owner@acme.test", password),
+        b.sign_in("owner@acme.test", password),
+        c.sign_in("owner@acme.test", password),
+        d.sign_in("owner@acme.test", password),
+    );
+    let (signed_in, refused): (Vec<_>, Vec<_>) = [a, b, c, d]
+        .into_iter()
+        .partition(|answer| answer.status == StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.len(), settings::throttle::HASHING_PERMITS);
+    assert!(!refused.is_empty());
+    for answer in refused {
+        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.body);
+        assert_eq!(answer.header("retry-after"), Some("1"));
+        assert_eq!(answer.header("cache-control"), Some("no-store"));
+        assert!(
+            answer.body.contains("Too many sign-in attempts"),
+            "{}",
+            answer.body
+        );
+        assert!(answer.header("set-cookie").is_none());
+    }
+    // Busy is no failure, and the permits are back.
+    let mut later = Browser::new(&f);
+    later.signed_in(&f, "owner@acme.test").await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_email_known_or_not() {
+    let f = fixture().await;
+    let limit = settings::throttle::EMAIL_FAILURES;
+    let mut browser = Browser::new(&f);
+    let mut refusals = Vec::new();
+    for email in ["owner@acme.test", "nobody@acme.test"] {
+        for _ in 0..limit {
+            let answer = browser.sign_in(email, "wrong password").await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{email}");
+        }
+        // Past the limit even the right password is refused, unhashed.
+        let refused = browser.sign_in(email, &f.passwords["owner@acme.test"]).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{email}");
+        let wait: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!(
+            (1..=settings::throttle::WINDOW.as_secs()).contains(&wait),
+            "{wait}"
+        );
+        assert_eq!(refused.header("cache-control"), Some("no-store"));
+        assert!(refused.header("set-cookie").is_none());
+        refusals.push(refused.body.replace(email, "EMAIL"));
+    }
+    // Whether the email has an account or not, the refusal reads the same.
+    assert_eq!(refusals[0], refusals[1]);
+    assert!(refusals[0].contains("Too many sign-in attempts"));
+
+    // Other emails are not held back; a success forgives its email's
+    // failures (counted on, the last ones here would be refused).
+    for _ in 0..2 {
+        for _ in 1..limit {
+            let answer = browser.sign_in("owner@globex.test", "wrong password").await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        Browser::new(&f).signed_in(&f, "owner@globex.test").await;
+    }
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_client_address() {
+    let f = fixture().await;
+    let mut guesser = Browser::new(&f).at("203.0.113.7");
+    for i in 0..settings::throttle::ADDRESS_FAILURES {
+        // A new email each time: no email's own limit is reached.
+        let answer = guesser.sign_in(&format!("user{i}@acme.test"), "guess").await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let refused = guesser
+        .sign_in("owner@acme.test", &f.passwords["owner@acme.test"])
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused.body.contains("Too many sign-in attempts"));
+    // Another address is not held back.
+    Browser::new(&f)
+        .at("203.0.113.8")
+        .signed_in(&f, "owner@acme.test")
+        .await;
 }
 
 // The session store, on each database.
