@@ -14,13 +14,17 @@
 //! - `GET /static/settings/{api-keys.js, settings.css, favicon.svg}`.
 //!
 //! Every answer carries a Content-Security-Policy without inline scripts or
-//! styles; every mutation must come from this origin (`Origin` and
-//! `Sec-Fetch-Site`), and a signed-in one must also carry the session's
-//! CSRF token. Sign-in is throttled (`throttle.rs`). Cookies are `HttpOnly`
-//! and `SameSite=Strict`; `Secure` only with `SESSION_COOKIE_SECURE=1`,
-//! since the demo serves plain http on 127.0.0.1 (behind https, set it).
+//! styles; every mutation must come from the page's public origin
+//! (`PUBLIC_ORIGIN`, by `Origin` and `Sec-Fetch-Site`), and a signed-in one
+//! must also carry the session's CSRF token. Sign-in is throttled
+//! (`throttle.rs`). Cookies are `HttpOnly` and `SameSite=Strict`; `Secure`
+//! only with `SESSION_COOKIE_SECURE=1`, since the demo serves plain http on
+//! 127.0.0.1 (behind https, set it).
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::uri::{Scheme, Uri};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -82,15 +86,67 @@ const SESSION_LIFETIME: teamkey::time::Duration = teamkey::time::Duration::hours
 pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Where and how the page is served.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// The origin people open the page at, as browsers send it in
+    /// `Origin` (scheme, host, and port unless the default): every
+    /// mutation must come from it.
+    pub(crate) public_origin: String,
+    /// The session cookie only over https.
+    pub(crate) secure_cookies: bool,
+}
+
+impl Config {
+    /// `PUBLIC_ORIGIN`, by default `http://{addr}` with the address the
+    /// server listens on, and `SESSION_COOKIE_SECURE=1` (or `true`).
+    pub(crate) fn from_env(addr: &str) -> Result<Self, String> {
+        let origin = std::env::var("PUBLIC_ORIGIN")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let secure =
+            std::env::var("SESSION_COOKIE_SECURE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        Self::new(&origin, secure)
+    }
+
+    /// `public_origin` in the form browsers send: lowercase, without a
+    /// trailing `/` or the scheme's default port. Anything but an http(s)
+    /// origin is refused, since no `Origin` could ever match it.
+    pub(crate) fn new(public_origin: &str, secure_cookies: bool) -> Result<Self, String> {
+        let refused = || format!("PUBLIC_ORIGIN must be like https://host[:port], not {public_origin:?}");
+        let uri: Uri = public_origin.parse().map_err(|_| refused())?;
+        let (scheme, default_port) = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP => ("http", 80),
+            Some(s) if *s == Scheme::HTTPS => ("https", 443),
+            _ => return Err(refused()),
+        };
+        let authority = uri.authority().ok_or_else(refused)?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() || authority.as_str().contains('@') {
+            return Err(refused());
+        }
+        let host = authority.host().to_ascii_lowercase();
+        let public_origin = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+            _ => format!("{scheme}://{host}"),
+        };
+        Ok(Self {
+            public_origin,
+            secure_cookies,
+        })
+    }
+}
+
 /// The page's routes, sessions and security headers, to merge beside the
-/// API: `app::router(state.clone()).merge(settings::router(state))`.
-pub(crate) fn router(state: AppState) -> Router {
+/// API: `app::router(state.clone()).merge(settings::router(state, &config))`.
+pub(crate) fn router(state: AppState, config: &Config) -> Router {
     let sessions = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone()))
         .with_name(SESSION_COOKIE)
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
-        .with_secure(secure_cookies())
+        .with_secure(config.secure_cookies)
         .with_expiry(Expiry::OnInactivity(SESSION_LIFETIME));
+    let public_origin: Arc<str> = config.public_origin.as_str().into();
     Router::new()
         .route("/login", get(auth::login_page).post(auth::sign_in))
         .route("/logout", post(auth::sign_out))
@@ -105,7 +161,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/static/settings/api-keys.js", get(script))
         .route("/static/settings/settings.css", get(stylesheet))
         .route("/static/settings/favicon.svg", get(favicon))
-        .layer(middleware::from_fn(same_origin_mutations))
+        .layer(middleware::from_fn_with_state(
+            public_origin,
+            same_origin_mutations,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -123,17 +182,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `SESSION_COOKIE_SECURE=1` (or `true`): cookies only over https.
-fn secure_cookies() -> bool {
-    std::env::var("SESSION_COOKIE_SECURE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
-
 /// At start: the users and sessions tables, the demo users (printed with
 /// their passwords when just made), and an hourly sweep of expired
 /// sessions.
-pub(crate) async fn start(db: &demo::Db, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn start(db: &demo::Db, config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let seeded = prepare(db).await?;
-    announce(&seeded, addr);
+    announce(&seeded, &config.public_origin);
     tokio::spawn(session_store::delete_expired_hourly(SqlSessionStore::new(
         db.clone(),
     )));
@@ -142,16 +196,16 @@ pub(crate) async fn start(db: &demo::Db, addr: &str) -> Result<(), Box<dyn std::
 
 /// Prints where to sign in, and the passwords of users made just now
 /// (on stdout, once, like the Quickstart key; never in a log).
-fn announce(seeded: &[SeededUser], addr: &str) {
+fn announce(seeded: &[SeededUser], origin: &str) {
     if seeded.is_empty() {
         println!(
-            "\nSettings > API Keys: http://{addr}/settings/api-keys (demo users' passwords were printed at the first start;\n\
+            "\nSettings > API Keys: {origin}/settings/api-keys (demo users' passwords were printed at the first start;\n\
              delete the demo database to make new ones)."
         );
         return;
     }
     println!(
-        "\nSettings > API Keys: http://{addr}/settings/api-keys. Demo users, whose passwords are shown only this once:\n"
+        "\nSettings > API Keys: {origin}/settings/api-keys. Demo users, whose passwords are shown only this once:\n"
     );
     for user in seeded {
         println!(
@@ -231,10 +285,14 @@ async fn rows(session: Session, State(state): State<AppState>) -> Response {
 
 /// Refuses a mutation that another site (or no browser) could have made:
 /// the browser's `Sec-Fetch-Site`, when sent, must say `same-origin`, and
-/// `Origin` must be this server's. Browsers send `Origin` with every
-/// `POST` and `DELETE`; a request without one is refused.
-async fn same_origin_mutations(request: Request, next: Next) -> Response {
-    if request.method().is_safe() || is_same_origin(request.headers()) {
+/// `Origin` must be the page's public origin. Browsers send `Origin` with
+/// every `POST` and `DELETE`; a request without one is refused.
+async fn same_origin_mutations(
+    State(public_origin): State<Arc<str>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method().is_safe() || is_same_origin(request.headers(), &public_origin) {
         return next.run(request).await;
     }
     tracing::info!(method = %request.method(), path = request.uri().path(), "cross-site request refused");
@@ -245,22 +303,18 @@ async fn same_origin_mutations(request: Request, next: Next) -> Response {
     )
 }
 
-fn is_same_origin(headers: &HeaderMap) -> bool {
+/// Against the configured origin, not `Host`: the client chooses `Host`,
+/// and it says nothing of the scheme (an http page must not post to the
+/// https site).
+fn is_same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site")
         && site.as_bytes() != b"same-origin"
     {
         return false;
     }
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
-        return false;
-    };
-    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
-        return false;
-    };
-    origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+    headers
+        .get(header::ORIGIN)
+        .is_some_and(|origin| origin.as_bytes() == public_origin.as_bytes())
 }
 
 /// The page's script, served by the app (no CDN: a browser without the

@@ -52,6 +52,11 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(settings::Config::new(ORIGIN, false).unwrap()).await
+}
+
+/// The demo, with the page served as `config` says.
+async fn fixture_with(config: settings::Config) -> Fixture {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect("sqlite::memory:")
@@ -73,7 +78,7 @@ async fn fixture() -> Fixture {
         db: db.clone(),
     };
     // As main.rs serves them.
-    let app = app::router(state.clone()).merge(settings::router(state));
+    let app = app::router(state.clone()).merge(settings::router(state, &config));
     Fixture {
         app,
         db,
@@ -115,6 +120,7 @@ impl Answer {
 struct Browser<'a> {
     app: &'a Router,
     cookie: Option<String>,
+    origin: &'static str,
     /// The peer's address, as `into_make_service_with_connect_info` gives it.
     ip: Option<IpAddr>,
 }
@@ -124,6 +130,7 @@ impl<'a> Browser<'a> {
         Self {
             app: &f.app,
             cookie: None,
+            origin: ORIGIN,
             ip: None,
         }
     }
@@ -134,13 +141,14 @@ impl<'a> Browser<'a> {
         self
     }
 
-    /// Sends a request, with `Host`, the session cookie and the extra
-    /// headers; keeps the cookie the answer sets.
+    /// Sends a request, with `Host` (unless `headers` has one), the
+    /// session cookie and the extra headers; keeps the cookie the answer
+    /// sets.
     async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, HOST);
+        let mut request = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            request = request.header(header::HOST, HOST);
+        }
         if let Some(ip) = self.ip {
             request = request.extension(ConnectInfo(SocketAddr::new(ip, 50_000)));
         }
@@ -184,7 +192,7 @@ impl<'a> Browser<'a> {
             "POST",
             "/login",
             &[
-                ("origin", ORIGIN),
+                ("origin", self.origin),
                 ("sec-fetch-site", "same-origin"),
                 ("content-type", "application/x-www-form-urlencoded"),
             ],
@@ -208,7 +216,7 @@ impl<'a> Browser<'a> {
         let path = format!("{}{path}", settings::API_BASE);
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut headers = vec![
-            ("origin", ORIGIN),
+            ("origin", self.origin),
             ("sec-fetch-site", "same-origin"),
             ("x-csrf-token", csrf),
         ];
@@ -853,6 +861,77 @@ async fn failed_sign_ins_are_limited_per_client_address() {
         .at("203.0.113.8")
         .signed_in(&f, "owner@acme.test")
         .await;
+}
+
+#[test]
+fn the_public_origin_is_taken_as_browsers_send_it() {
+    for (given, origin) in [
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+        ("HTTPS://Gecko.Example:443/", "https://gecko.example"),
+        ("http://gecko.example:80", "http://gecko.example"),
+        ("https://gecko.example:8443", "https://gecko.example:8443"),
+        ("http://[::1]:3000", "http://[::1]:3000"),
+    ] {
+        let config = settings::Config::new(given, false).unwrap();
+        assert_eq!(config.public_origin, origin, "{given}");
+    }
+    for wrong in [
+        "",
+        "gecko.example",
+        "ftp://gecko.example",
+        "https://gecko.example/settings",
+        "https://gecko.example/?x=1",
+        "https://user@gecko.example",
+    ] {
+        assert!(settings::Config::new(wrong, false).is_err(), "{wrong}");
+    }
+}
+
+#[tokio::test]
+async fn mutations_must_come_from_the_public_origin_by_scheme_host_and_port() {
+    let f = fixture().await;
+    let mut browser = Browser::new(&f);
+    let csrf = browser.signed_in(&f, "owner@acme.test").await;
+    let body = json!({"name": "forged"}).to_string();
+    // `Host` is the client's to choose: an `Origin` that matches it proves
+    // nothing. Nor does a match of the host alone.
+    for (host, origin) in [
+        ("evil.test", "http://evil.test"),
+        (HOST, "https://gecko.test"),
+        (HOST, "http://gecko.test:8080"),
+        ("gecko.test:8080", "http://gecko.test:8080"),
+    ] {
+        let answer = browser
+            .send(
+                "POST",
+                "/dashboard/api-keys",
+                &[
+                    ("host", host),
+                    ("origin", origin),
+                    ("x-csrf-token", &csrf),
+                    ("content-type", "application/json"),
+                ],
+                &body,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{origin}");
+        assert_eq!(answer.json()["error"], "cross_site", "{origin}");
+    }
+    // The public origin passes, whatever `Host` a proxy in front passes on.
+    let made = browser
+        .send(
+            "POST",
+            "/dashboard/api-keys",
+            &[
+                ("host", "127.0.0.1:3000"),
+                ("origin", ORIGIN),
+                ("x-csrf-token", &csrf),
+                ("content-type", "application/json"),
+            ],
+            &json!({"name": "made"}).to_string(),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
 }
 
 // The session store, on each database.
