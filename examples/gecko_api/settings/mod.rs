@@ -17,9 +17,9 @@
 //! styles; every mutation must come from the page's public origin
 //! (`PUBLIC_ORIGIN`, by `Origin` and `Sec-Fetch-Site`), and a signed-in one
 //! must also carry the session's CSRF token. Sign-in is throttled
-//! (`throttle.rs`). Cookies are `HttpOnly` and `SameSite=Strict`; `Secure`
-//! only with `SESSION_COOKIE_SECURE=1`, since the demo serves plain http on
-//! 127.0.0.1 (behind https, set it).
+//! (`throttle.rs`). Cookies are `HttpOnly` and `SameSite=Strict`; `Secure`,
+//! and named `__Host-...`, only with `SESSION_COOKIE_SECURE=1`, since the
+//! demo serves plain http on 127.0.0.1 (behind https, set it).
 
 use std::sync::Arc;
 
@@ -78,6 +78,11 @@ pub(crate) const API_BASE: &str = "/dashboard";
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "gecko_session";
 
+/// Its name over https: browsers keep a `__Host-` cookie only if it is
+/// `Secure`, for `Path=/` and without `Domain`, so no sibling domain or
+/// plain-http page can set or shadow it.
+pub(crate) const SECURE_SESSION_COOKIE: &str = "__Host-gecko_session";
+
 /// How long a session lasts after its last change (sign-in).
 const SESSION_LIFETIME: teamkey::time::Duration = teamkey::time::Duration::hours(8);
 
@@ -93,7 +98,7 @@ pub(crate) struct Config {
     /// `Origin` (scheme, host, and port unless the default): every
     /// mutation must come from it.
     pub(crate) public_origin: String,
-    /// The session cookie only over https.
+    /// The session cookie only over https, as `__Host-gecko_session`.
     pub(crate) secure_cookies: bool,
 }
 
@@ -140,8 +145,14 @@ impl Config {
 /// The page's routes, sessions and security headers, to merge beside the
 /// API: `app::router(state.clone()).merge(settings::router(state, &config))`.
 pub(crate) fn router(state: AppState, config: &Config) -> Router {
+    let cookie = if config.secure_cookies {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    };
+    // tower-sessions' defaults are what `__Host-` needs: `Path=/`, no `Domain`.
     let sessions = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone()))
-        .with_name(SESSION_COOKIE)
+        .with_name(cookie)
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
         .with_secure(config.secure_cookies)

@@ -169,7 +169,10 @@ impl<'a> Browser<'a> {
         for set in headers.get_all(header::SET_COOKIE) {
             let set = set.to_str().unwrap();
             let pair = set.split(';').next().unwrap();
-            assert!(pair.starts_with("gecko_session="), "{set}");
+            assert!(
+                pair.starts_with("gecko_session=") || pair.starts_with("__Host-gecko_session="),
+                "{set}"
+            );
             // A removal sets an empty value and an expiry in the past.
             self.cookie = (!set.contains("Max-Age=0")).then(|| pair.to_owned());
         }
@@ -932,6 +935,28 @@ async fn mutations_must_come_from_the_public_origin_by_scheme_host_and_port() {
         )
         .await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_a_host_cookie() {
+    let f = fixture_with(settings::Config::new("https://gecko.test", true).unwrap()).await;
+    let mut browser = Browser::new(&f);
+    browser.origin = "https://gecko.test";
+    let answer = browser
+        .sign_in("owner@acme.test", &f.passwords["owner@acme.test"])
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let cookie = answer.header("set-cookie").unwrap();
+    assert!(cookie.starts_with("__Host-gecko_session="), "{cookie}");
+    // What browsers require of a `__Host-` cookie, or they drop it.
+    for attribute in ["Secure", "Path=/", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    // It is the session.
+    let csrf = browser.get("/settings/api-keys").await.csrf();
+    let list = browser.api("GET", "/api-keys", &csrf, None).await;
+    assert_eq!(list.status, StatusCode::OK);
 }
 
 // The session store, on each database.
