@@ -300,6 +300,19 @@ test("creating a key shows it once in a dialog; it works; it is gone after Done 
   await page.context().close();
 });
 
+test("leaving the page clears a revealed key from it", async () => {
+  const page = await newPage();
+  await signIn(page, "owner@acme.test");
+  await createKey(page, "Left behind");
+  const key = await revealedKey(page);
+  // What the browser fires when the page goes, maybe into the
+  // back-forward cache, which would keep the key in its DOM.
+  await page.evaluate(() => window.dispatchEvent(new PageTransitionEvent("pagehide", { persisted: true })));
+  assert.ok(!(await everythingIn(page)).includes(key), "the key after pagehide");
+  await page.getByRole("dialog").waitFor({ state: "hidden" });
+  await page.context().close();
+});
+
 test("errors from the API are shown in the page", async () => {
   const page = await newPage();
   await signIn(page, "owner@acme.test");

@@ -3,8 +3,8 @@
 // (the Content-Security-Policy forbids inline ones).
 //
 // A full key, from a creation or a rotation, lives only in the reveal
-// dialog's text and in one variable, until "Done" (or Escape) clears both:
-// it is never stored, logged, or put in a URL.
+// dialog's text and in one variable, until "Done", Escape or leaving the
+// page clears both: it is never stored, logged, or put in a URL.
 "use strict";
 
 (() => {
@@ -95,11 +95,19 @@
     reveal.showModal();
   }
 
-  // "Done", Escape, or any other way out: the key leaves the page.
-  reveal.addEventListener("close", () => {
+  function forgetKey() {
     secret = null;
     revealKey.textContent = "";
     copyStatus.textContent = "";
+  }
+
+  // "Done", Escape, or any other way out: the key leaves the page.
+  reveal.addEventListener("close", forgetKey);
+  // So does leaving the page: the back-forward cache would keep it, and
+  // "close" fires too late to clear the page that is kept.
+  window.addEventListener("pagehide", () => {
+    forgetKey();
+    reveal.close();
   });
   byId("reveal-done").addEventListener("click", () => reveal.close());
   byId("copy-key").addEventListener("click", async () => {
