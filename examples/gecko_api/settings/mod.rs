@@ -165,7 +165,10 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         .route("/settings/api-keys/rows", get(rows))
         // The showcase: teamkey's own routes, with the session's person
         // as the admin instead of an API key.
-        .nest(API_BASE, management_routes::<AppState, SessionAdmin>())
+        .nest(
+            API_BASE,
+            management_routes::<AppState, SessionAdmin>().layer(middleware::map_response(json_rejections)),
+        )
         .layer(sessions)
         .layer(Extension(SignInLimits::new()))
         // The assets need no session.
@@ -326,6 +329,24 @@ fn is_same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
     headers
         .get(header::ORIGIN)
         .is_some_and(|origin| origin.as_bytes() == public_origin.as_bytes())
+}
+
+/// axum's own refusals under the management routes (a key id that is not
+/// UTF-8 once decoded, a body too large) are plain text; the page's script
+/// reads JSON errors, as every other answer there is.
+async fn json_rejections(response: Response) -> Response {
+    let plain_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if plain_text && response.status().is_client_error() {
+        return auth::api_error(
+            response.status(),
+            "invalid_request",
+            "The server could not read this request: reload the page and retry.",
+        );
+    }
+    response
 }
 
 /// The page's script, served by the app (no CDN: a browser without the
