@@ -14,18 +14,20 @@
 //! - `GET /static/settings/{api-keys.js, settings.css, favicon.svg}`.
 //!
 //! Every answer carries a Content-Security-Policy without inline scripts or
-//! styles; every mutation must come from the page's public origin
-//! (`PUBLIC_ORIGIN`, by `Origin` and `Sec-Fetch-Site`), and a signed-in one
-//! must also carry the session's CSRF token. Sign-in is throttled
-//! (`throttle.rs`). Cookies are `HttpOnly` and `SameSite=Strict`; `Secure`,
-//! and named `__Host-...`, only with `SESSION_COOKIE_SECURE=1`, since the
-//! demo serves plain http on 127.0.0.1 (behind https, set it).
+//! styles, with Trusted Types, and isolates the page from other origins
+//! (`Cross-Origin-Opener-Policy`, `Cross-Origin-Resource-Policy`); every
+//! mutation must come from the page's public origin (`PUBLIC_ORIGIN`, by
+//! `Origin` and `Sec-Fetch-Site`), and a signed-in one must also carry the
+//! session's CSRF token. Sign-in is throttled (`throttle.rs`). Cookies are
+//! `HttpOnly` and `SameSite=Strict`; `Secure`, and named `__Host-...`, only
+//! with `SESSION_COOKIE_SECURE=1`, since the demo serves plain http on
+//! 127.0.0.1 (behind https, set it).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::uri::{Scheme, Uri};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -86,10 +88,12 @@ pub(crate) const SECURE_SESSION_COOKIE: &str = "__Host-gecko_session";
 /// How long a session lasts after its last change (sign-in).
 const SESSION_LIFETIME: teamkey::time::Duration = teamkey::time::Duration::hours(8);
 
-/// No script or style but the app's own files, no framing, no plugins,
-/// forms and fetches only to this origin.
+/// No script or style but the app's own files, no HTML from strings in
+/// scripts (Trusted Types), no framing, no plugins, forms and fetches only
+/// to this origin.
 pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     require-trusted-types-for 'script'";
 
 /// Where and how the page is served.
 #[derive(Clone, Debug)]
@@ -182,6 +186,16 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        // No other site's window keeps a handle on the page, and no other
+        // site can load its answers (as an image or script, say).
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -282,7 +296,8 @@ async fn page(session: Session, State(state): State<AppState>) -> Response {
 }
 
 /// `GET /settings/api-keys/rows`: the table body alone, for the page's
-/// script after a change (one template for both).
+/// script after a change (one template for both). In a table, since the
+/// script parses it as a document, where rows outside one are dropped.
 async fn rows(session: Session, State(state): State<AppState>) -> Response {
     let user = match auth::current_user(&session, &state.db).await {
         Ok(Some(user)) => user,
@@ -294,7 +309,7 @@ async fn rows(session: Session, State(state): State<AppState>) -> Response {
         Err(response) => return response,
     };
     let now = teamkey::time::OffsetDateTime::now_utc();
-    pages::no_store(StatusCode::OK, pages::rows(&keys, rules.api_access, now))
+    pages::no_store(StatusCode::OK, pages::rows_table(&keys, rules.api_access, now))
 }
 
 /// Refuses a mutation that another site (or no browser) could have made:

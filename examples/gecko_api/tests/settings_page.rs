@@ -248,7 +248,10 @@ fn assert_page_headers(answer: &Answer) {
         csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"),
         "{csp}"
     );
+    assert!(csp.contains("require-trusted-types-for 'script'"), "{csp}");
     assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(answer.header("cross-origin-opener-policy"), Some("same-origin"));
+    assert_eq!(answer.header("cross-origin-resource-policy"), Some("same-origin"));
 }
 
 /// No inline script or style, and no event-handler attribute: the CSP
@@ -978,6 +981,26 @@ async fn a_key_id_that_is_no_text_gets_the_pages_json_error() {
     let missing = browser.api("DELETE", "/api-keys/nope", &csrf, None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.json()["error"], "not_found");
+}
+
+#[test]
+fn the_page_script_makes_no_html_from_strings() {
+    // The CSP requires Trusted Types: each of these would throw.
+    let script = include_str!("../settings/static/api-keys.js");
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "DOMParser",
+        "createContextualFragment",
+        "setHTMLUnsafe",
+        "srcdoc",
+        "eval(",
+        "Function(",
+    ] {
+        assert!(!script.contains(sink), "{sink}");
+    }
 }
 
 // The session store, on each database.
