@@ -108,15 +108,18 @@
     copyStatus.textContent = "";
   }
 
-  // "Done", Escape, or any other way out: the key leaves the page.
-  reveal.addEventListener("close", forgetKey);
-  // So does leaving the page: the back-forward cache would keep it, and
-  // "close" fires too late to clear the page that is kept.
-  window.addEventListener("pagehide", () => {
+  // Done, and leaving the page, clear the key at once: the dialog's
+  // "close" event is queued, too late for a page going into the
+  // back-forward cache.
+  function hideKey() {
     forgetKey();
     reveal.close();
-  });
-  byId("reveal-done").addEventListener("click", () => reveal.close());
+  }
+
+  // Escape, or any other way out: the key leaves the page too.
+  reveal.addEventListener("close", forgetKey);
+  window.addEventListener("pagehide", hideKey);
+  byId("reveal-done").addEventListener("click", hideKey);
   byId("copy-key").addEventListener("click", async () => {
     if (secret === null) return;
     try {
