@@ -5,7 +5,9 @@
 //! Environment: `DATABASE_URL` (default `sqlite://gecko_api.db?mode=rwc`),
 //! `BIND_ADDR` (default `127.0.0.1:3000`), `TEAMKEY_PREFIX` (default
 //! `tk_live`, as for the `teamkey` command, whose keys work here too),
-//! `REDIS_URL` (unset: the rate limits are counted in this process).
+//! `REDIS_URL` (unset: the rate limits are counted in this process); for
+//! the Settings > API Keys page, `PUBLIC_ORIGIN` (default: `http://` and
+//! the address it listens on) and `SESSION_COOKIE_SECURE`.
 
 mod app;
 mod demo;
@@ -22,7 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?.to_string();
     demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;
     drop(legacy); // Printed once; not kept.
-    settings::start(&db, &addr).await?; // The demo users, printed once; sessions.
+    let page = settings::Config::from_env(&addr)?;
+    settings::start(&db, &page).await?; // The demo users, printed once; sessions.
     tokio::spawn(demo::sweep_expiring_hourly(keys.clone()));
 
     let state = app::AppState {
@@ -32,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // With the peer's address, for key events and last-used IPs. (Behind
     // a proxy, the app would insert teamkey's `ClientIp` instead.)
     let app = app::router(state.clone())
-        .merge(settings::router(state)) // Settings > API Keys, with sign-in
+        .merge(settings::router(state, &page)) // Settings > API Keys, with sign-in
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

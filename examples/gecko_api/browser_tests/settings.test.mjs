@@ -209,7 +209,7 @@ test("a wrong password is refused; the right one signs in", async () => {
   await page.context().close();
 });
 
-test("every page carries a CSP that forbids inline scripts, and has none", async () => {
+test("every page carries a CSP that forbids inline scripts and HTML from strings, and needs neither", async () => {
   // The violation below is reported on the console, on purpose.
   const page = await newPage({ watchConsole: false });
   const login = await page.goto(`${base}/login`);
@@ -220,7 +220,10 @@ test("every page carries a CSP that forbids inline scripts, and has none", async
     assert.match(csp, /script-src 'self';/);
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
     assert.match(csp, /frame-ancestors 'none'/);
+    assert.match(csp, /require-trusted-types-for 'script'/);
     assert.equal(response.headers()["cache-control"], "no-store");
+    assert.equal(response.headers()["cross-origin-opener-policy"], "same-origin");
+    assert.equal(response.headers()["cross-origin-resource-policy"], "same-origin");
   }
   // The page's own markup: no inline script, handler or style.
   const inline = await page.evaluate(() => ({
@@ -231,17 +234,37 @@ test("every page carries a CSP that forbids inline scripts, and has none", async
     styles: document.querySelectorAll("style, [style]").length,
   }));
   assert.deepEqual(inline, { scripts: 0, handlers: 0, styles: 0 });
-  // And the browser enforces it: an injected inline script does not run.
+  // And the browser enforces it. Trusted Types first: HTML or script from
+  // a string is refused. (The page's own script works under them: every
+  // other test here runs it.)
   const violations = [];
   await page.exposeFunction("reportViolation", (directive) => violations.push(directive));
-  await page.evaluate(() => {
+  const refused = await page.evaluate(() => {
     document.addEventListener("securitypolicyviolation", (e) => window.reportViolation(e.effectiveDirective));
+    const attempt = (assign) => {
+      try {
+        assign();
+        return "assigned";
+      } catch (error) {
+        return error.name;
+      }
+    };
+    return [
+      attempt(() => (document.createElement("div").innerHTML = "<b>x</b>")),
+      attempt(() => (document.createElement("script").textContent = "window.injected = true")),
+    ];
+  });
+  assert.deepEqual(refused, ["TypeError", "TypeError"]);
+  // Then, even as a trusted value, an injected inline script does not run.
+  await page.evaluate(() => {
+    const policy = trustedTypes.createPolicy("test", { createScript: (s) => s });
     const script = document.createElement("script");
-    script.textContent = "window.injected = true";
+    script.textContent = policy.createScript("window.injected = true");
     document.body.append(script);
   });
   await page.waitForTimeout(200);
   assert.equal(await page.evaluate(() => window.injected), undefined);
+  assert.ok(violations.includes("require-trusted-types-for"), `violations: ${violations}`);
   assert.ok(violations.some((d) => d.startsWith("script-src")), `violations: ${violations}`);
   await page.context().close();
 });
@@ -297,6 +320,19 @@ test("creating a key shows it once in a dialog; it works; it is gone after Done 
   await page.waitForTimeout(300);
   assert.ok(later.length > 0);
   for (const answer of later) assert.ok(!answer.includes(acmeKey), `the key in ${answer.split("\n")[0]}`);
+  await page.context().close();
+});
+
+test("leaving the page clears a revealed key from it", async () => {
+  const page = await newPage();
+  await signIn(page, "owner@acme.test");
+  await createKey(page, "Left behind");
+  const key = await revealedKey(page);
+  // What the browser fires when the page goes, maybe into the
+  // back-forward cache, which would keep the key in its DOM.
+  await page.evaluate(() => window.dispatchEvent(new PageTransitionEvent("pagehide", { persisted: true })));
+  assert.ok(!(await everythingIn(page)).includes(key), "the key after pagehide");
+  await page.getByRole("dialog").waitFor({ state: "hidden" });
   await page.context().close();
 });
 

@@ -1,19 +1,24 @@
 //! Signing in and out, the signed-in person, and [`SessionAdmin`]: that
 //! person as teamkey's `KeyAdmin`.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use axum::extract::rejection::FormRejection;
-use axum::extract::{FromRef, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, Json};
+use axum::{Extension, Form, Json};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use teamkey::axum::ClientIp;
 use teamkey::events::Actor;
 use teamkey::management::KeyAdmin;
 use teamkey::{Authority, TeamId};
 use tower_sessions::Session;
 
+use super::throttle::SignInLimits;
 use super::{pages, users};
 use crate::demo::Db;
 
@@ -22,6 +27,9 @@ const USER: &str = "user";
 
 /// The header that carries the CSRF token on the page's `fetch` calls.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+
+/// What every sign-in refused by the limits reads.
+const TOO_MANY_ATTEMPTS: &str = "Too many sign-in attempts: retry later.";
 
 /// What a management call without a session answers.
 pub(crate) const SIGNED_OUT: &str = "Your session has ended: sign in again.";
@@ -186,12 +194,15 @@ pub(crate) struct LoginForm {
     password: String,
 }
 
-/// `POST /login`: checks the password; on success, a new session id (the
-/// one the browser had before signing in is dropped, against session
-/// fixation), then the page.
+/// `POST /login`: checks the password, within the [`SignInLimits`]; on
+/// success, a new session id (the one the browser had before signing in
+/// is dropped, against session fixation), then the page.
 pub(crate) async fn sign_in(
     session: Session,
     State(db): State<Db>,
+    Extension(limits): Extension<SignInLimits>,
+    app_ip: Option<Extension<ClientIp>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(LoginForm { email, password })) = form else {
@@ -201,7 +212,19 @@ pub(crate) async fn sign_in(
         );
     };
     let email = users::normalize_email(&email);
-    let team = match users::check_password(&db, &email, password).await {
+    // As teamkey takes it: the app's `ClientIp`, else the peer's. Served
+    // without either, only the email is counted.
+    let client = app_ip
+        .map(|Extension(ClientIp(ip))| ip)
+        .or_else(|| peer.map(|Extension(ConnectInfo(addr))| addr.ip()));
+    let permit = match limits.admit(&email, client) {
+        Ok(permit) => permit,
+        Err(wait) => {
+            tracing::info!("sign-in refused: too many attempts");
+            return too_many_attempts(&email, wait);
+        }
+    };
+    let team = match users::check_password(&db, &email, password, permit).await {
         Ok(team) => team,
         Err(e) => {
             tracing::warn!(error = %e, "users table unavailable");
@@ -209,6 +232,7 @@ pub(crate) async fn sign_in(
         }
     };
     let Some(team) = team else {
+        limits.failed(&email, client);
         // Neither the email (it may be a mistyped password) nor the
         // password is logged.
         tracing::info!("sign-in refused: wrong email or password");
@@ -217,6 +241,7 @@ pub(crate) async fn sign_in(
             pages::login(&email, Some("Wrong email or password.")),
         );
     };
+    limits.succeeded(&email);
     let Ok(csrf) = users::random_token() else {
         return pages::unavailable();
     };
@@ -234,6 +259,21 @@ pub(crate) async fn sign_in(
     }
     tracing::info!(user = %email, team = %team, "signed in");
     Redirect::to("/settings/api-keys").into_response()
+}
+
+/// A 429 that reads the same whichever limit refused: it tells neither
+/// whether the email has an account nor which limit it hit.
+fn too_many_attempts(email: &str, wait: Duration) -> Response {
+    let mut response = pages::no_store(
+        StatusCode::TOO_MANY_REQUESTS,
+        pages::login(email, Some(TOO_MANY_ATTEMPTS)),
+    );
+    // Whole seconds, rounded up: a retry any sooner is refused again.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
 }
 
 /// The sign-out form's token.

@@ -14,18 +14,24 @@
 //! - `GET /static/settings/{api-keys.js, settings.css, favicon.svg}`.
 //!
 //! Every answer carries a Content-Security-Policy without inline scripts or
-//! styles; every mutation must come from this origin (`Origin` and
-//! `Sec-Fetch-Site`), and a signed-in one must also carry the session's
-//! CSRF token. Cookies are `HttpOnly` and `SameSite=Strict`; `Secure` only
+//! styles, with Trusted Types, and isolates the page from other origins
+//! (`Cross-Origin-Opener-Policy`, `Cross-Origin-Resource-Policy`); every
+//! mutation must come from the page's public origin (`PUBLIC_ORIGIN`, by
+//! `Origin` and `Sec-Fetch-Site`), and a signed-in one must also carry the
+//! session's CSRF token. Sign-in is throttled (`throttle.rs`). Cookies are
+//! `HttpOnly` and `SameSite=Strict`; `Secure`, and named `__Host-...`, only
 //! with `SESSION_COOKIE_SECURE=1`, since the demo serves plain http on
 //! 127.0.0.1 (behind https, set it).
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::uri::{Scheme, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use teamkey::axum::management_routes;
 use teamkey::{KeyInfo, KeyManager, PageRequest, TeamId, TeamPolicy};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -60,10 +66,12 @@ macro_rules! on_pool {
 mod auth;
 mod pages;
 mod session_store;
+pub(crate) mod throttle;
 mod users;
 
 pub(crate) use auth::SessionAdmin;
 pub(crate) use session_store::SqlSessionStore;
+use throttle::SignInLimits;
 pub(crate) use users::{SeededUser, prepare};
 
 /// Where teamkey's management routes are mounted for the page.
@@ -72,23 +80,88 @@ pub(crate) const API_BASE: &str = "/dashboard";
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "gecko_session";
 
+/// Its name over https: browsers keep a `__Host-` cookie only if it is
+/// `Secure`, for `Path=/` and without `Domain`, so no sibling domain or
+/// plain-http page can set or shadow it.
+pub(crate) const SECURE_SESSION_COOKIE: &str = "__Host-gecko_session";
+
 /// How long a session lasts after its last change (sign-in).
 const SESSION_LIFETIME: teamkey::time::Duration = teamkey::time::Duration::hours(8);
 
-/// No script or style but the app's own files, no framing, no plugins,
-/// forms and fetches only to this origin.
+/// No script or style but the app's own files, no HTML from strings in
+/// scripts (Trusted Types), no framing, no plugins, forms and fetches only
+/// to this origin.
 pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     require-trusted-types-for 'script'";
+
+/// Where and how the page is served.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// The origin people open the page at, as browsers send it in
+    /// `Origin` (scheme, host, and port unless the default): every
+    /// mutation must come from it.
+    pub(crate) public_origin: String,
+    /// The session cookie only over https, as `__Host-gecko_session`.
+    pub(crate) secure_cookies: bool,
+}
+
+impl Config {
+    /// `PUBLIC_ORIGIN`, by default `http://{addr}` with the address the
+    /// server listens on, and `SESSION_COOKIE_SECURE=1` (or `true`).
+    pub(crate) fn from_env(addr: &str) -> Result<Self, String> {
+        let origin = std::env::var("PUBLIC_ORIGIN")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let secure =
+            std::env::var("SESSION_COOKIE_SECURE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        Self::new(&origin, secure)
+    }
+
+    /// `public_origin` in the form browsers send: lowercase, without a
+    /// trailing `/` or the scheme's default port. Anything but an http(s)
+    /// origin is refused, since no `Origin` could ever match it.
+    pub(crate) fn new(public_origin: &str, secure_cookies: bool) -> Result<Self, String> {
+        let refused = || format!("PUBLIC_ORIGIN must be like https://host[:port], not {public_origin:?}");
+        let uri: Uri = public_origin.parse().map_err(|_| refused())?;
+        let (scheme, default_port) = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP => ("http", 80),
+            Some(s) if *s == Scheme::HTTPS => ("https", 443),
+            _ => return Err(refused()),
+        };
+        let authority = uri.authority().ok_or_else(refused)?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() || authority.as_str().contains('@') {
+            return Err(refused());
+        }
+        let host = authority.host().to_ascii_lowercase();
+        let public_origin = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+            _ => format!("{scheme}://{host}"),
+        };
+        Ok(Self {
+            public_origin,
+            secure_cookies,
+        })
+    }
+}
 
 /// The page's routes, sessions and security headers, to merge beside the
-/// API: `app::router(state.clone()).merge(settings::router(state))`.
-pub(crate) fn router(state: AppState) -> Router {
+/// API: `app::router(state.clone()).merge(settings::router(state, &config))`.
+pub(crate) fn router(state: AppState, config: &Config) -> Router {
+    let cookie = if config.secure_cookies {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    };
+    // tower-sessions' defaults are what `__Host-` needs: `Path=/`, no `Domain`.
     let sessions = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone()))
-        .with_name(SESSION_COOKIE)
+        .with_name(cookie)
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
-        .with_secure(secure_cookies())
+        .with_secure(config.secure_cookies)
         .with_expiry(Expiry::OnInactivity(SESSION_LIFETIME));
+    let public_origin: Arc<str> = config.public_origin.as_str().into();
     Router::new()
         .route("/login", get(auth::login_page).post(auth::sign_in))
         .route("/logout", post(auth::sign_out))
@@ -96,16 +169,33 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/settings/api-keys/rows", get(rows))
         // The showcase: teamkey's own routes, with the session's person
         // as the admin instead of an API key.
-        .nest(API_BASE, management_routes::<AppState, SessionAdmin>())
+        .nest(
+            API_BASE,
+            management_routes::<AppState, SessionAdmin>().layer(middleware::map_response(json_rejections)),
+        )
         .layer(sessions)
+        .layer(Extension(SignInLimits::new()))
         // The assets need no session.
         .route("/static/settings/api-keys.js", get(script))
         .route("/static/settings/settings.css", get(stylesheet))
         .route("/static/settings/favicon.svg", get(favicon))
-        .layer(middleware::from_fn(same_origin_mutations))
+        .layer(middleware::from_fn_with_state(
+            public_origin,
+            same_origin_mutations,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        // No other site's window keeps a handle on the page, and no other
+        // site can load its answers (as an image or script, say).
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -120,17 +210,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `SESSION_COOKIE_SECURE=1` (or `true`): cookies only over https.
-fn secure_cookies() -> bool {
-    std::env::var("SESSION_COOKIE_SECURE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
-
 /// At start: the users and sessions tables, the demo users (printed with
 /// their passwords when just made), and an hourly sweep of expired
 /// sessions.
-pub(crate) async fn start(db: &demo::Db, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn start(db: &demo::Db, config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let seeded = prepare(db).await?;
-    announce(&seeded, addr);
+    announce(&seeded, &config.public_origin);
     tokio::spawn(session_store::delete_expired_hourly(SqlSessionStore::new(
         db.clone(),
     )));
@@ -139,16 +224,16 @@ pub(crate) async fn start(db: &demo::Db, addr: &str) -> Result<(), Box<dyn std::
 
 /// Prints where to sign in, and the passwords of users made just now
 /// (on stdout, once, like the Quickstart key; never in a log).
-fn announce(seeded: &[SeededUser], addr: &str) {
+fn announce(seeded: &[SeededUser], origin: &str) {
     if seeded.is_empty() {
         println!(
-            "\nSettings > API Keys: http://{addr}/settings/api-keys (demo users' passwords were printed at the first start;\n\
+            "\nSettings > API Keys: {origin}/settings/api-keys (demo users' passwords were printed at the first start;\n\
              delete the demo database to make new ones)."
         );
         return;
     }
     println!(
-        "\nSettings > API Keys: http://{addr}/settings/api-keys. Demo users, whose passwords are shown only this once:\n"
+        "\nSettings > API Keys: {origin}/settings/api-keys. Demo users, whose passwords are shown only this once:\n"
     );
     for user in seeded {
         println!(
@@ -211,7 +296,8 @@ async fn page(session: Session, State(state): State<AppState>) -> Response {
 }
 
 /// `GET /settings/api-keys/rows`: the table body alone, for the page's
-/// script after a change (one template for both).
+/// script after a change (one template for both). In a table, since the
+/// script parses it as a document, where rows outside one are dropped.
 async fn rows(session: Session, State(state): State<AppState>) -> Response {
     let user = match auth::current_user(&session, &state.db).await {
         Ok(Some(user)) => user,
@@ -223,15 +309,19 @@ async fn rows(session: Session, State(state): State<AppState>) -> Response {
         Err(response) => return response,
     };
     let now = teamkey::time::OffsetDateTime::now_utc();
-    pages::no_store(StatusCode::OK, pages::rows(&keys, rules.api_access, now))
+    pages::no_store(StatusCode::OK, pages::rows_table(&keys, rules.api_access, now))
 }
 
 /// Refuses a mutation that another site (or no browser) could have made:
 /// the browser's `Sec-Fetch-Site`, when sent, must say `same-origin`, and
-/// `Origin` must be this server's. Browsers send `Origin` with every
-/// `POST` and `DELETE`; a request without one is refused.
-async fn same_origin_mutations(request: Request, next: Next) -> Response {
-    if request.method().is_safe() || is_same_origin(request.headers()) {
+/// `Origin` must be the page's public origin. Browsers send `Origin` with
+/// every `POST` and `DELETE`; a request without one is refused.
+async fn same_origin_mutations(
+    State(public_origin): State<Arc<str>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method().is_safe() || is_same_origin(request.headers(), &public_origin) {
         return next.run(request).await;
     }
     tracing::info!(method = %request.method(), path = request.uri().path(), "cross-site request refused");
@@ -242,22 +332,36 @@ async fn same_origin_mutations(request: Request, next: Next) -> Response {
     )
 }
 
-fn is_same_origin(headers: &HeaderMap) -> bool {
+/// Against the configured origin, not `Host`: the client chooses `Host`,
+/// and it says nothing of the scheme (an http page must not post to the
+/// https site).
+fn is_same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site")
         && site.as_bytes() != b"same-origin"
     {
         return false;
     }
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
-        return false;
-    };
-    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
-        return false;
-    };
-    origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+    headers
+        .get(header::ORIGIN)
+        .is_some_and(|origin| origin.as_bytes() == public_origin.as_bytes())
+}
+
+/// axum's own refusals under the management routes (a key id that is not
+/// UTF-8 once decoded, a body too large) are plain text; the page's script
+/// reads JSON errors, as every other answer there is.
+async fn json_rejections(response: Response) -> Response {
+    let plain_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if plain_text && response.status().is_client_error() {
+        return auth::api_error(
+            response.status(),
+            "invalid_request",
+            "The server could not read this request: reload the page and retry.",
+        );
+    }
+    response
 }
 
 /// The page's script, served by the app (no CDN: a browser without the

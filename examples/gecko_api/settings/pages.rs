@@ -349,6 +349,12 @@ pub(crate) fn rows(keys: &[KeyInfo], api_access: bool, now: OffsetDateTime) -> M
     }
 }
 
+/// The table body in a table of its own: what the page's script parses
+/// as a document to refresh its table.
+pub(crate) fn rows_table(keys: &[KeyInfo], api_access: bool, now: OffsetDateTime) -> Markup {
+    html! { table { tbody #key-rows { (rows(keys, api_access, now)) } } }
+}
+
 /// A `<time>` with the instant, its full form as a tooltip, and `text`.
 fn time(at: OffsetDateTime, text: &str) -> Markup {
     let stamp = at.format(&Rfc3339).unwrap_or_default();

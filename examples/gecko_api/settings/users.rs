@@ -9,6 +9,7 @@ use rand::rngs::{StdRng, SysRng};
 use rand::{SeedableRng, TryRng};
 use teamkey::TeamId;
 use teamkey::sqlx;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::demo::Db;
 
@@ -28,11 +29,6 @@ pub(crate) const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Random demo passwords: 20 characters of base62, about 119 bits.
 const PASSWORD_LEN: usize = 20;
-
-/// Argon2 takes 19 MiB and a core for a moment: at most two hashes at
-/// once, so that a flood of sign-ins waits in line instead of exhausting
-/// the server's memory.
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 struct Sql {
     create: &'static str,
@@ -120,9 +116,9 @@ pub(crate) fn random_token() -> Result<String, rand::rngs::SysError> {
     Ok(Alphanumeric.sample_string(&mut rng, 43))
 }
 
-/// Argon2 is slow on purpose: off the async threads.
+/// Argon2 is slow on purpose: off the async threads. (Only when seeding,
+/// one user after another.)
 async fn hash_password(password: String) -> Result<String, tokio::task::JoinError> {
-    let _turn = HASHING.acquire().await;
     tokio::task::spawn_blocking(move || password_auth::generate_hash(password)).await
 }
 
@@ -148,11 +144,13 @@ pub(crate) fn normalize_email(email: &str) -> String {
 
 /// The user's team if `password` is theirs. An unknown email costs the
 /// same argon2 verification as a known one, so the answer's timing does
-/// not tell which emails have accounts.
+/// not tell which emails have accounts. `permit` is held until the hash
+/// is done, even if the request is dropped meanwhile.
 pub(crate) async fn check_password(
     db: &Db,
     email: &str,
     password: String,
+    permit: OwnedSemaphorePermit,
 ) -> Result<Option<TeamId>, sqlx::Error> {
     if email.len() > MAX_EMAIL_LEN || password.len() > MAX_PASSWORD_LEN {
         return Ok(None);
@@ -161,8 +159,8 @@ pub(crate) async fn check_password(
         Some((team, hash)) => (Some(team), Some(hash)),
         None => (None, None),
     };
-    let _turn = HASHING.acquire().await;
     let verified = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let hash = match &hash {
             Some(hash) => hash.as_str(),
             None => stand_in_hash(),

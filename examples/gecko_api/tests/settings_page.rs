@@ -20,10 +20,12 @@ mod settings;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -50,6 +52,11 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(settings::Config::new(ORIGIN, false).unwrap()).await
+}
+
+/// The demo, with the page served as `config` says.
+async fn fixture_with(config: settings::Config) -> Fixture {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect("sqlite::memory:")
@@ -71,7 +78,7 @@ async fn fixture() -> Fixture {
         db: db.clone(),
     };
     // As main.rs serves them.
-    let app = app::router(state.clone()).merge(settings::router(state));
+    let app = app::router(state.clone()).merge(settings::router(state, &config));
     Fixture {
         app,
         db,
@@ -113,6 +120,9 @@ impl Answer {
 struct Browser<'a> {
     app: &'a Router,
     cookie: Option<String>,
+    origin: &'static str,
+    /// The peer's address, as `into_make_service_with_connect_info` gives it.
+    ip: Option<IpAddr>,
 }
 
 impl<'a> Browser<'a> {
@@ -120,16 +130,28 @@ impl<'a> Browser<'a> {
         Self {
             app: &f.app,
             cookie: None,
+            origin: ORIGIN,
+            ip: None,
         }
     }
 
-    /// Sends a request, with `Host`, the session cookie and the extra
-    /// headers; keeps the cookie the answer sets.
+    /// The same browser, connecting from `ip`.
+    fn at(mut self, ip: &str) -> Self {
+        self.ip = Some(ip.parse().unwrap());
+        self
+    }
+
+    /// Sends a request, with `Host` (unless `headers` has one), the
+    /// session cookie and the extra headers; keeps the cookie the answer
+    /// sets.
     async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, HOST);
+        let mut request = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            request = request.header(header::HOST, HOST);
+        }
+        if let Some(ip) = self.ip {
+            request = request.extension(ConnectInfo(SocketAddr::new(ip, 50_000)));
+        }
         if let Some(cookie) = &self.cookie {
             request = request.header(header::COOKIE, cookie);
         }
@@ -147,7 +169,10 @@ impl<'a> Browser<'a> {
         for set in headers.get_all(header::SET_COOKIE) {
             let set = set.to_str().unwrap();
             let pair = set.split(';').next().unwrap();
-            assert!(pair.starts_with("gecko_session="), "{set}");
+            assert!(
+                pair.starts_with("gecko_session=") || pair.starts_with("__Host-gecko_session="),
+                "{set}"
+            );
             // A removal sets an empty value and an expiry in the past.
             self.cookie = (!set.contains("Max-Age=0")).then(|| pair.to_owned());
         }
@@ -170,7 +195,7 @@ impl<'a> Browser<'a> {
             "POST",
             "/login",
             &[
-                ("origin", ORIGIN),
+                ("origin", self.origin),
                 ("sec-fetch-site", "same-origin"),
                 ("content-type", "application/x-www-form-urlencoded"),
             ],
@@ -194,7 +219,7 @@ impl<'a> Browser<'a> {
         let path = format!("{}{path}", settings::API_BASE);
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut headers = vec![
-            ("origin", ORIGIN),
+            ("origin", self.origin),
             ("sec-fetch-site", "same-origin"),
             ("x-csrf-token", csrf),
         ];
@@ -223,7 +248,10 @@ fn assert_page_headers(answer: &Answer) {
         csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"),
         "{csp}"
     );
+    assert!(csp.contains("require-trusted-types-for 'script'"), "{csp}");
     assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(answer.header("cross-origin-opener-policy"), Some("same-origin"));
+    assert_eq!(answer.header("cross-origin-resource-policy"), Some("same-origin"));
 }
 
 /// No inline script or style, and no event-handler attribute: the CSP
@@ -745,6 +773,234 @@ async fn signing_out_ends_the_session_everywhere() {
     );
     let list = replay.api("GET", "/api-keys", &csrf, None).await;
     assert_eq!(list.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_sign_in_finding_every_hash_busy_is_refused_at_once_not_queued() {
+    let f = fixture().await;
+    let password = &f.passwords["owner@acme.test"];
+    let [mut a, mut b, mut c, mut d] = [(); 4].map(|()| Browser::new(&f));
+    // Polled together in one task: each takes a permit or is refused
+    // before the first hash ends. Queued, all four would sign in.
+    let (a, b, c, d) = tokio::join!(
+        a.sign_in("owner@acme.test", password),
+        b.sign_in("owner@acme.test", password),
+        c.sign_in("owner@acme.test", password),
+        d.sign_in("owner@acme.test", password),
+    );
+    let (signed_in, refused): (Vec<_>, Vec<_>) = [a, b, c, d]
+        .into_iter()
+        .partition(|answer| answer.status == StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.len(), settings::throttle::HASHING_PERMITS);
+    assert!(!refused.is_empty());
+    for answer in refused {
+        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.body);
+        assert_eq!(answer.header("retry-after"), Some("1"));
+        assert_eq!(answer.header("cache-control"), Some("no-store"));
+        assert!(
+            answer.body.contains("Too many sign-in attempts"),
+            "{}",
+            answer.body
+        );
+        assert!(answer.header("set-cookie").is_none());
+    }
+    // Busy is no failure, and the permits are back.
+    let mut later = Browser::new(&f);
+    later.signed_in(&f, "owner@acme.test").await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_email_known_or_not() {
+    let f = fixture().await;
+    let limit = settings::throttle::EMAIL_FAILURES;
+    let mut browser = Browser::new(&f);
+    let mut refusals = Vec::new();
+    for email in ["owner@acme.test", "nobody@acme.test"] {
+        for _ in 0..limit {
+            let answer = browser.sign_in(email, "wrong password").await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{email}");
+        }
+        // Past the limit even the right password is refused, unhashed.
+        let refused = browser.sign_in(email, &f.passwords["owner@acme.test"]).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{email}");
+        let wait: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!(
+            (1..=settings::throttle::WINDOW.as_secs()).contains(&wait),
+            "{wait}"
+        );
+        assert_eq!(refused.header("cache-control"), Some("no-store"));
+        assert!(refused.header("set-cookie").is_none());
+        refusals.push(refused.body.replace(email, "EMAIL"));
+    }
+    // Whether the email has an account or not, the refusal reads the same.
+    assert_eq!(refusals[0], refusals[1]);
+    assert!(refusals[0].contains("Too many sign-in attempts"));
+
+    // Other emails are not held back; a success forgives its email's
+    // failures (counted on, the last ones here would be refused).
+    for _ in 0..2 {
+        for _ in 1..limit {
+            let answer = browser.sign_in("owner@globex.test", "wrong password").await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        Browser::new(&f).signed_in(&f, "owner@globex.test").await;
+    }
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_client_address() {
+    let f = fixture().await;
+    let mut guesser = Browser::new(&f).at("203.0.113.7");
+    for i in 0..settings::throttle::ADDRESS_FAILURES {
+        // A new email each time: no email's own limit is reached.
+        let answer = guesser.sign_in(&format!("user{i}@acme.test"), "guess").await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let refused = guesser
+        .sign_in("owner@acme.test", &f.passwords["owner@acme.test"])
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused.body.contains("Too many sign-in attempts"));
+    // Another address is not held back.
+    Browser::new(&f)
+        .at("203.0.113.8")
+        .signed_in(&f, "owner@acme.test")
+        .await;
+}
+
+#[test]
+fn the_public_origin_is_taken_as_browsers_send_it() {
+    for (given, origin) in [
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+        ("HTTPS://Gecko.Example:443/", "https://gecko.example"),
+        ("http://gecko.example:80", "http://gecko.example"),
+        ("https://gecko.example:8443", "https://gecko.example:8443"),
+        ("http://[::1]:3000", "http://[::1]:3000"),
+    ] {
+        let config = settings::Config::new(given, false).unwrap();
+        assert_eq!(config.public_origin, origin, "{given}");
+    }
+    for wrong in [
+        "",
+        "gecko.example",
+        "ftp://gecko.example",
+        "https://gecko.example/settings",
+        "https://gecko.example/?x=1",
+        "https://user@gecko.example",
+    ] {
+        assert!(settings::Config::new(wrong, false).is_err(), "{wrong}");
+    }
+}
+
+#[tokio::test]
+async fn mutations_must_come_from_the_public_origin_by_scheme_host_and_port() {
+    let f = fixture().await;
+    let mut browser = Browser::new(&f);
+    let csrf = browser.signed_in(&f, "owner@acme.test").await;
+    let body = json!({"name": "forged"}).to_string();
+    // `Host` is the client's to choose: an `Origin` that matches it proves
+    // nothing. Nor does a match of the host alone.
+    for (host, origin) in [
+        ("evil.test", "http://evil.test"),
+        (HOST, "https://gecko.test"),
+        (HOST, "http://gecko.test:8080"),
+        ("gecko.test:8080", "http://gecko.test:8080"),
+    ] {
+        let answer = browser
+            .send(
+                "POST",
+                "/dashboard/api-keys",
+                &[
+                    ("host", host),
+                    ("origin", origin),
+                    ("x-csrf-token", &csrf),
+                    ("content-type", "application/json"),
+                ],
+                &body,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{origin}");
+        assert_eq!(answer.json()["error"], "cross_site", "{origin}");
+    }
+    // The public origin passes, whatever `Host` a proxy in front passes on.
+    let made = browser
+        .send(
+            "POST",
+            "/dashboard/api-keys",
+            &[
+                ("host", "127.0.0.1:3000"),
+                ("origin", ORIGIN),
+                ("x-csrf-token", &csrf),
+                ("content-type", "application/json"),
+            ],
+            &json!({"name": "made"}).to_string(),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_a_host_cookie() {
+    let f = fixture_with(settings::Config::new("https://gecko.test", true).unwrap()).await;
+    let mut browser = Browser::new(&f);
+    browser.origin = "https://gecko.test";
+    let answer = browser
+        .sign_in("owner@acme.test", &f.passwords["owner@acme.test"])
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let cookie = answer.header("set-cookie").unwrap();
+    assert!(cookie.starts_with("__Host-gecko_session="), "{cookie}");
+    // What browsers require of a `__Host-` cookie, or they drop it.
+    for attribute in ["Secure", "Path=/", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    // It is the session.
+    let csrf = browser.get("/settings/api-keys").await.csrf();
+    let list = browser.api("GET", "/api-keys", &csrf, None).await;
+    assert_eq!(list.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_id_that_is_no_text_gets_the_pages_json_error() {
+    let f = fixture().await;
+    let mut browser = Browser::new(&f);
+    let csrf = browser.signed_in(&f, "owner@acme.test").await;
+    // Percent-decoded, neither is UTF-8: axum's `Path` refuses them.
+    for (method, path) in [("DELETE", "/api-keys/%FF"), ("POST", "/api-keys/%C0%AF/rotate")] {
+        let answer = browser.api(method, path, &csrf, Some(json!({}))).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(answer.header("cache-control"), Some("no-store"), "{path}");
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        let error = answer.json();
+        assert_eq!(error["error"], "invalid_request", "{path}");
+        assert!(error["message"].is_string(), "{path}");
+    }
+    // Any other id is no key's: the management API's own 404.
+    let missing = browser.api("DELETE", "/api-keys/nope", &csrf, None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.json()["error"], "not_found");
+}
+
+#[test]
+fn the_page_script_makes_no_html_from_strings() {
+    // The CSP requires Trusted Types: each of these would throw.
+    let script = include_str!("../settings/static/api-keys.js");
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "DOMParser",
+        "createContextualFragment",
+        "setHTMLUnsafe",
+        "srcdoc",
+        "eval(",
+        "Function(",
+    ] {
+        assert!(!script.contains(sink), "{sink}");
+    }
 }
 
 // The session store, on each database.

@@ -1,10 +1,11 @@
 // The Settings > API Keys page: plain fetch calls to teamkey's management
 // API, mounted for the signed-in person. No framework and no inline script
-// (the Content-Security-Policy forbids inline ones).
+// (the Content-Security-Policy forbids inline ones), and no HTML from
+// strings (it requires Trusted Types): text goes in as textContent.
 //
 // A full key, from a creation or a rotation, lives only in the reveal
-// dialog's text and in one variable, until "Done" (or Escape) clears both:
-// it is never stored, logged, or put in a URL.
+// dialog's text and in one variable, until "Done", Escape or leaving the
+// page clears both: it is never stored, logged, or put in a URL.
 "use strict";
 
 (() => {
@@ -63,18 +64,24 @@
     throw new Error(message);
   }
 
-  // Replaces the table body with the server's current one.
-  async function refreshRows() {
-    let response;
-    try {
-      response = await fetch(rowsUrl, { credentials: "same-origin", cache: "no-store" });
-    } catch {
-      throw new Error("The table could not be refreshed: reload the page.");
-    }
-    if (!response.ok) throw new Error("The table could not be refreshed: reload the page.");
-    const template = document.createElement("template");
-    template.innerHTML = await response.text();
-    rows.replaceChildren(template.content);
+  // Replaces the table body with the server's current one. Parsed by
+  // XMLHttpRequest as an inert document (no script runs in it), then its
+  // rows moved here: Trusted Types refuse HTML made from strings.
+  function refreshRows() {
+    return new Promise((resolve, reject) => {
+      const failed = () => reject(new Error("The table could not be refreshed: reload the page."));
+      const request = new XMLHttpRequest();
+      request.open("GET", rowsUrl);
+      request.responseType = "document";
+      request.addEventListener("error", failed);
+      request.addEventListener("load", () => {
+        const body = request.status === 200 && request.response && request.response.getElementById("key-rows");
+        if (!body) return failed();
+        rows.replaceChildren(...body.childNodes);
+        resolve();
+      });
+      request.send();
+    });
   }
 
   function refreshOrSay() {
@@ -95,13 +102,24 @@
     reveal.showModal();
   }
 
-  // "Done", Escape, or any other way out: the key leaves the page.
-  reveal.addEventListener("close", () => {
+  function forgetKey() {
     secret = null;
     revealKey.textContent = "";
     copyStatus.textContent = "";
-  });
-  byId("reveal-done").addEventListener("click", () => reveal.close());
+  }
+
+  // Done, and leaving the page, clear the key at once: the dialog's
+  // "close" event is queued, too late for a page going into the
+  // back-forward cache.
+  function hideKey() {
+    forgetKey();
+    reveal.close();
+  }
+
+  // Escape, or any other way out: the key leaves the page too.
+  reveal.addEventListener("close", forgetKey);
+  window.addEventListener("pagehide", hideKey);
+  byId("reveal-done").addEventListener("click", hideKey);
   byId("copy-key").addEventListener("click", async () => {
     if (secret === null) return;
     try {
