@@ -126,15 +126,9 @@ impl Authority {
         let Some(own) = self.rate_limit else {
             return Ok(());
         };
-        let refused = Refusal::LooserRateLimit { caller_limit: own };
-        let limit = limit.ok_or(refused.clone())?;
-        // requests / window <= own.requests / own.window, in integers.
-        let rate_ok = u64::from(limit.requests()) * u64::from(own.window_seconds())
-            <= u64::from(own.requests()) * u64::from(limit.window_seconds());
-        if limit.requests() <= own.requests() && rate_ok {
-            Ok(())
-        } else {
-            Err(refused)
+        match limit {
+            Some(limit) if limit.is_within(own) => Ok(()),
+            _ => Err(Refusal::LooserRateLimit { caller_limit: own }),
         }
     }
 

@@ -321,6 +321,14 @@ pub enum ManageError {
         /// The scopes asked for that the plan does not grant.
         scopes: Vec<crate::ident::Scope>,
     },
+    /// The key's own rate limit is looser than the team's plan allows
+    /// (the plan's limit is a ceiling for keys' own limits, and the limit
+    /// of keys without one); nothing was written.
+    #[error("this team's plan allows a key at most {}", .plan_limit)]
+    RateLimitNotInPlan {
+        /// The plan's limit.
+        plan_limit: crate::rate_limit::RateLimit,
+    },
     /// The team policy could not answer; nothing was written.
     #[error("team policy unavailable")]
     Policy(#[source] crate::policy::PolicyError),

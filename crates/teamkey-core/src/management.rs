@@ -17,7 +17,8 @@
 //!   that a cross-site HTML form cannot send one;
 //! - errors: `{"error": code, "message": text}`: 400 malformed JSON or
 //!   query, 403 beyond the caller's authority (see [`Authority`]) or the
-//!   team's plan (`plan_required`, `scopes_not_in_plan`), 404
+//!   team's plan (`plan_required`, `scopes_not_in_plan`,
+//!   `rate_limit_not_in_plan`), 404
 //!   unknown id or another team's key, 409 already rotated, 415 not JSON,
 //!   422 invalid input or a limit reached, 503 store or policy down. Nothing is
 //!   written on any error.
@@ -209,6 +210,7 @@ struct ErrorBody {
     /// A stable code to branch on: `invalid_request` (400, 422),
     /// `unauthorized` (401), `forbidden` (403), `plan_required` (403: the
     /// team's plan has no API access), `scopes_not_in_plan` (403),
+    /// `rate_limit_not_in_plan` (403),
     /// `not_found` (404), `already_rotated` (409),
     /// `unsupported_media_type` (415), `too_many_keys` (422),
     /// `not_implemented` (501), `unavailable` (503), `internal` (500).
@@ -387,6 +389,15 @@ impl From<ManageError> for Reply {
                         "Your team's plan does not grant these scopes.",
                     )
                 },
+            ),
+            ManageError::RateLimitNotInPlan { plan_limit } => Self::error(
+                403,
+                "rate_limit_not_in_plan",
+                &format!(
+                    "Your team's plan allows a key at most {} requests per {} seconds.",
+                    plan_limit.requests(),
+                    plan_limit.window_seconds()
+                ),
             ),
             ManageError::Store(StoreError::Unsupported(what)) => Self::error(
                 501,
@@ -685,8 +696,16 @@ async fn rotate_reply<A: KeyAdmin + ?Sized>(
             let request: RotateKeyRequest = parse(content_type, body)?;
             let grace = time::Duration::seconds(i64::try_from(request.grace_seconds).unwrap_or(i64::MAX));
             let old = managed_key(keys, admin, &id).await?;
-            // The successor inherits the old key's scopes and expiry.
-            admin.authority().check_grant(&old.scopes, old.expires_at)?;
+            // The successor inherits the old key's scopes, expiry and rate
+            // limit: the caller must be able to grant all three, or a
+            // limited caller would get an unlimited key by rotating one.
+            let authority = admin.authority();
+            authority.check_grant(&old.scopes, old.expires_at)?;
+            let limit = keys
+                .rate_limit_of_new_key(admin.team_id(), old.rate_limit)
+                .await
+                .map_err(Reply::from)?;
+            authority.check_rate_limit(limit)?;
             let new = keys
                 .on_behalf_of(origin(admin))
                 .rotate(admin.team_id(), &id, grace)

@@ -572,7 +572,7 @@ impl KeyManager {
         let now = self.now();
         let expires_at = self.expiry(&options, now)?;
         let rules = self.rules_for_change(team_id).await?;
-        check_plan(&rules, &options.scopes, expires_at, now)?;
+        check_plan(&rules, &options, expires_at, now)?;
         let _turn = self.team_lock(team_id).lock().await;
         self.check_room(team_id, &rules, now).await?;
         for _ in 0..ID_ATTEMPTS {
@@ -1356,16 +1356,21 @@ impl TeamPolicy for AllowAll {
 /// Refuses a new key the team's plan does not allow.
 fn check_plan(
     rules: &TeamRules,
-    scopes: &Scopes,
+    options: &CreateOptions,
     expires_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Result<(), ManageError> {
     if !rules.api_access {
         return Err(ManageError::NoApiAccess);
     }
-    let ungrantable = rules.ungrantable(scopes);
+    let ungrantable = rules.ungrantable(&options.scopes);
     if !ungrantable.is_empty() {
         return Err(ManageError::ScopesNotInPlan { scopes: ungrantable });
+    }
+    if let (Some(plan_limit), Some(own)) = (rules.rate_limit, options.rate_limit)
+        && !own.is_within(plan_limit)
+    {
+        return Err(ManageError::RateLimitNotInPlan { plan_limit });
     }
     match (expires_at, rules.max_lifetime) {
         (None, _) if rules.require_expiry => Err(ValidationError::ExpiryRequired.into()),

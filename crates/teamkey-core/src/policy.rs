@@ -66,8 +66,10 @@ pub struct TeamRules {
     /// The longest lifetime of a new key (the manager's own maximum
     /// applies too); `None`: only the manager's.
     pub max_lifetime: Option<time::Duration>,
-    /// The rate limit of the team's keys that have none of their own;
-    /// `None`: the manager's default.
+    /// The rate limit of the team's keys that have none of their own, and
+    /// the loosest limit a new key of the team may be given (a looser one
+    /// is refused with `403 rate_limit_not_in_plan`); `None`: the
+    /// manager's default, and no ceiling.
     pub rate_limit: Option<RateLimit>,
 }
 

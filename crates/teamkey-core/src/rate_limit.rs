@@ -80,6 +80,15 @@ impl From<RateLimit> for RateLimitFields {
 }
 
 impl RateLimit {
+    /// Whether this limit is no looser than `bound`: at most its burst
+    /// (`requests`) and at most its rate (`requests / window`).
+    pub fn is_within(self, bound: RateLimit) -> bool {
+        // requests / window <= bound.requests / bound.window, in integers.
+        let rate_within = u64::from(self.requests()) * u64::from(bound.window_seconds())
+            <= u64::from(bound.requests()) * u64::from(self.window_seconds());
+        self.requests() <= bound.requests() && rate_within
+    }
+
     /// `requests` per `window`: 1 to [`MAX_REQUESTS`] requests, a window of
     /// whole seconds from 1 s to [`MAX_WINDOW`].
     pub fn new(requests: u32, window: Duration) -> Result<Self, ValidationError> {

@@ -436,3 +436,140 @@ async fn a_store_ignoring_the_sweep_cursor_ends_the_sweep() {
     assert!(swept.is_ok(), "the sweep must end");
     swept.unwrap().unwrap();
 }
+
+// ---------------------------------------------------------------------
+// 6. Rotation skipped the rate-limit check: a limited `keys:manage` key
+//    refused a looser key at creation rotated the team's unlimited key
+//    and got its unlimited successor.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_limited_manage_key_cannot_rotate_a_looser_key_into_its_hands() {
+    let keys = KeyManager::builder(MemoryStore::new())
+        .rate_limiter(LocalRateLimiter::new())
+        .build();
+    let acme = team("acme");
+    let two_a_minute = RateLimit::new(2, StdDuration::from_secs(60)).unwrap();
+    let admin = keys
+        .create(
+            &acme,
+            "ci admin",
+            CreateOptions::new()
+                .scopes(Scopes::new(["keys:manage", "scans:read"]).unwrap())
+                .rate_limit(two_a_minute),
+        )
+        .await
+        .unwrap();
+    let unlimited = keys
+        .create(
+            &acme,
+            "reader",
+            CreateOptions::new().scopes(Scopes::new(["scans:read"]).unwrap()),
+        )
+        .await
+        .unwrap();
+    let caller = KeyCaller(keys.verify(admin.key.expose_secret()).await.unwrap());
+
+    let reply = management::rotate(
+        &keys,
+        &caller,
+        unlimited.info.id.as_str(),
+        JSON,
+        br#"{"grace_seconds":0}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{:?}", reply.body);
+    assert_eq!(body(&reply)["refused"], "rate_limit");
+    assert!(
+        keys.verify(unlimited.key.expose_secret()).await.is_ok(),
+        "a refused rotation writes nothing"
+    );
+    // A key within the caller's limit still rotates.
+    let own_kind = keys
+        .create(
+            &acme,
+            "limited reader",
+            CreateOptions::new()
+                .scopes(Scopes::new(["scans:read"]).unwrap())
+                .rate_limit(two_a_minute),
+        )
+        .await
+        .unwrap();
+    let reply = management::rotate(
+        &keys,
+        &caller,
+        own_kind.info.id.as_str(),
+        JSON,
+        br#"{"grace_seconds":0}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+}
+
+// ---------------------------------------------------------------------
+// 7. A plan's limit was only a default: the team's own admin gave a key
+//    1,000,000 requests a second on a plan of 2 a minute.
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_plans_limit_is_the_ceiling_of_a_keys_own_limit() {
+    let keys = KeyManager::builder(MemoryStore::new())
+        .policy(TwoPerMinute)
+        .rate_limiter(LocalRateLimiter::new())
+        .build();
+    let owner = Owner(team("acme"));
+    for looser in [
+        r#"{"requests":1000000,"window_seconds":1}"#,
+        r#"{"requests":3,"window_seconds":60}"#,
+        r#"{"requests":2,"window_seconds":59}"#,
+    ] {
+        let request = format!(r#"{{"name":"fast","rate_limit":{looser}}}"#);
+        let reply = management::create(&keys, &owner, JSON, request.as_bytes()).await;
+        assert_eq!(reply.status, 403, "{looser}: {:?}", reply.body);
+        assert_eq!(body(&reply)["error"], "rate_limit_not_in_plan", "{looser}");
+    }
+    assert_eq!(keys.list(&owner.0).await.unwrap().len(), 0, "nothing written");
+    for within in [
+        r#","rate_limit":{"requests":2,"window_seconds":60}"#,
+        r#","rate_limit":{"requests":1,"window_seconds":3600}"#,
+        "",
+    ] {
+        let request = format!(r#"{{"name":"ok"{within}}}"#);
+        let reply = management::create(&keys, &owner, JSON, request.as_bytes()).await;
+        assert_eq!(reply.status, 201, "{within}: {:?}", reply.body);
+    }
+}
+
+// ---------------------------------------------------------------------
+// 8. The local limiter's first requests raced: each made its own limiter
+//    for the key, and each granted the whole burst.
+// ---------------------------------------------------------------------
+
+#[test]
+fn racing_first_requests_of_a_key_share_one_quota() {
+    let limiter = Arc::new(LocalRateLimiter::new());
+    let one_an_hour = RateLimit::new(1, StdDuration::from_secs(3600)).unwrap();
+    let keys = KeyManager::new(MemoryStore::new());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for round in 0..50 {
+        let key_id = runtime
+            .block_on(keys.create(&team("acme"), &format!("k{round}"), CreateOptions::new()))
+            .unwrap()
+            .info
+            .id;
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let allowed: usize = std::thread::scope(|threads| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (limiter, start) = (Arc::clone(&limiter), Arc::clone(&start));
+                    threads.spawn(move || {
+                        start.wait();
+                        usize::from(limiter.decide(&key_id, one_an_hour).allowed)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(allowed, 1, "round {round}: a quota of 1 granted {allowed} times");
+    }
+}

@@ -121,8 +121,14 @@ async fn a_key_limit_beats_the_team_default_which_beats_the_manager_default() {
         .default_rate_limit(RateLimit::new(3, Duration::from_secs(60)).unwrap())
         .build();
     let globex = TeamId::new("globex").unwrap();
+    // Within the plan's 2/60s, which is a ceiling as well as a default.
+    let one_per_two_minutes = RateLimit::new(1, Duration::from_secs(120)).unwrap();
     let own = keys
-        .create(&acme(), "own", CreateOptions::new().rate_limit(five_per_ten()))
+        .create(
+            &acme(),
+            "own",
+            CreateOptions::new().rate_limit(one_per_two_minutes),
+        )
         .await
         .unwrap();
     let team_default = keys.create(&acme(), "team", CreateOptions::new()).await.unwrap();
@@ -131,7 +137,7 @@ async fn a_key_limit_beats_the_team_default_which_beats_the_manager_default() {
         .await
         .unwrap();
     for (key, limit) in [
-        (&own, "5/10s"),
+        (&own, "1/120s"),
         (&team_default, "2/60s"),
         (&manager_default, "3/60s"),
     ] {

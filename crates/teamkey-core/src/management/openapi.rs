@@ -186,7 +186,7 @@ fn list() {}
         (status = 201, description = "Created: the full key, shown once, and its row.", body = CreatedKey<'_>),
         (status = 400, description = "The body is not JSON (`invalid_request`).", body = ErrorBody),
         (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
-        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or asks for scopes it does not hold (`refused_scopes`) or a key that would outlive it (`refused: expires_at`), or was rotated away (`refused: caller_retired`) (`forbidden`); or the team's plan has no API access (`plan_required`) or does not grant the scopes (`scopes_not_in_plan`, `refused_scopes`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`required_scope`), or asks for scopes it does not hold (`refused_scopes`) or a key that would outlive it (`refused: expires_at`), or was rotated away (`refused: caller_retired`) (`forbidden`); or the team's plan has no API access (`plan_required`) or does not grant the scopes (`scopes_not_in_plan`, `refused_scopes`) or allows no looser rate limit than its own (`rate_limit_not_in_plan`).", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json` (`unsupported_media_type`).", body = ErrorBody),
         (status = 422, description = "An invalid name, scope or expiry, or no expiry or one too far where the team's plan requires one (`invalid_request`); or the team's active-key limit, or its plan's, reached (`too_many_keys`).", body = ErrorBody),
         (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),

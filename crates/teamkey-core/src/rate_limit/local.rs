@@ -1,5 +1,6 @@
 //! `LocalRateLimiter`: GCRA in this process, one `governor` limiter per key.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,25 +110,33 @@ impl LocalRateLimiter {
     }
 
     fn tracked_for(&self, key_id: &KeyId, limit: RateLimit) -> Arc<Tracked> {
-        if let Some(tracked) = self.keys.get(key_id)
-            && tracked.limit == limit
-        {
+        // The cache lets one of several racing first requests make the
+        // key's limiter and the others wait for it: two limiters for one
+        // key would each grant the whole burst.
+        let tracked = self
+            .keys
+            .get_or_insert_with(key_id, || Ok::<_, Infallible>(self.track(limit)))
+            .unwrap_or_else(|never| match never {});
+        if tracked.limit == limit {
             return tracked;
         }
-        // New, evicted, or its quota changed: start whole. Two racing
-        // first requests may each make one; the later insert wins, which
-        // at worst forgets one request.
+        // Its quota changed: start whole under the new one.
+        let tracked = self.track(limit);
+        self.keys.insert(*key_id, Arc::clone(&tracked));
+        tracked
+    }
+
+    /// A new limiter for `limit`, whole.
+    fn track(&self, limit: RateLimit) -> Arc<Tracked> {
         // The interval is at least 86.4 µs (a day over a million), never zero.
         let quota = Quota::with_period(limit.emission_interval())
             .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
             .allow_burst(limit.requests);
-        let tracked = Arc::new(Tracked {
+        Arc::new(Tracked {
             limit,
             limiter: governor::RateLimiter::direct_with_clock(quota, self.clock.clone())
                 .with_middleware::<StateInformationMiddleware>(),
-        });
-        self.keys.insert(*key_id, Arc::clone(&tracked));
-        tracked
+        })
     }
 }
 
