@@ -261,8 +261,8 @@ impl Plan {
             .map_or(Self::Free, |(_, plan)| *plan)
     }
 
-    /// Each key's rate limit on this plan (a key created with its own
-    /// `rate_limit` keeps that one); none on Free, which has no API access.
+    /// Each key's rate limit on this plan, and the loosest a key's own
+    /// `rate_limit` may be; none on Free, which has no API access.
     pub(crate) fn rate_limit(self) -> Option<RateLimit> {
         let per_minute = |requests| RateLimit::new(requests, std::time::Duration::from_secs(60)).ok();
         match self {
