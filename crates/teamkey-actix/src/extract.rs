@@ -3,9 +3,9 @@
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::sync::LazyLock;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use actix_web::dev::Payload;
+use actix_web::dev::{Extensions, Payload};
 use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
@@ -30,7 +30,10 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 /// the `RateLimit` headers only inside [`AddRateLimitHeaders`](crate::AddRateLimitHeaders)
 /// (or a guard): an extractor cannot reach the response. However many
 /// extractors a handler has, a request is counted once; behind a guard, the
-/// guard counted it.
+/// guard counted it. The first extractor to run counts it, and the others
+/// take its outcome: a refusal too, so a `429` swallowed by the first
+/// (`Option<..>`, `Result<..>`, a middleware's `.extract().ok()`) is still
+/// the answer of the next, as on axum.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
@@ -137,33 +140,152 @@ impl From<Failure> for AuthRejection {
     }
 }
 
-/// Marks a request whose key an extractor is verifying, and will admit:
-/// actix starts every extractor of a handler before it awaits any, so
-/// none of them can see the principal another is about to keep. The first
-/// to start admits; the others only verify (a refusal of the first stops
-/// the handler anyway).
+// How the extractors of one request share its admission: actix calls
+// `from_request` on every extractor of a handler before it polls any, and
+// then polls them in turn, in one task. The first to be polled with no
+// outcome kept claims the admission (`Admitting`), verifies the key and
+// admits it; the others wait for it, then take its outcome from the
+// request's extensions rather than verify and count again:
+//
+// - allowed: the `Principal` (and `Admitted`, a limited key's headers);
+// - refused: `Refused`, the same 429 (or 503), whether or not the
+//   extractor that got it had its error swallowed (`Option<..>`,
+//   `Result<..>`, a middleware's `.extract().ok()`): the handler's own
+//   extractor answers it, as on axum;
+// - no admission (a bad key, no key, no manager): nothing, and the next
+//   extractor verifies the key itself, and admits it if it is valid.
+//
+// An unlimited key's principal is kept only when the request has several
+// extractors (`Several`), so that one `Authenticated` costs no allocation.
+// The markers are zero-sized: inserting them allocates nothing.
+
+/// A key extractor was started for this request.
+struct Started;
+
+/// More than one key extractor was started for this request: the one that
+/// admits keeps the principal for the others even when no limit applies.
+struct Several;
+
+/// An extractor of this request has claimed its admission: it is
+/// verifying the key and will admit it.
 struct Admitting;
 
-/// Whether the extractor starting now is the request's first to verify,
-/// and so the one to admit.
-fn claim_admission(req: &HttpRequest) -> bool {
-    let mut extensions = req.extensions_mut();
-    if extensions.contains::<Admitting>() {
-        return false;
+/// The extractors waiting for the one that is [`Admitting`]; only when one
+/// was polled before the admission was made (a store or limiter that
+/// answers later).
+struct Waiting(Vec<Waker>);
+
+/// The refusal of this request's admission, for its other extractors and
+/// the guards.
+struct Refused(AuthRejection);
+
+/// The outcome of this request's admission, when one is kept: the
+/// principal a guard or an extractor verified and admitted, or the
+/// refusal.
+fn settled(extensions: &Extensions) -> Option<Result<Principal, AuthRejection>> {
+    if let Some(principal) = extensions.get::<Principal>() {
+        return Some(Ok(principal.clone()));
     }
-    // A zero-sized value: its box allocates nothing.
-    extensions.insert(Admitting);
-    true
+    extensions
+        .get::<Refused>()
+        .map(|Refused(refusal)| Err(refusal.clone()))
 }
 
-/// Verifies the key itself, and admits it if `admits`: no middleware put a
-/// principal into `req`.
-async fn principal(req: HttpRequest, admits: bool) -> Result<Principal, Failure> {
-    // The extractor that admits is polled first: if it kept its principal
-    // (a limited key's) by now, that is the one verification.
-    if !admits && let Some(principal) = verified(&req) {
-        return Ok(principal);
+/// The refusal a key extractor kept in `req` (one a middleware ran and
+/// swallowed, say): answered as it is, never counted again.
+pub(crate) fn kept_refusal(req: &HttpRequest) -> Option<AuthRejection> {
+    req.extensions()
+        .get::<Refused>()
+        .map(|Refused(refusal)| refusal.clone())
+}
+
+/// Starts an extractor: the outcome kept in `req`, if any; else the
+/// extractor is noted, and it will verify or wait at its first poll.
+fn start(req: &HttpRequest) -> Option<Result<Principal, AuthRejection>> {
+    let mut extensions = req.extensions_mut();
+    if let Some(settled) = settled(&extensions) {
+        return Some(settled);
     }
+    if extensions.contains::<Started>() {
+        extensions.insert(Several);
+    } else {
+        extensions.insert(Started);
+    }
+    None
+}
+
+/// Where an extractor stands with the admission of its request.
+enum Turn<'a> {
+    /// Made: its outcome.
+    Settled(Result<Principal, AuthRejection>),
+    /// Being made by another extractor: wait for it.
+    Wait,
+    /// Claimed by this one, to make.
+    Admit(Claim<'a>),
+}
+
+/// This extractor's turn: the outcome kept, or else wait for the extractor
+/// admitting the request, or else claim the admission.
+fn turn(req: &HttpRequest) -> Turn<'_> {
+    let mut extensions = req.extensions_mut();
+    if let Some(settled) = settled(&extensions) {
+        return Turn::Settled(settled);
+    }
+    if extensions.contains::<Admitting>() {
+        return Turn::Wait;
+    }
+    extensions.insert(Admitting);
+    Turn::Admit(Claim(req))
+}
+
+/// Ready once no extractor of `req` is [`Admitting`] it; until then this
+/// task is woken when that one is done.
+fn admitted_elsewhere(req: &HttpRequest) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut extensions = req.extensions_mut();
+        if !extensions.contains::<Admitting>() {
+            return Poll::Ready(());
+        }
+        let waiting = &mut extensions.get_or_insert_with(|| Waiting(Vec::new())).0;
+        if !waiting.iter().any(|waker| waker.will_wake(cx.waker())) {
+            waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+}
+
+/// The admission of a request, claimed by the extractor making it. Dropped
+/// (the outcome kept, the key refused before admission, or the extractor's
+/// future dropped half way), it releases the claim and wakes the
+/// extractors waiting: they take the outcome kept, or else one of them
+/// makes the admission itself. None waits for ever.
+struct Claim<'a>(&'a HttpRequest);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut extensions = self.0.extensions_mut();
+            extensions.remove::<Admitting>();
+            extensions.remove::<Waiting>()
+        };
+        // Woken with the extensions released: a waker may poll at once.
+        for waker in waiting.into_iter().flat_map(|Waiting(wakers)| wakers) {
+            waker.wake();
+        }
+    }
+}
+
+/// The principal of `req`'s key: the one a middleware or another extractor
+/// of the request admitted (or its refusal), or else the key verified and
+/// admitted here.
+async fn principal(req: HttpRequest) -> Result<Principal, Failure> {
+    let _claim = loop {
+        match turn(&req) {
+            Turn::Settled(settled) => return settled.map_err(Failure::Refused),
+            Turn::Wait => admitted_elsewhere(&req).await,
+            Turn::Admit(claim) => break claim,
+        }
+    };
     // Checked before the key: a missing manager is found on the first
     // request, with a key or without.
     let Some(manager) = app_manager_ref(&req) else {
@@ -175,24 +297,39 @@ async fn principal(req: HttpRequest, admits: bool) -> Result<Principal, Failure>
     };
     let rules = req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules());
     let principal = verify(manager, rules, &req).await.map_err(Failure::Key)?;
-    if !admits {
-        return Ok(principal);
+    let admission = admitted(manager.admit(&principal).await);
+    // Kept before the claim is released (it is dropped last), for the
+    // extractors of this request after this one.
+    let mut extensions = req.extensions_mut();
+    match admission {
+        Ok(limit) => {
+            // Counted, or a limited key let through by a limiter failing
+            // open: never counted again. Without a limit, kept only for
+            // the other extractors of a handler with several.
+            if limit.is_some() || principal.rate_limit().is_some() || extensions.contains::<Several>() {
+                extensions.insert(principal.clone());
+            }
+            if let Some(limit) = limit {
+                // For `AddRateLimitHeaders`.
+                extensions.insert(Admitted(limit));
+            }
+            Ok(principal)
+        }
+        Err(refusal) => {
+            // The same answer from every extractor of the request, even
+            // when this one's error is swallowed.
+            extensions.insert(Refused(refusal.clone()));
+            Err(Failure::Refused(refusal))
+        }
     }
-    if let Some(limit) = admitted(manager.admit(&principal).await).map_err(Failure::Refused)? {
-        // Counted: a later extractor of this request takes this principal
-        // rather than count the request again, and `AddRateLimitHeaders`
-        // finds the headers. (Without a limit nothing is kept.)
-        let mut extensions = req.extensions_mut();
-        extensions.insert(principal.clone());
-        extensions.insert(Admitted(limit));
-    }
-    Ok(principal)
 }
 
 /// The future of the [`Authenticated`] and [`MaybeAuthenticated`]
 /// extractors. Behind [`RequireApiKey`](crate::RequireApiKey) it is ready
 /// at once, with the principal the middleware verified: no request clone
-/// and no allocation per request. On its own it verifies the key.
+/// and no allocation per request; so it is with what another extractor of
+/// the request kept (a limited key's principal, or its refusal). Else it
+/// verifies the key, or waits for the extractor of the request doing so.
 pub struct ExtractFuture<T>(Extracting<T>);
 
 enum Extracting<T> {
@@ -222,23 +359,17 @@ impl<T> std::fmt::Debug for ExtractFuture<T> {
     }
 }
 
-/// The principal a middleware put into the request, if any.
-fn verified(req: &HttpRequest) -> Option<Principal> {
-    req.extensions().get::<Principal>().cloned()
-}
-
 impl FromRequest for Authenticated {
     type Error = AuthRejection;
     type Future = ExtractFuture<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        if let Some(principal) = verified(req) {
-            return ExtractFuture(Extracting::Found(ready(Ok(Self(principal)))));
+        if let Some(settled) = start(req) {
+            return ExtractFuture(Extracting::Found(ready(settled.map(Self))));
         }
-        let admits = claim_admission(req);
         let req = req.clone();
         ExtractFuture(Extracting::Verifying(Box::pin(async move {
-            Ok(Self(principal(req, admits).await?))
+            Ok(Self(principal(req).await?))
         })))
     }
 }
@@ -248,13 +379,13 @@ impl FromRequest for MaybeAuthenticated {
     type Future = ExtractFuture<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        if let Some(principal) = verified(req) {
-            return ExtractFuture(Extracting::Found(ready(Ok(Self(Some(Authenticated(principal)))))));
+        if let Some(settled) = start(req) {
+            let found = settled.map(|principal| Self(Some(Authenticated(principal))));
+            return ExtractFuture(Extracting::Found(ready(found)));
         }
-        let admits = claim_admission(req);
         let req = req.clone();
         ExtractFuture(Extracting::Verifying(Box::pin(async move {
-            match principal(req, admits).await {
+            match principal(req).await {
                 Ok(principal) => Ok(Self(Some(Authenticated(principal)))),
                 Err(Failure::Key(VerifyError::Header(HeaderProblem::Missing))) => Ok(Self(None)),
                 Err(e) => Err(e.into()),

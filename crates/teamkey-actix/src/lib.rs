@@ -129,8 +129,11 @@
 //! itself, or, without a guard, the extractors. Over the limit the client
 //! gets `429` ([`AuthRejection::RateLimited`], with `Retry-After` and the
 //! `RateLimit` headers) and no handler runs. Each request is counted once,
-//! however many guards and extractors it passes (actix starts all of a
-//! handler's extractors at once: the first to start counts it).
+//! however many guards and extractors it passes: the first extractor to
+//! run counts it, and the others take its outcome, a refusal included. A
+//! `429` swallowed by one extractor (`Option<..>`, `Result<..>`, a
+//! middleware's `.extract().ok()`) is the answer of the next one, and of a
+//! guard behind it, as on axum.
 //!
 //! The guards add `RateLimit-Policy` and `RateLimit` to every response of
 //! a limited key. The extractors cannot reach the response: on routes

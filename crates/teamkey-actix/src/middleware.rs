@@ -11,7 +11,7 @@ use actix_web::{Error, HttpMessage, ResponseError};
 use teamkey_core::{HeaderRules, KeyManager, Principal, RateLimitHeaders};
 
 use crate::AuthRejection;
-use crate::extract::{app_manager_ref, default_rules, log_no_manager, verify};
+use crate::extract::{app_manager_ref, default_rules, kept_refusal, log_no_manager, verify};
 use crate::limit::{add_headers, admitted};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
@@ -124,6 +124,12 @@ where
                     .call(req)
                     .await
                     .map(ServiceResponse::map_into_left_body);
+            }
+            // A key extractor run outside (a middleware's `.extract()`,
+            // its error swallowed) was refused: the same answer, and the
+            // request is not counted again.
+            if let Some(refusal) = kept_refusal(req.request()) {
+                return Ok(req.into_response(refusal.error_response()).map_into_right_body());
             }
             // Preflights included: behind `web::route()` or a default
             // service, letting one through would run the handler without a key.
@@ -278,9 +284,16 @@ where
             // key to verify here. The limit is set when this middleware
             // admitted the key itself.
             let mut limit = None;
+            // As in `RequireApiKey`: a refusal kept by a key extractor run
+            // outside is answered as it is, not counted again.
+            let refused_outside = match verified_outside {
+                Some(_) => None,
+                None => kept_refusal(req.request()),
+            };
             let refusal = match verified_outside {
                 Some(true) => None,
                 Some(false) => Some(AuthRejection::MissingScope(scope.to_string())),
+                None if refused_outside.is_some() => refused_outside,
                 None => match guard.manager.as_ref().or_else(|| app_manager_ref(req.request())) {
                     None => {
                         log_no_manager(
