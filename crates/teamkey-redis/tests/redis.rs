@@ -1,9 +1,11 @@
 //! `RedisRateLimiter` against a real Redis: the quota, racing instances,
-//! the local limiter's decisions, outages and recovery, and the manager.
+//! the local limiter's decisions, outages and recovery, the manager, and a
+//! flood of one key over its quota.
 //!
 //! Redis is `TEAMKEY_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); a
 //! Redis that does not answer fails these tests, it does not skip them.
-//! The outage tests start (and stop, and kill) `redis-server`s of their own.
+//! The outage tests, and those that count Redis's EVALSHAs, start (and
+//! stop, and kill) `redis-server`s of their own.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -570,4 +572,227 @@ async fn with_redis_unreachable_the_manager_fails_open_or_closed() {
         assert_eq!(answer.status, 503);
         assert!(started.elapsed() < SHORT + SLACK);
     }
+}
+
+// ---- a flood of one key ------------------------------------------------
+
+/// How many EVALSHAs the Redis at `url` has run since it started.
+fn evalsha_calls(url: &str) -> u64 {
+    let mut redis = redis::Client::open(url).unwrap();
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut redis).unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// What a flood's admissions came to.
+#[derive(Debug, Default)]
+struct Outcomes {
+    allowed: u32,
+    refused: u32,
+    unlimited: u32,
+    /// Refusals whose `Retry-After` is not 1 to 360 s (one allowance of
+    /// 10/hour comes back every 6 minutes).
+    bad_retry_after: u32,
+}
+
+/// `n` admissions of `caller`, all at once, with `others` (see
+/// [`counted_exactly`]) started halfway through; the flood's outcomes, and
+/// the others' slowest check.
+async fn flood(
+    keys: &KeyManager,
+    caller: &teamkey_core::Principal,
+    n: u32,
+    others: &[teamkey_core::Principal],
+) -> (Outcomes, Duration) {
+    let admit = |_| {
+        let (keys, caller) = (keys.clone(), caller.clone());
+        tokio::spawn(async move { keys.admit(&caller).await })
+    };
+    let mut tasks: Vec<_> = (0..n / 2).map(admit).collect();
+    let others: Vec<_> = others
+        .iter()
+        .map(|other| tokio::spawn(counted_exactly(keys.clone(), other.clone())))
+        .collect();
+    tasks.extend((n / 2..n).map(admit));
+    let mut outcomes = Outcomes::default();
+    for task in tasks {
+        match task.await.unwrap() {
+            Admission::Allowed(_) => outcomes.allowed += 1,
+            Admission::Refused(answer) => {
+                outcomes.refused += 1;
+                let retry = answer
+                    .varying_headers
+                    .iter()
+                    .find(|(name, _)| *name == "retry-after")
+                    .and_then(|(_, value)| value.parse::<u64>().ok());
+                if answer.status != 429 || !retry.is_some_and(|s| (1..=360).contains(&s)) {
+                    outcomes.bad_retry_after += 1;
+                }
+            }
+            _ => outcomes.unlimited += 1,
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    for other in others {
+        slowest = slowest.max(other.await.unwrap());
+    }
+    (outcomes, slowest)
+}
+
+/// Admits `caller`, with a quota of 3 per hour, 5 times in a row: it must
+/// be counted exactly (r=2, r=1, r=0, then refused twice), never failing
+/// (open: unlimited). Its slowest check.
+async fn counted_exactly(keys: KeyManager, caller: teamkey_core::Principal) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for left in [Some(2), Some(1), Some(0), None, None] {
+        let started = Instant::now();
+        let admission = keys.admit(&caller).await;
+        slowest = slowest.max(started.elapsed());
+        match (left, admission) {
+            (Some(left), Admission::Allowed(headers)) => {
+                let state = headers.state();
+                assert!(state.starts_with(&format!("\"default\";r={left};")), "{state}");
+            }
+            (None, Admission::Refused(answer)) => assert_eq!(answer.status, 429),
+            (left, admission) => panic!("expected {left:?} left, got {admission:?}"),
+        }
+    }
+    slowest
+}
+
+/// The security review's attack: thousands of concurrent requests of one
+/// key over its quota. Each used to cost one EVALSHA, enough to push a
+/// check past the timeout, after which every key of every team went
+/// unlimited (failing open) for 250 ms. Now a refused key is refused from
+/// memory, at most `max_in_flight` checks are sent at once, and the other
+/// keys keep being counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_one_over_limit_key_costs_redis_nothing_and_leaves_the_others_counted() {
+    const FLOOD: u32 = 20_000;
+    const OTHERS: usize = 8;
+    // Its own server, so that its EVALSHAs are this test's alone; the
+    // production settings (200 ms timeout, failing open).
+    let server = OwnRedis::start(free_port());
+    let url = server.url();
+    let limiter = RedisRateLimiter::builder(url.as_str()).connect().await.unwrap();
+    let keys = KeyManager::builder(MemoryStore::new())
+        .rate_limiter(limiter)
+        .on_limiter_failure(LimiterFailure::Open)
+        .build();
+    let team = TeamId::new("acme").unwrap();
+    let caller = |name: String, quota: RateLimit| {
+        let keys = keys.clone();
+        let team = team.clone();
+        async move {
+            let created = keys
+                .create(&team, &name, CreateOptions::new().rate_limit(quota))
+                .await
+                .unwrap();
+            keys.verify(created.key.expose_secret()).await.unwrap()
+        }
+    };
+    let attacker = caller("attacker".into(), limit(10, 3_600)).await;
+    let mut others = Vec::new();
+    for n in 0..2 * OTHERS {
+        others.push(caller(format!("other {n}"), limit(3, 3_600)).await);
+    }
+
+    // 1. Fresh: nothing known of the key yet.
+    let before = evalsha_calls(&url);
+    let (outcomes, slowest) = flood(&keys, &attacker, FLOOD, &others[..OTHERS]).await;
+    let first_wave = evalsha_calls(&url) - before;
+    println!("fresh key: {outcomes:?}, {first_wave} EVALSHAs, other keys' slowest check {slowest:?}");
+    assert_eq!(outcomes.allowed, 10, "{outcomes:?}");
+    assert_eq!(outcomes.refused, FLOOD - 10, "{outcomes:?}");
+    assert_eq!(
+        (outcomes.unlimited, outcomes.bad_retry_after),
+        (0, 0),
+        "{outcomes:?}"
+    );
+    // The others' 4 each (their fifth is refused from memory), and the
+    // flood's checks sent before the first refusal came back.
+    let flood_cost = first_wave - 4 * OTHERS as u64;
+    assert!(
+        flood_cost <= (RedisRateLimiter::DEFAULT_MAX_IN_FLIGHT + OTHERS) as u64,
+        "{flood_cost} EVALSHAs for {FLOOD} checks"
+    );
+
+    // 2. Refused: the flood is answered here, costing Redis nothing.
+    let before = evalsha_calls(&url);
+    let (outcomes, slowest) = flood(&keys, &attacker, FLOOD, &others[OTHERS..]).await;
+    let second_wave = evalsha_calls(&url) - before;
+    println!("refused key: {outcomes:?}, {second_wave} EVALSHAs, other keys' slowest check {slowest:?}");
+    assert_eq!(outcomes.refused, FLOOD, "{outcomes:?}");
+    assert_eq!(
+        (outcomes.unlimited, outcomes.bad_retry_after),
+        (0, 0),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        second_wave,
+        4 * OTHERS as u64,
+        "only the other keys' checks reach Redis"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_key_is_answered_from_memory_until_its_retry_after() {
+    let server = OwnRedis::start(free_port());
+    let url = server.url();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let limiter = RedisRateLimiter::builder(url.as_str())
+        .clock(clock.clone())
+        .timeout(SHORT)
+        .connect()
+        .await
+        .unwrap();
+    let hourly = limit(10, 3_600);
+    for left in (0..10).rev() {
+        assert_eq!(check(&limiter, 1, hourly).await.remaining, left);
+    }
+    let refused = check(&limiter, 1, hourly).await;
+    // One allowance back every 6 minutes.
+    let refused_for =
+        |seconds: u64| RateDecision::refused(Duration::from_secs(seconds), Duration::from_secs(3_600));
+    assert_eq!(refused, refused_for(360));
+    let asked = evalsha_calls(&url);
+
+    // As Redis would answer, without asking it.
+    clock.advance(time::Duration::seconds(100));
+    for _ in 0..1_000 {
+        assert_eq!(check(&limiter, 1, hourly).await, refused_for(260));
+    }
+    assert_eq!(evalsha_calls(&url), asked, "answered from memory");
+    // Another key is asked.
+    assert_eq!(check(&limiter, 2, hourly).await.remaining, 9);
+    assert_eq!(evalsha_calls(&url), asked + 1);
+
+    // Even while Redis hangs, the refused key stays refused, at once.
+    server.signal("-STOP");
+    let started = Instant::now();
+    assert_eq!(check(&limiter, 1, hourly).await, refused_for(260));
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+    server.signal("-CONT");
+
+    // Up to the last microsecond...
+    clock.advance(time::Duration::seconds(260) - time::Duration::microseconds(1));
+    let last = check(&limiter, 1, hourly).await;
+    assert_eq!(
+        last,
+        RateDecision::refused(Duration::from_micros(1), Duration::from_secs(3_600))
+    );
+    assert_eq!(evalsha_calls(&url), asked + 1);
+    // ... and no longer: Redis is asked again, and allows one.
+    clock.advance(time::Duration::microseconds(1));
+    let again = check(&limiter, 1, hourly).await;
+    assert!(again.allowed && again.remaining == 0, "{again:?}");
+    assert_eq!(check(&limiter, 1, hourly).await, refused_for(360));
+    assert_eq!(evalsha_calls(&url), asked + 3);
+
+    // Checked under another quota, the key starts whole in Redis: the
+    // refusal is forgotten.
+    assert_eq!(check(&limiter, 1, limit(20, 3_600)).await.remaining, 19);
+    assert_eq!(check(&limiter, 1, hourly).await.remaining, 9);
 }
