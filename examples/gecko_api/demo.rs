@@ -11,6 +11,9 @@ use teamkey::{
     RateLimit, RedisRateLimiter, Scopes, SqlxStore, TeamId, TeamPolicy, TeamRules,
 };
 
+/// The demo's database unless `DATABASE_URL` names another.
+const DEFAULT_DATABASE_URL: &str = "sqlite://gecko_api.db?mode=rwc";
+
 /// `DATABASE_URL`, `BIND_ADDR`, `TEAMKEY_PREFIX`, with their defaults, and
 /// `REDIS_URL`, if set.
 pub(crate) struct Config {
@@ -33,7 +36,7 @@ fn env_or(name: &str, default: &str) -> String {
 impl Config {
     pub(crate) fn from_env() -> Self {
         Self {
-            database_url: env_or("DATABASE_URL", "sqlite://gecko_api.db?mode=rwc"),
+            database_url: env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
             bind_addr: env_or("BIND_ADDR", "127.0.0.1:3000"),
             prefix: env_or("TEAMKEY_PREFIX", teamkey::DEFAULT_PREFIX),
             redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
@@ -439,11 +442,18 @@ pub(crate) async fn announce_quickstart(
                 "Its key events (created, rotated, revoked...):\n\n  curl 'http://{addr}/api/v1/api-keys/events' -H 'X-API-Key: {key}'\n"
             );
         }
-        None => println!(
-            "\nacme already has API keys; create more against this server's database with\n\n  \
-             teamkey --database-url '{}' create --team acme --name NAME\n",
-            config.database_url
-        ),
+        None => {
+            // `$DATABASE_URL`, never its value: it may hold a password.
+            let url = if std::env::var_os("DATABASE_URL").is_some() {
+                "\"$DATABASE_URL\"".to_owned()
+            } else {
+                format!("'{DEFAULT_DATABASE_URL}'")
+            };
+            println!(
+                "\nacme already has API keys; create more against this server's database with\n\n  \
+                 teamkey --database-url {url} create --team acme --name NAME\n"
+            );
+        }
     }
     println!(
         "Plans: acme is on Pro (at most {MAX_KEYS} keys), globex on Enterprise (keys expire within {} days),\n\
