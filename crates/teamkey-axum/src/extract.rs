@@ -9,7 +9,7 @@ use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyErro
 
 use crate::AuthRejection;
 use crate::context::client_ip;
-use crate::limit::{admitted, leave_for_layer};
+use crate::limit::{admitted, admitted_earlier, leave_for_layer};
 
 /// The caller, proven by a valid API key. Scope every query by
 /// `caller.team_id()`.
@@ -117,6 +117,9 @@ where
     if let Some(principal) = parts.extensions.get::<Principal>() {
         return Ok(principal.clone());
     }
+    if let Some(principal) = admitted_earlier(&parts.extensions) {
+        return Ok(principal);
+    }
     let manager = KeyManager::from_ref(state);
     let rules = parts
         .extensions
@@ -127,10 +130,12 @@ where
         .map_err(Failure::Key)?;
     if let Some(limit) = admitted(manager.admit(&principal).await).map_err(Failure::Refused)? {
         // Counted: a later extractor of this request takes this principal
-        // rather than count the request again. (Without a limit nothing is
-        // kept, so that an unlimited key costs no allocation here.)
-        parts.extensions.insert(principal.clone());
-        leave_for_layer(&parts.extensions, limit);
+        // rather than count the request again, from the layer's slot if
+        // there is one (no allocation), else from the extensions. (Without
+        // a limit nothing is kept, so an unlimited key costs nothing here.)
+        if !leave_for_layer(&parts.extensions, &principal, limit) {
+            parts.extensions.insert(principal.clone());
+        }
     }
     Ok(principal)
 }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use teamkey_core::{Admission, RateLimit, RateLimitHeaders};
+use teamkey_core::{Admission, Principal, RateLimit, RateLimitHeaders};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -80,19 +80,34 @@ fn policy_value(limit: &RateLimitHeaders) -> Option<HeaderValue> {
         .or_else(|| HeaderValue::try_from(limit.policy()).ok())
 }
 
-/// Where the extractors leave a limited caller's headers for
-/// [`AddRateLimitHeaders`]: the request's extensions do not come back
-/// with the response, so the layer keeps a handle on this.
+/// Where the extractors leave a limited caller for [`AddRateLimitHeaders`]
+/// (the request's extensions do not come back with the response, so the
+/// layer keeps a handle on this), and for the request's later extractors.
 #[derive(Debug, Clone, Default)]
-struct HeaderSlot(Arc<OnceLock<RateLimitHeaders>>);
+struct HeaderSlot(Arc<OnceLock<(Principal, RateLimitHeaders)>>);
 
-/// Hands `limit` to an [`AddRateLimitHeaders`] around the route, if any.
-pub(crate) fn leave_for_layer(extensions: &Extensions, limit: RateLimitHeaders) {
-    if let Some(slot) = extensions.get::<HeaderSlot>() {
-        // A request is admitted once, so the slot is empty; if not, the
-        // first admission's headers stay.
-        let _ = slot.0.set(limit);
-    }
+/// Hands the admitted `principal` and its headers to an
+/// [`AddRateLimitHeaders`] around the route: `false` if there is none, and
+/// the caller must keep the principal for later extractors itself.
+pub(crate) fn leave_for_layer(
+    extensions: &Extensions,
+    principal: &Principal,
+    limit: RateLimitHeaders,
+) -> bool {
+    let Some(slot) = extensions.get::<HeaderSlot>() else {
+        return false;
+    };
+    // A request is admitted once, so the slot is empty; if not, the first
+    // admission stays.
+    let _ = slot.0.set((principal.clone(), limit));
+    true
+}
+
+/// The principal an earlier extractor of this request admitted and left
+/// for [`AddRateLimitHeaders`].
+pub(crate) fn admitted_earlier(extensions: &Extensions) -> Option<Principal> {
+    let (principal, _) = extensions.get::<HeaderSlot>()?.0.get()?;
+    Some(principal.clone())
 }
 
 /// Adds the `RateLimit-Policy` and `RateLimit` headers to the responses of
@@ -170,7 +185,7 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
-            if let Some(limit) = slot.0.get() {
+            if let Some((_, limit)) = slot.0.get() {
                 add_headers(response.headers_mut(), limit);
             }
             Ok(response)

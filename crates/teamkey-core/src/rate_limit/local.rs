@@ -110,13 +110,17 @@ impl LocalRateLimiter {
     }
 
     fn tracked_for(&self, key_id: &KeyId, limit: RateLimit) -> Arc<Tracked> {
-        // The cache lets one of several racing first requests make the
-        // key's limiter and the others wait for it: two limiters for one
-        // key would each grant the whole burst.
-        let tracked = self
-            .keys
-            .get_or_insert_with(key_id, || Ok::<_, Infallible>(self.track(limit)))
-            .unwrap_or_else(|never| match never {});
+        // A plain lookup first: it costs half of `get_or_insert_with`.
+        let tracked = match self.keys.get(key_id) {
+            Some(tracked) => tracked,
+            // The cache lets one of several racing first requests make the
+            // key's limiter and the others wait for it: two limiters for
+            // one key would each grant the whole burst.
+            None => self
+                .keys
+                .get_or_insert_with(key_id, || Ok::<_, Infallible>(self.track(limit)))
+                .unwrap_or_else(|never| match never {}),
+        };
         if tracked.limit == limit {
             return tracked;
         }
