@@ -4,6 +4,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRef, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -158,12 +159,20 @@ async fn create<A: KeyAdmin + Sync>(
     respond(management::create(&keys, &admin, content_type(&headers), &body).await)
 }
 
+/// The `{id}` of the path. One axum cannot decode (not UTF-8 once
+/// percent-decoded) is no key's id either: it gets the core's JSON 404,
+/// after the caller is checked, not axum's plain-text rejection.
+fn path_id(id: Result<Path<String>, PathRejection>) -> String {
+    id.map(|Path(id)| id).unwrap_or_default()
+}
+
 async fn revoke<A: KeyAdmin + Sync>(
     admin: A,
     State(keys): State<KeyManager>,
     RequestOrigin(request): RequestOrigin,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let id = path_id(id);
     respond(management::revoke(&keys, &management::in_request(&admin, request), &id).await)
 }
 
@@ -181,10 +190,11 @@ async fn rotate<A: KeyAdmin + Sync>(
     admin: A,
     State(keys): State<KeyManager>,
     RequestOrigin(request): RequestOrigin,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let id = path_id(id);
     let admin = management::in_request(&admin, request);
     respond(management::rotate(&keys, &admin, &id, content_type(&headers), &body).await)
 }

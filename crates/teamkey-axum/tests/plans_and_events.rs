@@ -681,6 +681,17 @@ async fn the_audit_trail(f: &Fixture, send: impl AsyncFn(Req) -> Answer) {
     );
     assert_eq!(not_found.status, 404);
     assert_eq!(not_found.json()["error"], "not_found");
+    // An id that is no text once decoded is no key's either: the same 404,
+    // JSON, never the framework's plain-text rejection.
+    assert_eq!(
+        not_found,
+        send(delete(&format!("{keys}/%FF")).key(&f.acme_admin)).await
+    );
+    let rotated = send(post(&format!("{keys}/%FF/rotate"), "{}").key(&f.acme_admin)).await;
+    assert_eq!(
+        (rotated.status, rotated.json()["error"].clone()),
+        (404, "not_found".into())
+    );
     assert_eq!(
         send(post(&format!("{events}/rotate"), "{}").key(&f.acme_admin))
             .await
