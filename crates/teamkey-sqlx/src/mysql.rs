@@ -1,8 +1,8 @@
 //! MySQL and MariaDB: `DATETIME(6)` times in UTC, binary collations.
 
 use sqlx::error::{DatabaseError, UnexpectedNullError};
-use sqlx::mysql::{MySqlPool, MySqlRow};
-use sqlx::{MySql, Row as _};
+use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlRow};
+use sqlx::{Connection as _, MySql, Row as _};
 use time::PrimitiveDateTime;
 
 use crate::common::storable;
@@ -99,11 +99,37 @@ impl_key_store! {
 impl SqlxStore<MySql> {
     /// Creates or updates teamkey's tables (`api_keys`, `api_key_events`
     /// and the change feed's), tracked in [`MIGRATIONS_TABLE`]. Safe to run
-    /// on every start.
+    /// on every start, by instances starting together too: they take
+    /// turns (waiting up to a minute for each other).
     pub async fn migrate(&self) -> Result<(), MigrateError> {
+        const LOCK: &str = "teamkey_migrate";
+        const WAIT_SECONDS: i64 = 60;
         let mut migrator = sqlx::migrate!("./migrations/mysql");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        migrator.run(&self.pool).await
+        // sqlx's own lock is `GET_LOCK(name, -1)`, which MariaDB answers at
+        // once without the lock: instances starting together applied the
+        // same migration twice. This one waits, and is checked. It is held
+        // by a connection of its own, outside the pool, so that a pool of
+        // one connection can still migrate.
+        let mut holder = MySqlConnection::connect_with(&self.pool.connect_options()).await?;
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(LOCK)
+            .bind(WAIT_SECONDS)
+            .fetch_one(&mut holder)
+            .await?;
+        if locked != Some(1) {
+            return Err(MigrateError::Execute(sqlx::Error::Protocol(format!(
+                "another instance held teamkey's migration lock ({LOCK}) for {WAIT_SECONDS} s"
+            ))));
+        }
+        let migrated = migrator.run(&self.pool).await;
+        // Closing the connection releases the lock, should this fail.
+        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(LOCK)
+            .execute(&mut holder)
+            .await;
+        let _ = holder.close().await;
+        migrated
     }
 }
 

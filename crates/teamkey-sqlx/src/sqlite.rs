@@ -94,11 +94,25 @@ impl_key_store! {
 impl SqlxStore<Sqlite> {
     /// Creates or updates teamkey's tables (`api_keys`, `api_key_events`
     /// and the change feed's), tracked in [`MIGRATIONS_TABLE`]. Safe to run
-    /// on every start.
+    /// on every start, by processes starting together on one file too.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations/sqlite");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        migrator.run(&self.pool).await
+        // SQLite has no lock to take turns with: a process that read the
+        // list of applied migrations just before another applied one fails
+        // on it ("already exists"), having written nothing (each migration
+        // is one transaction). Asked again, it sees the migration applied.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match migrator.run(&self.pool).await {
+                Err(MigrateError::ExecuteMigration(..) | MigrateError::Execute(_))
+                    if std::time::Instant::now() < give_up =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                migrated => return migrated,
+            }
+        }
     }
 }
 
