@@ -132,7 +132,10 @@ impl StatementLog {
         .clone()
     }
 
-    /// Runs `work` and returns its output with the statements it ran.
+    /// Runs `work` and returns its output with the statements it ran,
+    /// leaving out those of a connection the pool opened on the way
+    /// (SQLite's `PRAGMA`s, MySQL's `SET sql_mode=…`): the driver's, not
+    /// the store's, and only when the pool happens to need one.
     pub(crate) async fn probe<F: Future>(&self, work: F) -> (F::Output, Vec<Statement>) {
         let probe = self.next_probe.fetch_add(1, Ordering::SeqCst);
         let output = work.instrument(tracing::info_span!("probe", probe)).await;
@@ -140,6 +143,13 @@ impl StatementLog {
         let (mine, others) = recorded.drain(..).partition(|(p, _)| *p == probe);
         *recorded = others;
         let mine: Vec<(u64, Statement)> = mine;
-        (output, mine.into_iter().map(|(_, s)| s).collect())
+        let connecting = |s: &Statement| s.sql.starts_with("PRAGMA ") || s.sql.starts_with("SET sql_mode=");
+        (
+            output,
+            mine.into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| !connecting(s))
+                .collect(),
+        )
     }
 }
