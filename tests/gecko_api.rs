@@ -1480,3 +1480,102 @@ async fn the_demo_never_prints_the_redis_url() {
         }
     }
 }
+
+/// Instances of the demo starting together on one new database take turns
+/// while they migrate and seed: one makes the Quickstart key and initech's
+/// key from before the plans, the others find them.
+async fn instances_starting_together(database_url: String) {
+    let config = || demo::Config {
+        database_url: database_url.clone(),
+        bind_addr: "127.0.0.1:0".into(),
+        prefix: "tk_live".into(),
+        redis_url: None,
+    };
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let config = config();
+            tokio::spawn(async move {
+                let demo = demo::open(&config).await.unwrap();
+                demo::announce_quickstart(&demo.keys, "127.0.0.1:0", &config, demo.legacy.as_ref())
+                    .await
+                    .unwrap();
+                demo.setup.release().await;
+                (demo.keys, demo.legacy.is_some())
+            })
+        })
+        .collect();
+    let mut legacy_made = 0;
+    let mut keys = None;
+    for start in starts {
+        let (manager, made) = start.await.unwrap();
+        legacy_made += usize::from(made);
+        keys = Some(manager);
+    }
+    let keys = keys.unwrap();
+    assert_eq!(legacy_made, 1, "one instance seeds initech's old key");
+    let acme = keys.list(&TeamId::new("acme").unwrap()).await.unwrap();
+    assert_eq!(acme.len(), 1, "one Quickstart key: {acme:?}");
+    let initech = keys.list(&TeamId::new("initech").unwrap()).await.unwrap();
+    assert_eq!(initech.len(), 1, "one key from before the plans");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_instances_starting_together_on_one_sqlite_file_seed_once() {
+    let path = std::env::temp_dir().join(format!("gecko-together-{}.db", std::process::id()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    instances_starting_together(url).await;
+    for suffix in ["", "-wal", "-shm", ".setup-lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_instances_starting_together_on_postgres_seed_once() {
+    let Some(url) = std::env::var("TEAMKEY_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("*** SKIPPED: TEAMKEY_TEST_POSTGRES_URL is not set ***");
+        return;
+    };
+    let schema = format!("gecko_together_{}", std::process::id());
+    let admin = teamkey::sqlx::PgPool::connect(&url).await.unwrap();
+    teamkey::sqlx::query(teamkey::sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    instances_starting_together(format!("{url}{separator}options=-c%20search_path%3D{schema}")).await;
+    teamkey::sqlx::query(teamkey::sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA {schema} CASCADE"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_instances_starting_together_on_mariadb_seed_once() {
+    let Some(url) = std::env::var("TEAMKEY_TEST_MYSQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("*** SKIPPED: TEAMKEY_TEST_MYSQL_URL is not set ***");
+        return;
+    };
+    let database = format!("gecko_together_{}", std::process::id());
+    let admin = teamkey::sqlx::MySqlPool::connect(&url).await.unwrap();
+    teamkey::sqlx::query(teamkey::sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {database}"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    // The same server, this database.
+    let (server, _) = url.rsplit_once('/').unwrap();
+    instances_starting_together(format!("{server}/{database}")).await;
+    teamkey::sqlx::query(teamkey::sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

@@ -207,6 +207,9 @@ pub(crate) struct Demo {
     pub(crate) db: Db,
     pub(crate) keys: KeyManager,
     pub(crate) legacy: Option<NewKey>,
+    /// Held until the server has seeded what it seeds at a first start:
+    /// [`SetupLock::release`] it then.
+    pub(crate) setup: SetupLock,
 }
 
 /// Opens and migrates the database, seeds the demo data (scans, and
@@ -215,10 +218,112 @@ pub(crate) struct Demo {
 pub(crate) async fn open(config: &Config) -> Result<Demo, Box<dyn std::error::Error>> {
     let limiter = Limiter::from_config(config)?;
     let db = Db::connect(&config.database_url).await?;
+    // Instances starting together on a new database take turns: else each
+    // would find no demo data and seed its own (two Quickstart keys, two
+    // sets of demo passwords of which one is wrong).
+    let setup = SetupLock::take(&db).await?;
     let (keys, before_the_plans) = db.key_managers(KeyFormat::new(&config.prefix)?, limiter).await?;
     prepare(&db).await?;
     let legacy = legacy_key(&before_the_plans).await?;
-    Ok(Demo { db, keys, legacy })
+    Ok(Demo {
+        db,
+        keys,
+        legacy,
+        setup,
+    })
+}
+
+/// The lock instances of the demo take turns on while they seed: one the
+/// database keeps (an advisory lock on PostgreSQL, `GET_LOCK` on MySQL and
+/// MariaDB), or on SQLite a file lock beside the database file.
+pub(crate) enum SetupLock {
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    MySql(sqlx::pool::PoolConnection<sqlx::MySql>),
+    /// The locked file, unlocked when closed; `None`: an in-memory
+    /// database, which no other process can open.
+    Sqlite {
+        _locked: Option<std::fs::File>,
+    },
+}
+
+/// The name (or key) of the setup lock in the database.
+const SETUP_LOCK: &str = "gecko_demo_setup";
+/// How long an instance waits for another's setup.
+const SETUP_WAIT_SECONDS: i64 = 60;
+
+impl SetupLock {
+    /// Waits for the lock, up to a minute.
+    async fn take(db: &Db) -> Result<Self, Box<dyn std::error::Error>> {
+        let timed_out = || format!("another instance held the demo's setup lock for {SETUP_WAIT_SECONDS} s");
+        Ok(match db {
+            Db::Postgres(pool) => {
+                let mut held = pool.acquire().await?;
+                sqlx::query("SET lock_timeout = '60s'")
+                    .execute(&mut *held)
+                    .await?;
+                sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+                    .bind(SETUP_LOCK)
+                    .execute(&mut *held)
+                    .await
+                    .map_err(|e| format!("{}: {e}", timed_out()))?;
+                sqlx::query("RESET lock_timeout").execute(&mut *held).await?;
+                Self::Postgres(held)
+            }
+            Db::MySql(pool) => {
+                let mut held = pool.acquire().await?;
+                let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+                    .bind(SETUP_LOCK)
+                    .bind(SETUP_WAIT_SECONDS)
+                    .fetch_one(&mut *held)
+                    .await?;
+                if locked != Some(1) {
+                    return Err(timed_out().into());
+                }
+                Self::MySql(held)
+            }
+            Db::Sqlite(pool) => {
+                let options = pool.connect_options();
+                let database = options.get_filename();
+                let in_memory = database
+                    .to_str()
+                    .is_some_and(|name| name == ":memory:" || name.starts_with("file:"));
+                if in_memory {
+                    return Ok(Self::Sqlite { _locked: None });
+                }
+                let mut path = database.as_os_str().to_owned();
+                path.push(".setup-lock");
+                let file = std::fs::File::create(path)?;
+                // Blocking, but only at start, and only while another
+                // instance seeds.
+                // `File::lock` is Rust 1.89; the demo runs on sqlx, which
+                // needs 1.94 (tests/gecko_api.rs compiles this file under
+                // the facade's lower rust-version).
+                #[allow(clippy::incompatible_msrv)]
+                let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await??;
+                Self::Sqlite { _locked: Some(file) }
+            }
+        })
+    }
+
+    /// Lets the next instance set up (it finds the demo seeded).
+    pub(crate) async fn release(self) {
+        match self {
+            Self::Postgres(mut held) => {
+                let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+                    .bind(SETUP_LOCK)
+                    .execute(&mut *held)
+                    .await;
+            }
+            Self::MySql(mut held) => {
+                let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+                    .bind(SETUP_LOCK)
+                    .execute(&mut *held)
+                    .await;
+            }
+            // Closing the file unlocks it.
+            Self::Sqlite { .. } => {}
+        }
+    }
 }
 
 /// A plan of the demo's: what a team may do with API keys.

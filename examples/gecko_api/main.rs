@@ -19,13 +19,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_level(tracing::Level::INFO)
         .init();
     let config = demo::Config::from_env();
-    let demo::Demo { db, keys, legacy } = demo::open(&config).await?;
+    let demo::Demo {
+        db,
+        keys,
+        legacy,
+        setup,
+    } = demo::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
     let addr = listener.local_addr()?.to_string();
     demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;
     drop(legacy); // Printed once; not kept.
     let page = settings::Config::from_env(&addr)?;
     settings::start(&db, &page).await?; // The demo users, printed once; sessions.
+    setup.release().await; // Seeded: another instance may start.
     tokio::spawn(demo::sweep_expiring_hourly(keys.clone()));
 
     let state = app::AppState {

@@ -15,7 +15,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_level(tracing::Level::INFO)
         .init();
     let config = demo::Config::from_env();
-    let demo::Demo { db, keys, legacy } = demo::open(&config).await?;
+    let demo::Demo {
+        db,
+        keys,
+        legacy,
+        setup,
+    } = demo::open(&config).await?;
     let (keys_data, db_data) = app::data(keys.clone(), db);
     let server = HttpServer::new(move || {
         App::new()
@@ -30,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or(config.bind_addr.clone(), ToString::to_string);
     demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;
     drop(legacy); // Printed once; not kept.
+    setup.release().await; // Seeded: another instance may start.
     actix_web::rt::spawn(demo::sweep_expiring_hourly(keys.clone()));
     // actix-web stops gracefully on Ctrl-C; then the last-used times are written.
     server.run().await?;
