@@ -469,15 +469,18 @@ async fn a_limited_manage_key_cannot_rotate_a_looser_key_into_its_hands() {
         .await
         .unwrap();
     let caller = KeyCaller(keys.verify(admin.key.expose_secret()).await.unwrap());
+    let rotate = async |key: &teamkey_core::NewKey| {
+        management::rotate(
+            &keys,
+            &caller,
+            key.info.id.as_str(),
+            JSON,
+            br#"{"grace_seconds":0}"#,
+        )
+        .await
+    };
 
-    let reply = management::rotate(
-        &keys,
-        &caller,
-        unlimited.info.id.as_str(),
-        JSON,
-        br#"{"grace_seconds":0}"#,
-    )
-    .await;
+    let reply = rotate(&unlimited).await;
     assert_eq!(reply.status, 403, "{:?}", reply.body);
     assert_eq!(body(&reply)["refused"], "rate_limit");
     assert!(
@@ -495,14 +498,7 @@ async fn a_limited_manage_key_cannot_rotate_a_looser_key_into_its_hands() {
         )
         .await
         .unwrap();
-    let reply = management::rotate(
-        &keys,
-        &caller,
-        own_kind.info.id.as_str(),
-        JSON,
-        br#"{"grace_seconds":0}"#,
-    )
-    .await;
+    let reply = rotate(&own_kind).await;
     assert_eq!(reply.status, 201, "{:?}", reply.body);
 }
 
