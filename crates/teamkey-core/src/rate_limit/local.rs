@@ -12,25 +12,35 @@ use governor::{NotUntil, Quota};
 use quick_cache::sync::Cache;
 
 use super::{RateDecision, RateLimit, RateLimitError, RateLimiter};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::ident::KeyId;
 
 /// Keys whose state is kept unless configured.
 pub const DEFAULT_TRACKED_KEYS: usize = 100_000;
 
-/// The manager's clock, as governor reads time: nanoseconds since the epoch.
+/// Time as governor reads it, in nanoseconds.
 #[derive(Debug, Clone)]
-struct GovernorClock(Arc<dyn Clock>);
+enum GovernorClock {
+    /// Since this instant, on the monotonic clock: a wall clock stepped
+    /// back (or forward) must not refuse keys for too long (or give them
+    /// fresh quotas).
+    Monotonic(std::time::Instant),
+    /// Since the epoch, on the clock given to
+    /// [`LocalRateLimiter::clock`] (a `ManualClock` in tests).
+    Given(Arc<dyn Clock>),
+}
 
 impl governor::clock::Clock for GovernorClock {
     type Instant = Nanos;
 
     fn now(&self) -> Nanos {
-        Nanos::from(
-            u64::try_from(self.0.unix_micros())
+        let nanos = match self {
+            Self::Monotonic(start) => u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Self::Given(clock) => u64::try_from(clock.unix_micros())
                 .unwrap_or(0)
                 .saturating_mul(1_000),
-        )
+        };
+        Nanos::from(nanos)
     }
 }
 
@@ -87,14 +97,15 @@ impl LocalRateLimiter {
     /// On the system clock, tracking up to [`DEFAULT_TRACKED_KEYS`] keys.
     pub fn new() -> Self {
         Self {
-            clock: GovernorClock(Arc::new(SystemClock)),
+            clock: GovernorClock::Monotonic(std::time::Instant::now()),
             keys: Cache::new(DEFAULT_TRACKED_KEYS),
         }
     }
 
-    /// On this clock (a [`ManualClock`](crate::ManualClock) in tests).
+    /// On this clock (a [`ManualClock`](crate::ManualClock) in tests)
+    /// instead of the monotonic clock, which a wall clock's steps do not move.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = GovernorClock(Arc::new(clock));
+        self.clock = GovernorClock::Given(Arc::new(clock));
         self
     }
 
