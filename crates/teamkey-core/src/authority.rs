@@ -118,6 +118,12 @@ impl Authority {
         })
     }
 
+    /// The caller's own rate limit, if it has one: only then does the
+    /// limit of a key it makes need to be known ([`check_rate_limit`](Self::check_rate_limit)).
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
+
     /// Whether the caller may make a key whose rate limit will be `limit`
     /// (its own, else its team's or the manager's default; `None`: no
     /// limit). A caller without a limit may grant any; one with a limit

@@ -584,11 +584,7 @@ async fn create_reply<A: KeyAdmin + ?Sized>(
             let expires_at = keys.resolve_expiry(&options)?;
             let authority = admin.authority();
             authority.check_grant(&options.scopes, expires_at)?;
-            let limit = keys
-                .rate_limit_of_new_key(admin.team_id(), options.rate_limit)
-                .await
-                .map_err(Reply::from)?;
-            authority.check_rate_limit(limit)?;
+            check_limit_grant(keys, admin, &authority, options.rate_limit).await?;
             options.expires_at = expires_at;
             options.expires_in = None;
             let new = keys
@@ -683,6 +679,25 @@ pub async fn rotate<A: KeyAdmin + ?Sized>(
     )
 }
 
+/// Refuses a key whose rate limit (`own`, else the plan's or the
+/// manager's) the caller could not grant. That limit is resolved, which
+/// may ask the team policy, only for a caller limited itself.
+async fn check_limit_grant<A: KeyAdmin + ?Sized>(
+    keys: &KeyManager,
+    admin: &A,
+    authority: &Authority,
+    own: Option<crate::RateLimit>,
+) -> Result<(), Reply> {
+    if authority.rate_limit().is_none() {
+        return Ok(());
+    }
+    let limit = keys
+        .rate_limit_of_new_key(admin.team_id(), own)
+        .await
+        .map_err(Reply::from)?;
+    Ok(authority.check_rate_limit(limit)?)
+}
+
 async fn rotate_reply<A: KeyAdmin + ?Sized>(
     keys: &KeyManager,
     admin: &A,
@@ -701,11 +716,7 @@ async fn rotate_reply<A: KeyAdmin + ?Sized>(
             // limited caller would get an unlimited key by rotating one.
             let authority = admin.authority();
             authority.check_grant(&old.scopes, old.expires_at)?;
-            let limit = keys
-                .rate_limit_of_new_key(admin.team_id(), old.rate_limit)
-                .await
-                .map_err(Reply::from)?;
-            authority.check_rate_limit(limit)?;
+            check_limit_grant(keys, admin, &authority, old.rate_limit).await?;
             let new = keys
                 .on_behalf_of(origin(admin))
                 .rotate(admin.team_id(), &id, grace)
