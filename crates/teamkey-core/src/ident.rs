@@ -31,31 +31,11 @@ pub const KEY_ID_LEN: usize = 12;
 /// characters that hide text), and line and paragraph separators. A name or
 /// team id holding one could pass for another in a key table or a log.
 pub(crate) fn is_hidden(c: char) -> bool {
-    // The Cf ranges of Unicode 16, and U+2028/2029 (Zl, Zp).
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
     c.is_control()
         || matches!(
-            c,
-            '\u{00AD}'
-                | '\u{0600}'..='\u{0605}'
-                | '\u{061C}'
-                | '\u{06DD}'
-                | '\u{070F}'
-                | '\u{0890}'..='\u{0891}'
-                | '\u{08E2}'
-                | '\u{180E}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206F}'
-                | '\u{FEFF}'
-                | '\u{FFF9}'..='\u{FFFB}'
-                | '\u{110BD}'
-                | '\u{110CD}'
-                | '\u{13430}'..='\u{1343F}'
-                | '\u{1BCA0}'..='\u{1BCA3}'
-                | '\u{1D173}'..='\u{1D17A}'
-                | '\u{E0001}'
-                | '\u{E0020}'..='\u{E007F}'
+            c.general_category(),
+            GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
         )
 }
 
@@ -354,6 +334,48 @@ impl<'de> Deserialize<'de> for Scopes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_characters_are_controls_format_and_separators_only() {
+        for c in [
+            '\u{0}',
+            '\u{1B}',
+            '\u{7F}',
+            '\u{85}',
+            '\u{AD}',
+            '\u{61C}',
+            '\u{180E}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{FEFF}',
+            '\u{110BD}',
+            '\u{E0001}',
+            '\u{E0041}',
+            '\u{E007F}',
+        ] {
+            assert!(is_hidden(c), "U+{:04X}", u32::from(c));
+        }
+        for c in [
+            'a',
+            'Z',
+            '0',
+            '-',
+            ' ',
+            'é',
+            'ß',
+            'Ω',
+            '中',
+            '\u{1F600}',
+            '\u{A0}',
+        ] {
+            assert!(!is_hidden(c), "U+{:04X}", u32::from(c));
+        }
+    }
 
     #[test]
     fn team_ids_are_checked() {

@@ -161,7 +161,6 @@ impl PolicyCache {
         }
     }
 
-    /// The team's rules, kept or asked for.
     /// The team's rules if an answer younger than the ttl is kept.
     pub(crate) fn cached(&self, team: &TeamId) -> Option<Arc<TeamRules>> {
         self.answers
@@ -170,6 +169,7 @@ impl PolicyCache {
             .map(|(rules, _)| rules)
     }
 
+    /// The team's rules, kept or asked for.
     pub(crate) async fn rules(&self, team: &TeamId) -> Result<Arc<TeamRules>, PolicyError> {
         if let Some(rules) = self.cached(team) {
             return Ok(rules);
