@@ -1053,9 +1053,8 @@ async fn event_sql<S: KeyStore + Clone>(store: &S) -> EventSql {
     let made = created(&key);
     store.insert(&key, &made).await.unwrap();
     let one = |statements: Vec<support::probe::Statement>| {
-        let ours = statements;
-        assert_eq!(ours.len(), 1, "one statement: {ours:#?}");
-        ours[0].sql.clone()
+        assert_eq!(statements.len(), 1, "one statement: {statements:#?}");
+        statements[0].sql.clone()
     };
     let (page, first) = log.probe(store.events(&team, &EventQuery::newest(5))).await;
     assert_eq!(page.unwrap(), std::slice::from_ref(&made));
