@@ -611,6 +611,44 @@ async fn racing_once_events_record_one<S: KeyStore + Clone>(store: &S, _: &Raw) 
     }
 }
 
+/// 600 keys sharing one expiry instant (made by one script with one
+/// `expires_at`), beside 10 at other instants: one sweep warns every key
+/// twice (7 days and 1 day ahead), though the instant spans batches of
+/// 500; a second sweep finds them all recorded.
+async fn sweeps_warn_every_key_of_one_instant<S: KeyStore + Clone>(store: &S, _: &Raw) {
+    let (spread, tied) = (team("spread"), team("tied"));
+    let insert = async |team: &TeamId, expires_at: OffsetDateTime| {
+        let mut key = record(team, "k");
+        key.expires_at = Some(expires_at);
+        store.insert(&key, &created(&key)).await.unwrap();
+    };
+    for i in 0..10 {
+        insert(&spread, SWEEP_T0 + Duration::hours(1 + i)).await;
+    }
+    for _ in 0..600 {
+        insert(&tied, SWEEP_T0 + Duration::hours(20)).await;
+    }
+    let keys = KeyManager::builder(store.clone())
+        .clock(ManualClock::new(SWEEP_T0))
+        .build();
+    let first = keys.sweep_expiring().await.unwrap();
+    let second = keys.sweep_expiring().await.unwrap();
+    assert_eq!((first, second), (1_220, 0));
+    // Every notice is in the store, each team's its own (tied's span pages).
+    let notices = async |team: &TeamId| {
+        let (mut count, mut query) = (0, EventQuery::newest(1_000));
+        loop {
+            let page = store.events(team, &query).await.unwrap();
+            count += page.iter().filter(|e| e.kind == EventKind::Expiring).count();
+            match page.last() {
+                Some(last) if page.len() == 1_000 => query = EventQuery::newest(1_000).before(last.id),
+                _ => return count,
+            }
+        }
+    };
+    assert_eq!((notices(&spread).await, notices(&tied).await), (20, 1_200));
+}
+
 /// `sweep_expiring` warns 7 days and 1 day ahead, once per key and notice,
 /// never for revoked or rotated-away keys; `expiring` spans all teams,
 /// soonest first, within `(after, until]`.
@@ -1033,6 +1071,7 @@ on_every_database!(
     once_events_are_recorded_once,
     racing_once_events_record_one,
     sweeps_warn_once,
+    sweeps_warn_every_key_of_one_instant,
     lineage_and_last_used_ip_round_trip,
     bad_event_rows_are_errors,
     events_invalidate_nothing,
