@@ -235,12 +235,15 @@ pub(crate) async fn open(config: &Config) -> Result<Demo, Box<dyn std::error::Er
 
 /// The lock instances of the demo take turns on while they seed: one the
 /// database keeps (an advisory lock on PostgreSQL, `GET_LOCK` on MySQL and
-/// MariaDB), or on SQLite a file lock beside the database file.
+/// MariaDB), held by a connection of its own, out of the pool; or on
+/// SQLite a file lock beside the database file. Either ends when its
+/// holder is dropped (the connection or the file closed), on every path,
+/// errors included.
 pub(crate) enum SetupLock {
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
-    MySql(sqlx::pool::PoolConnection<sqlx::MySql>),
-    /// The locked file, unlocked when closed; `None`: an in-memory
-    /// database, which no other process can open.
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+    /// The locked file; `None`: an in-memory database, which no other
+    /// process can open.
     Sqlite {
         _locked: Option<std::fs::File>,
     },
@@ -249,32 +252,30 @@ pub(crate) enum SetupLock {
 /// The name (or key) of the setup lock in the database.
 const SETUP_LOCK: &str = "gecko_demo_setup";
 /// How long an instance waits for another's setup.
-const SETUP_WAIT_SECONDS: i64 = 60;
+const SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SetupLock {
-    /// Waits for the lock, up to a minute.
+    /// Waits for the lock, up to [`SETUP_WAIT`].
     async fn take(db: &Db) -> Result<Self, Box<dyn std::error::Error>> {
-        let timed_out = || format!("another instance held the demo's setup lock for {SETUP_WAIT_SECONDS} s");
+        let timed_out = || format!("another instance held the demo's setup lock for {SETUP_WAIT:?}");
         Ok(match db {
             Db::Postgres(pool) => {
-                let mut held = pool.acquire().await?;
-                sqlx::query("SET lock_timeout = '60s'")
-                    .execute(&mut *held)
-                    .await?;
+                let mut held = pool.acquire().await?.detach();
+                let wait = format!("SET lock_timeout = '{}s'", SETUP_WAIT.as_secs());
+                sqlx::query(sqlx::AssertSqlSafe(wait)).execute(&mut held).await?;
                 sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
                     .bind(SETUP_LOCK)
-                    .execute(&mut *held)
+                    .execute(&mut held)
                     .await
                     .map_err(|e| format!("{}: {e}", timed_out()))?;
-                sqlx::query("RESET lock_timeout").execute(&mut *held).await?;
                 Self::Postgres(held)
             }
             Db::MySql(pool) => {
-                let mut held = pool.acquire().await?;
+                let mut held = pool.acquire().await?.detach();
                 let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
                     .bind(SETUP_LOCK)
-                    .bind(SETUP_WAIT_SECONDS)
-                    .fetch_one(&mut *held)
+                    .bind(SETUP_WAIT.as_secs())
+                    .fetch_one(&mut held)
                     .await?;
                 if locked != Some(1) {
                     return Err(timed_out().into());
@@ -293,34 +294,36 @@ impl SetupLock {
                 let mut path = database.as_os_str().to_owned();
                 path.push(".setup-lock");
                 let file = std::fs::File::create(path)?;
-                // Blocking, but only at start, and only while another
-                // instance seeds.
-                // `File::lock` is Rust 1.89; the demo runs on sqlx, which
-                // needs 1.94 (tests/gecko_api.rs compiles this file under
-                // the facade's lower rust-version).
-                #[allow(clippy::incompatible_msrv)]
-                let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await??;
-                Self::Sqlite { _locked: Some(file) }
+                let give_up = std::time::Instant::now() + SETUP_WAIT;
+                loop {
+                    // `File::try_lock` is Rust 1.89; the demo runs on sqlx,
+                    // which needs 1.94 (tests/gecko_api.rs compiles this
+                    // file under the facade's lower rust-version).
+                    #[allow(clippy::incompatible_msrv)]
+                    match file.try_lock() {
+                        Ok(()) => break Self::Sqlite { _locked: Some(file) },
+                        Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        Err(std::fs::TryLockError::WouldBlock) => return Err(timed_out().into()),
+                        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+                    }
+                }
             }
         })
     }
 
-    /// Lets the next instance set up (it finds the demo seeded).
+    /// Lets the next instance set up (it finds the demo seeded): the lock's
+    /// connection is closed, or its file.
     pub(crate) async fn release(self) {
+        use sqlx::Connection as _;
         match self {
-            Self::Postgres(mut held) => {
-                let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
-                    .bind(SETUP_LOCK)
-                    .execute(&mut *held)
-                    .await;
+            Self::Postgres(held) => {
+                let _ = held.close().await;
             }
-            Self::MySql(mut held) => {
-                let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
-                    .bind(SETUP_LOCK)
-                    .execute(&mut *held)
-                    .await;
+            Self::MySql(held) => {
+                let _ = held.close().await;
             }
-            // Closing the file unlocks it.
             Self::Sqlite { .. } => {}
         }
     }

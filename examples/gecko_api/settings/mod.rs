@@ -67,7 +67,7 @@ mod auth;
 mod pages;
 mod session_store;
 pub(crate) mod throttle;
-mod users;
+pub(crate) mod users;
 
 pub(crate) use auth::SessionAdmin;
 pub(crate) use session_store::SqlSessionStore;
@@ -123,7 +123,9 @@ impl Config {
     /// trailing `/` or the scheme's default port. Anything but an http(s)
     /// origin is refused, since no `Origin` could ever match it.
     pub(crate) fn new(public_origin: &str, secure_cookies: bool) -> Result<Self, String> {
-        let refused = || format!("PUBLIC_ORIGIN must be like https://host[:port], not {public_origin:?}");
+        // The value is not repeated: a refused one may hold a password
+        // (`https://user:password@host`).
+        let refused = || "PUBLIC_ORIGIN must be an origin: http(s)://host[:port], nothing more".to_owned();
         let uri: Uri = public_origin.parse().map_err(|_| refused())?;
         let (scheme, default_port) = match uri.scheme() {
             Some(s) if *s == Scheme::HTTP => ("http", 80),

@@ -50,7 +50,12 @@ const POSTGRES: Sql = Sql {
 };
 
 const MYSQL: Sql = Sql {
-    create: SQLITE.create,
+    // Binary collation: the server's default ignores case and accents, and
+    // `owner@acmé.test` would sign in as `owner@acme.test` while the sign-in
+    // throttle counts it as another email.
+    create: "CREATE TABLE IF NOT EXISTS demo_users (email VARCHAR(254) PRIMARY KEY, \
+             team VARCHAR(128) NOT NULL, password_hash VARCHAR(255) NOT NULL) \
+             CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
     insert: "INSERT IGNORE INTO demo_users (email, team, password_hash) VALUES (?, ?, ?)",
     find: SQLITE.find,
 };

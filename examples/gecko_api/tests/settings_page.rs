@@ -744,7 +744,7 @@ async fn a_team_without_api_access_sees_why_instead_of_the_form() {
 }
 
 #[tokio::test]
-async fn signing_out_ends_the_session_everywhere() {
+async fn signing_out_deletes_the_session_so_its_cookie_is_no_session() {
     let f = fixture().await;
     let mut browser = Browser::new(&f);
     let csrf = browser.signed_in(&f, "owner@acme.test").await;
@@ -888,8 +888,12 @@ fn the_public_origin_is_taken_as_browsers_send_it() {
         "https://gecko.example/settings",
         "https://gecko.example/?x=1",
         "https://user@gecko.example",
+        "https://user:hunter2@gecko.example",
     ] {
-        assert!(settings::Config::new(wrong, false).is_err(), "{wrong}");
+        let Err(error) = settings::Config::new(wrong, false) else {
+            panic!("{wrong} was taken");
+        };
+        assert!(!error.contains("hunter2"), "the value's password leaked: {error}");
     }
 }
 
@@ -1024,6 +1028,21 @@ fn env_url(var: &str) -> Option<String> {
 /// Create, load, save, expire, delete; the table holds no session id.
 async fn exercise_session_store(db: demo::Db) {
     settings::prepare(&db).await.unwrap();
+    // A user is found by exactly their email: a variant a collation would
+    // conflate signs no one in (and would dodge the per-email throttle).
+    assert!(
+        settings::users::team_of(&db, "owner@acme.test")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for variant in ["owner@acmé.test", "OWNER@acme.test", "owner@acme.tést"] {
+        assert_eq!(
+            settings::users::team_of(&db, variant).await.unwrap(),
+            None,
+            "{variant}"
+        );
+    }
     let store = settings::SqlSessionStore::new(db.clone());
     let later = OffsetDateTime::now_utc() + Duration::hours(1);
     let mut record = Record {
@@ -1058,12 +1077,14 @@ async fn exercise_session_store(db: demo::Db) {
         }
     }
     .unwrap();
-    assert!(!stored.is_empty());
-    assert!(
-        stored
-            .iter()
-            .all(|(hash,)| hash.len() == 64 && *hash != record.id.to_string())
-    );
+    // The SHA-256 of the id, in hex, and nowhere the id itself.
+    let id = record.id.to_string();
+    let expected = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    };
+    assert!(stored.contains(&(expected,)), "{stored:?}");
+    assert!(stored.iter().all(|(hash,)| !hash.contains(&id)));
 
     // An expired session is not loaded, and the sweep deletes it.
     let mut expired = Record {
