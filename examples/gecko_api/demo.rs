@@ -89,25 +89,29 @@ const MYSQL: Sql = Sql {
 };
 
 /// Runs `$body` with `$pool` bound to whichever pool `$db` holds and `$sql`
-/// to that database's statements.
+/// to that database's statements: the `SQLITE`, `POSTGRES` or `MYSQL` of
+/// the module that calls it (placeholders and upserts differ).
 macro_rules! on_db {
     ($db:expr, |$pool:ident, $sql:ident| $body:expr) => {
         match $db {
-            Db::Sqlite($pool) => {
+            crate::demo::Db::Sqlite($pool) => {
                 let $sql = &SQLITE;
                 $body
             }
-            Db::Postgres($pool) => {
+            crate::demo::Db::Postgres($pool) => {
                 let $sql = &POSTGRES;
                 $body
             }
-            Db::MySql($pool) => {
+            crate::demo::Db::MySql($pool) => {
                 let $sql = &MYSQL;
                 $body
             }
         }
     };
 }
+// For the settings page's modules too (not every binary has them).
+#[allow(unused_imports)]
+pub(crate) use on_db;
 
 impl Db {
     /// Connects to `url`: `sqlite:`, `postgres:` (or `postgresql:`), or

@@ -41,28 +41,6 @@ use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use crate::app::AppState;
 use crate::demo;
 
-/// Runs `$body` with `$pool` bound to the pool `$db` holds and `$sql` to
-/// that database's statements (`$sqlite`, `$postgres`, `$mysql`): the
-/// placeholders and upserts differ.
-macro_rules! on_pool {
-    ($db:expr, [$sqlite:expr, $postgres:expr, $mysql:expr], |$pool:ident, $sql:ident| $body:expr) => {
-        match $db {
-            crate::demo::Db::Sqlite($pool) => {
-                let $sql = &$sqlite;
-                $body
-            }
-            crate::demo::Db::Postgres($pool) => {
-                let $sql = &$postgres;
-                $body
-            }
-            crate::demo::Db::MySql($pool) => {
-                let $sql = &$mysql;
-                $body
-            }
-        }
-    };
-}
-
 mod auth;
 mod pages;
 mod session_store;

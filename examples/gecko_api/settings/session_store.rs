@@ -81,7 +81,7 @@ impl SqlSessionStore {
 
 /// The sessions table, if absent.
 pub(crate) async fn create_table(db: &Db) -> Result<(), sqlx::Error> {
-    on_pool!(db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+    crate::demo::on_db!(db, |pool, sql| {
         sqlx::query(sql.create).execute(pool).await?;
     });
     Ok(())
@@ -108,7 +108,7 @@ impl SessionStore for SqlSessionStore {
         for _ in 0..ID_ATTEMPTS {
             let hash = id_hash(&record.id);
             let expires_at = record.expiry_date.unix_timestamp();
-            let inserted = on_pool!(&self.db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+            let inserted = crate::demo::on_db!(&self.db, |pool, sql| {
                 sqlx::query(sql.insert)
                     .bind(&hash)
                     .bind(&data)
@@ -132,7 +132,7 @@ impl SessionStore for SqlSessionStore {
             serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let hash = id_hash(&record.id);
         let expires_at = record.expiry_date.unix_timestamp();
-        on_pool!(&self.db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+        crate::demo::on_db!(&self.db, |pool, sql| {
             sqlx::query(sql.upsert)
                 .bind(&hash)
                 .bind(&data)
@@ -147,7 +147,7 @@ impl SessionStore for SqlSessionStore {
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let hash = id_hash(id);
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let row: Option<(String, i64)> = on_pool!(&self.db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+        let row: Option<(String, i64)> = crate::demo::on_db!(&self.db, |pool, sql| {
             sqlx::query_as(sql.load)
                 .bind(&hash)
                 .bind(now)
@@ -168,7 +168,7 @@ impl SessionStore for SqlSessionStore {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let hash = id_hash(id);
-        on_pool!(&self.db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+        crate::demo::on_db!(&self.db, |pool, sql| {
             sqlx::query(sql.delete)
                 .bind(&hash)
                 .execute(pool)
@@ -183,7 +183,7 @@ impl SessionStore for SqlSessionStore {
 impl ExpiredDeletion for SqlSessionStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        on_pool!(&self.db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+        crate::demo::on_db!(&self.db, |pool, sql| {
             sqlx::query(sql.delete_expired)
                 .bind(now)
                 .execute(pool)

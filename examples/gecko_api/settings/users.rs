@@ -71,7 +71,7 @@ pub(crate) struct SeededUser {
 /// The users and sessions tables, and the demo users that are absent;
 /// returns those made now, with their passwords.
 pub(crate) async fn prepare(db: &Db) -> Result<Vec<SeededUser>, Box<dyn std::error::Error>> {
-    on_pool!(db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+    crate::demo::on_db!(db, |pool, sql| {
         sqlx::query(sql.create).execute(pool).await?;
     });
     super::session_store::create_table(db).await?;
@@ -82,7 +82,7 @@ pub(crate) async fn prepare(db: &Db) -> Result<Vec<SeededUser>, Box<dyn std::err
         }
         let password = random_password()?;
         let hash = hash_password(password.clone()).await?;
-        let inserted = on_pool!(db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+        let inserted = crate::demo::on_db!(db, |pool, sql| {
             sqlx::query(sql.insert)
                 .bind(email)
                 .bind(team)
@@ -129,7 +129,7 @@ async fn hash_password(password: String) -> Result<String, tokio::task::JoinErro
 
 /// The team and password hash of `email`, if such a user exists.
 async fn find(db: &Db, email: &str) -> Result<Option<(String, String)>, sqlx::Error> {
-    on_pool!(db, [SQLITE, POSTGRES, MYSQL], |pool, sql| {
+    crate::demo::on_db!(db, |pool, sql| {
         sqlx::query_as(sql.find).bind(email).fetch_optional(pool).await
     })
 }
