@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use actix_web::dev::{Extensions, Payload};
 use actix_web::http::header::{AUTHORIZATION, HeaderName};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
+use teamkey_core::{Eager, HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
 use crate::AuthRejection;
 use crate::context::client_ip;
@@ -93,11 +93,11 @@ pub(crate) fn log_no_manager(guard: &str, or_else: &str) {
 static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEFAULT_HEADER);
 
 /// Verifies the key in `req`'s headers by `rules`.
-pub(crate) async fn verify(
-    manager: &KeyManager,
+pub(crate) fn verify<'a>(
+    manager: &'a KeyManager,
     rules: &HeaderRules,
-    req: &HttpRequest,
-) -> Result<Principal, VerifyError> {
+    req: &'a HttpRequest,
+) -> Eager<'a, Result<Principal, VerifyError>> {
     // The address is looked up only if the manager keeps it.
     let client_ip = if manager.records_client_ips() {
         client_ip(req)
@@ -118,9 +118,7 @@ pub(crate) async fn verify(
         Default::default()
     };
     let authorization = authorization.map(|v| v.as_bytes());
-    manager
-        .verify_headers_from(rules, key_header, authorization, client_ip)
-        .await
+    manager.verify_headers_from(rules, key_header, authorization, client_ip)
 }
 
 /// Why no principal: the key, its rate limit, or the setup.

@@ -162,7 +162,9 @@ pub use limit::{AddRateLimitHeaders, AddRateLimitHeadersMiddleware};
 #[allow(deprecated)]
 pub use manage::management_scope;
 pub use manage::{KeyAdmin, ManagesKeys, management_routes};
-pub use middleware::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
+pub use middleware::{
+    GuardFuture, RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware,
+};
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
 pub use openapi::openapi_json;

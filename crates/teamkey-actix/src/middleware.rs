@@ -1,9 +1,10 @@
 //! Middleware: `RequireApiKey` guards an `App` or `Scope`, `RequireScope`
 //! a route or scope by scope.
 
-use std::future::{Future, Ready, ready};
+use std::future::{Future, Ready};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, ready};
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
@@ -73,7 +74,7 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RequireApiKeyMiddleware {
+        std::future::ready(Ok(RequireApiKeyMiddleware {
             inner: Rc::new(Guard {
                 service,
                 manager: self.manager.clone(),
@@ -105,58 +106,61 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = GuardFuture<S::Future, B>;
 
     fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
         self.inner.service.poll_ready(cx)
     }
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let guard = Rc::clone(&self.inner);
         // A guard outside this one (a `RequireScope` with a manager)
         // verified and admitted the key: once is enough, and counting the
         // request twice would halve the key's quota.
-        let verified_outside = req.extensions().contains::<Principal>();
-        Box::pin(async move {
-            if verified_outside {
-                return guard
-                    .service
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_left_body);
+        if req.extensions().contains::<Principal>() {
+            return GuardFuture::inner(self.inner.service.call(req), None);
+        }
+        // A key extractor run outside (a middleware's `.extract()`,
+        // its error swallowed) was refused: the same answer, and the
+        // request is not counted again.
+        if let Some(refusal) = kept_refusal(req.request()) {
+            return GuardFuture::refused(req, refusal, None);
+        }
+        // Preflights included: behind `web::route()` or a default
+        // service, letting one through would run the handler without a key.
+        // The app's manager is borrowed from the request, not cloned.
+        let Some(manager) = self
+            .inner
+            .manager
+            .as_ref()
+            .or_else(|| app_manager_ref(req.request()))
+        else {
+            log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
+            return GuardFuture::refused(req, AuthRejection::Misconfigured, None);
+        };
+        let admitted = match verify_and_admit_now(manager, &self.inner.rules, &req) {
+            Some(admitted) => admitted,
+            None => {
+                // The store or the limiter must be waited for: the one
+                // path that boxes, and clones the manager.
+                let (guard, manager) = (Rc::clone(&self.inner), manager.clone());
+                return GuardFuture::waiting(async move {
+                    match verify_and_admit(&manager, &guard.rules, &req).await {
+                        Ok((principal, limit)) => {
+                            req.extensions_mut().insert(principal);
+                            GuardFuture::inner(guard.service.call(req), limit).await
+                        }
+                        Err(refusal) => GuardFuture::<S::Future, B>::refused(req, refusal, None).await,
+                    }
+                });
             }
-            // A key extractor run outside (a middleware's `.extract()`,
-            // its error swallowed) was refused: the same answer, and the
-            // request is not counted again.
-            if let Some(refusal) = kept_refusal(req.request()) {
-                return Ok(req.into_response(refusal.error_response()).map_into_right_body());
+        };
+        match admitted {
+            Ok((principal, limit)) => {
+                req.extensions_mut().insert(principal);
+                GuardFuture::inner(self.inner.service.call(req), limit)
             }
-            // Preflights included: behind `web::route()` or a default
-            // service, letting one through would run the handler without a key.
-            // The app's manager is borrowed from the request, not cloned.
-            let manager = guard.manager.as_ref().or_else(|| app_manager_ref(req.request()));
-            let admitted = match manager {
-                Some(manager) => verify_and_admit(manager, &guard.rules, &req).await,
-                None => {
-                    log_no_manager("RequireApiKey", "RequireApiKey::with_manager(manager)");
-                    Err(AuthRejection::Misconfigured)
-                }
-            };
-            let limit = match admitted {
-                Ok((principal, limit)) => {
-                    req.extensions_mut().insert(principal);
-                    limit
-                }
-                Err(refusal) => {
-                    return Ok(req.into_response(refusal.error_response()).map_into_right_body());
-                }
-            };
-            let mut response = guard.service.call(req).await?;
-            if let Some(limit) = &limit {
-                add_headers(response.headers_mut(), limit);
-            }
-            Ok(response.map_into_left_body())
-        })
+            Err(refusal) => GuardFuture::refused(req, refusal, None),
+        }
     }
 }
 
@@ -170,6 +174,106 @@ async fn verify_and_admit(
     let principal = verify(manager, rules, req.request()).await?;
     let limit = admitted(manager.admit(&principal).await)?;
     Ok((principal, limit))
+}
+
+/// [`verify_and_admit`] when neither step has to wait (the record in
+/// memory, the limiter in process); `None` when one must, and nothing was
+/// decided. A verification that had to wait for the limiter is done again
+/// by `verify_and_admit`, which costs no store call either.
+fn verify_and_admit_now(
+    manager: &KeyManager,
+    rules: &HeaderRules,
+    req: &ServiceRequest,
+) -> Option<Result<(Principal, Option<RateLimitHeaders>), AuthRejection>> {
+    let principal = match verify(manager, rules, req.request()).now().ok()? {
+        Ok(principal) => principal,
+        Err(error) => return Some(Err(error.into())),
+    };
+    let admission = manager.admit(&principal).now().ok()?;
+    Some(admitted(admission).map(|limit| (principal, limit)))
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RequireApiKeyMiddleware`] and
+    /// [`RequireScopeMiddleware`]: the services inside (with the
+    /// `RateLimit` headers added to their response), or a refusal. Boxed
+    /// only when verification has to wait for the store or the limiter.
+    pub struct GuardFuture<F, B> {
+        #[pin]
+        state: Guarding<F, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = GuardingProj]
+    enum Guarding<F, B> {
+        Refused { response: Option<ServiceResponse<EitherBody<B>>> },
+        Inner { #[pin] response: F, limit: Option<RateLimitHeaders> },
+        Waiting { rest: LocalBoxFuture<Result<ServiceResponse<EitherBody<B>>, Error>> },
+    }
+}
+
+impl<F, B> GuardFuture<F, B> {
+    /// The inner services' answer, with `limit`'s headers when set.
+    fn inner(response: F, limit: Option<RateLimitHeaders>) -> Self {
+        Self {
+            state: Guarding::Inner { response, limit },
+        }
+    }
+
+    /// `refusal`, answered without the inner services (with `limit`'s
+    /// headers when set).
+    fn refused(req: ServiceRequest, refusal: AuthRejection, limit: Option<&RateLimitHeaders>) -> Self {
+        let mut response = req.into_response(refusal.error_response()).map_into_right_body();
+        if let Some(limit) = limit {
+            add_headers(response.headers_mut(), limit);
+        }
+        Self {
+            state: Guarding::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn waiting(rest: impl Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>> + 'static) -> Self {
+        Self {
+            state: Guarding::Waiting { rest: Box::pin(rest) },
+        }
+    }
+}
+
+impl<F, B> Future for GuardFuture<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            GuardingProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("`GuardFuture` polled after completion"))),
+            GuardingProj::Inner { response, limit } => {
+                let mut response = ready!(response.poll(cx))?.map_into_left_body();
+                if let Some(limit) = limit {
+                    add_headers(response.headers_mut(), limit);
+                }
+                Poll::Ready(Ok(response))
+            }
+            GuardingProj::Waiting { rest } => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, B> std::fmt::Debug for GuardFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            Guarding::Refused { .. } => "refused",
+            Guarding::Inner { .. } => "inner",
+            Guarding::Waiting { .. } => "waiting",
+        };
+        f.debug_tuple("GuardFuture").field(&state).finish()
+    }
 }
 
 /// Requires a scope: a missing scope is a 403.
@@ -233,7 +337,7 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RequireScopeMiddleware {
+        std::future::ready(Ok(RequireScopeMiddleware {
             inner: Rc::new(ScopeGuard {
                 service,
                 scope: Rc::clone(&self.scope),
@@ -266,76 +370,88 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = GuardFuture<S::Future, B>;
 
     fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
         self.inner.service.poll_ready(cx)
     }
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let guard = Rc::clone(&self.inner);
+        let guard = &self.inner;
         let verified_outside = req
             .extensions()
             .get::<Principal>()
             .map(|p| p.has_scope(&guard.scope));
-        Box::pin(async move {
-            let scope = &guard.scope;
-            // The manager is looked up (and borrowed) only when there is a
-            // key to verify here. The limit is set when this middleware
-            // admitted the key itself.
-            let mut limit = None;
-            // As in `RequireApiKey`: a refusal kept by a key extractor run
-            // outside is answered as it is, not counted again.
-            let refused_outside = match verified_outside {
-                Some(_) => None,
-                None => kept_refusal(req.request()),
-            };
-            let refusal = match verified_outside {
-                Some(true) => None,
-                Some(false) => Some(AuthRejection::MissingScope(scope.to_string())),
-                None if refused_outside.is_some() => refused_outside,
-                None => match guard.manager.as_ref().or_else(|| app_manager_ref(req.request())) {
-                    None => {
-                        log_no_manager(
-                            "RequireScope",
-                            "RequireScope::new(scope).with_manager(manager), or wrap RequireApiKey outside RequireScope",
-                        );
-                        Some(AuthRejection::Misconfigured)
-                    }
-                    Some(manager) => {
-                        let rules = match &guard.rules {
-                            Some(rules) => rules,
-                            None => req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules()),
-                        };
-                        // Admitted before the scope is checked, as inside
-                        // `RequireApiKey`: a valid key's request counts
-                        // whatever the route answers.
-                        match verify_and_admit(manager, rules, &req).await {
-                            Ok((principal, admitted)) => {
-                                limit = admitted;
-                                if principal.has_scope(scope) {
-                                    // Handlers, extractors and a
-                                    // `RequireApiKey` inside take it from
-                                    // here: one verification, one admission.
-                                    req.extensions_mut().insert(principal);
-                                    None
-                                } else {
-                                    Some(AuthRejection::MissingScope(scope.to_string()))
-                                }
-                            }
-                            Err(refusal) => Some(refusal),
-                        }
-                    }
-                },
-            };
-            let mut response = match refusal {
-                Some(refusal) => req.into_response(refusal.error_response()).map_into_right_body(),
-                None => guard.service.call(req).await?.map_into_left_body(),
-            };
-            if let Some(limit) = &limit {
-                add_headers(response.headers_mut(), limit);
+        match verified_outside {
+            Some(true) => return GuardFuture::inner(guard.service.call(req), None),
+            Some(false) => return GuardFuture::refused(req, self.missing_scope(), None),
+            None => {}
+        }
+        // As in `RequireApiKey`: a refusal kept by a key extractor run
+        // outside is answered as it is, not counted again.
+        if let Some(refusal) = kept_refusal(req.request()) {
+            return GuardFuture::refused(req, refusal, None);
+        }
+        // The manager is looked up (and borrowed) only when there is a key
+        // to verify here.
+        let Some(manager) = guard.manager.as_ref().or_else(|| app_manager_ref(req.request())) else {
+            log_no_manager(
+                "RequireScope",
+                "RequireScope::new(scope).with_manager(manager), or wrap RequireApiKey outside RequireScope",
+            );
+            return GuardFuture::refused(req, AuthRejection::Misconfigured, None);
+        };
+        let rules = match &guard.rules {
+            Some(rules) => rules,
+            None => req.app_data::<HeaderRules>().unwrap_or_else(|| default_rules()),
+        };
+        match verify_and_admit_now(manager, rules, &req) {
+            Some(admitted) => self.admitted(req, admitted),
+            None => {
+                // As in `RequireApiKey`: only the path that waits owns copies.
+                let (this, manager, rules) = (self.clone_handle(), manager.clone(), rules.clone());
+                GuardFuture::waiting(async move {
+                    let admitted = verify_and_admit(&manager, &rules, &req).await;
+                    this.admitted(req, admitted).await
+                })
             }
-            Ok(response)
-        })
+        }
+    }
+}
+
+impl<S, B> RequireScopeMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: 'static,
+{
+    fn clone_handle(&self) -> Self {
+        Self {
+            inner: Rc::clone(&self.inner),
+        }
+    }
+
+    fn missing_scope(&self) -> AuthRejection {
+        AuthRejection::MissingScope(self.inner.scope.to_string())
+    }
+
+    /// The inner services for a key `admitted` here that has the scope,
+    /// else the refusal. Admitted before the scope is checked, as inside
+    /// `RequireApiKey`: a valid key's request counts whatever the route
+    /// answers, and its response carries the `RateLimit` headers.
+    fn admitted(
+        &self,
+        req: ServiceRequest,
+        admitted: Result<(Principal, Option<RateLimitHeaders>), AuthRejection>,
+    ) -> GuardFuture<S::Future, B> {
+        match admitted {
+            Ok((principal, limit)) if principal.has_scope(&self.inner.scope) => {
+                // Handlers, extractors and a `RequireApiKey` inside take it
+                // from here: one verification, one admission.
+                req.extensions_mut().insert(principal);
+                GuardFuture::inner(self.inner.service.call(req), limit)
+            }
+            Ok((_, limit)) => GuardFuture::refused(req, self.missing_scope(), limit.as_ref()),
+            Err(refusal) => GuardFuture::refused(req, refusal, None),
+        }
     }
 }

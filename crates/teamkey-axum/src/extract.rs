@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderName, header};
-use teamkey_core::{HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
+use teamkey_core::{Eager, HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
 
 use crate::AuthRejection;
 use crate::context::client_ip;
@@ -64,12 +64,12 @@ static DEFAULT_KEY_HEADER: HeaderName = HeaderName::from_static(HeaderRules::DEF
 
 /// Verifies the key in `headers` by `rules`; the client's address (from
 /// `extensions`) is looked up only if the manager keeps it.
-pub(crate) async fn verify(
-    manager: &KeyManager,
+pub(crate) fn verify<'a>(
+    manager: &'a KeyManager,
     rules: &HeaderRules,
-    headers: &HeaderMap,
+    headers: &'a HeaderMap,
     extensions: &Extensions,
-) -> Result<Principal, VerifyError> {
+) -> Eager<'a, Result<Principal, VerifyError>> {
     let client_ip = if manager.records_client_ips() {
         client_ip(extensions)
     } else {
@@ -82,15 +82,13 @@ pub(crate) async fn verify(
     };
     let key_header = key_header.into_iter().map(|v| v.as_bytes());
     // Unread without bearer (`presented` ignores it then): skip the lookup.
-    // Not `Option::flatten`: the iterators are kept in the verification's
-    // future, which axum boxes per request, so they should stay small.
-    let mut authorization = rules
+    let authorization = rules
         .bearer_allowed()
-        .then(|| headers.get_all(header::AUTHORIZATION).into_iter());
-    let authorization = std::iter::from_fn(move || authorization.as_mut()?.next()).map(|v| v.as_bytes());
-    manager
-        .verify_headers_from(rules, key_header, authorization, client_ip)
-        .await
+        .then(|| headers.get_all(header::AUTHORIZATION))
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_bytes());
+    manager.verify_headers_from(rules, key_header, authorization, client_ip)
 }
 
 /// Why no principal: the key, or its rate limit.

@@ -202,15 +202,15 @@ impl Hasher {
         let version = self.current_version();
         // The current version never needs a pepper this hasher lacks.
         let digest = self
-            .digest(version, prefix, secret)
+            .digest(version, prefix, secret.as_bytes())
             .unwrap_or_else(|| sha256(&[prefix.as_bytes(), b"_", secret.as_bytes()]));
         (version, digest)
     }
 
     /// The digest of `secret` (of a key with `prefix`) under `version`;
     /// `None` when `version` needs a pepper this hasher does not have.
-    pub(crate) fn digest(&self, version: HashVersion, prefix: &str, secret: &str) -> Option<SecretDigest> {
-        let bound: [&[u8]; 3] = [prefix.as_bytes(), b"_", secret.as_bytes()];
+    pub(crate) fn digest(&self, version: HashVersion, prefix: &str, secret: &[u8]) -> Option<SecretDigest> {
+        let bound: [&[u8]; 3] = [prefix.as_bytes(), b"_", secret];
         let input: &[&[u8]] = if version.binds_prefix() {
             &bound
         } else {
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn sha256_matches_a_known_vector() {
         let d = Hasher::new(None)
-            .digest(HashVersion::Sha256, "tk", "abc")
+            .digest(HashVersion::Sha256, "tk", b"abc")
             .unwrap();
         assert_eq!(
             d.as_bytes()[..4],
@@ -263,7 +263,7 @@ mod tests {
             "SHA-256(\"abc\") starts ba7816bf"
         );
         // Version 3 hashes the joined text "tk_abc".
-        let bound = Hasher::new(None).digest(HashVersion::PrefixedSha256, "tk", "abc");
+        let bound = Hasher::new(None).digest(HashVersion::PrefixedSha256, "tk", b"abc");
         assert_eq!(bound, Some(sha256(&[b"tk_abc"])));
     }
 
@@ -275,15 +275,19 @@ mod tests {
         assert_eq!(peppered.current_version(), HashVersion::PrefixedHmacSha256);
         assert_eq!(plain.current_version(), HashVersion::PrefixedSha256);
         let a = peppered
-            .digest(HashVersion::PrefixedHmacSha256, "tk", "s")
+            .digest(HashVersion::PrefixedHmacSha256, "tk", b"s")
             .unwrap();
-        let b = plain.digest(HashVersion::PrefixedSha256, "tk", "s").unwrap();
+        let b = plain.digest(HashVersion::PrefixedSha256, "tk", b"s").unwrap();
         assert_ne!(a, b);
-        assert!(plain.digest(HashVersion::HmacSha256, "tk", "s").is_none());
-        assert!(plain.digest(HashVersion::PrefixedHmacSha256, "tk", "s").is_none());
+        assert!(plain.digest(HashVersion::HmacSha256, "tk", b"s").is_none());
+        assert!(
+            plain
+                .digest(HashVersion::PrefixedHmacSha256, "tk", b"s")
+                .is_none()
+        );
         // A peppered hasher still checks old unpeppered records.
         assert_eq!(
-            peppered.digest(HashVersion::PrefixedSha256, "tk", "s").unwrap(),
+            peppered.digest(HashVersion::PrefixedSha256, "tk", b"s").unwrap(),
             b
         );
     }
@@ -294,13 +298,13 @@ mod tests {
         for hasher in [Hasher::new(None), Hasher::new(Some(&pepper))] {
             let (version, live) = hasher.digest_new("tk_live", "secret");
             assert!(version.binds_prefix());
-            assert_ne!(hasher.digest(version, "tk_test", "secret"), Some(live));
-            assert_eq!(hasher.digest(version, "tk_live", "secret"), Some(live));
+            assert_ne!(hasher.digest(version, "tk_test", b"secret"), Some(live));
+            assert_eq!(hasher.digest(version, "tk_live", b"secret"), Some(live));
         }
         let plain = Hasher::new(None);
         assert_eq!(
-            plain.digest(HashVersion::Sha256, "tk_live", "s"),
-            plain.digest(HashVersion::Sha256, "tk_test", "s")
+            plain.digest(HashVersion::Sha256, "tk_live", b"s"),
+            plain.digest(HashVersion::Sha256, "tk_test", b"s")
         );
     }
 

@@ -239,6 +239,14 @@ impl KeyId {
         Ok(Self(bytes))
     }
 
+    /// The id in `bytes`, which the caller checked are ASCII alphanumerics
+    /// (`None` only for a wrong length): spares a verification checking
+    /// them twice.
+    pub(crate) fn from_alphanumeric(bytes: &[u8]) -> Option<Self> {
+        debug_assert!(bytes.iter().all(u8::is_ascii_alphanumeric));
+        bytes.try_into().ok().map(Self)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Only ASCII alphanumerics ever get in (see `parse`), so this cannot fail.

@@ -48,6 +48,7 @@ mod answer;
 mod authority;
 mod cache;
 mod clock;
+mod eager;
 mod error;
 pub mod events;
 mod format;
@@ -79,6 +80,7 @@ pub use cache::{
     InvalidationSink, InvalidationSource,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use eager::Eager;
 pub use error::{
     HeaderProblem, MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError,
 };

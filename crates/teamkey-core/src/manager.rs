@@ -10,9 +10,10 @@ use time::{Duration, OffsetDateTime};
 use crate::answer::Answer;
 use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup, Ticket};
 use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
+use crate::eager::Eager;
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
 use crate::events::{EventKind, EventQuery, EventSink, KeyEvent, Origin};
-use crate::format::{ApiKey, KeyFormat};
+use crate::format::{ApiKey, KeyFormat, ParsedKey};
 use crate::hash::{Hasher, Pepper};
 use crate::ident::{KeyId, KeyName, Scopes, TeamId};
 use crate::last_used::LastUsed;
@@ -102,6 +103,29 @@ pub struct NewKey {
     pub key: ApiKey,
     /// What the key table shows of it.
     pub info: KeyInfo,
+}
+
+/// How far a verification got without waiting.
+enum Progress<'a> {
+    /// The record was at hand and checked.
+    Checked(Checked<'a>),
+    /// The store must be asked for the record (the cache's ticket for
+    /// keeping its answer).
+    Fetch {
+        parsed: ParsedKey<'a>,
+        ticket: Option<Ticket>,
+    },
+}
+
+/// A key checked against its record.
+enum Checked<'a> {
+    Done(Result<Principal, VerifyError>),
+    /// Valid at `now`, but the team's rules must be asked of `policy`.
+    NeedRules {
+        record: Arc<KeyRecord>,
+        now: i64,
+        policy: &'a PolicyCache,
+    },
 }
 
 /// Where a verification finds the record.
@@ -844,48 +868,65 @@ impl KeyManager {
     /// time. The reason of a failure is logged (with the key id, never the
     /// key) and kept in the error; clients should only see
     /// [`VerifyError::rejection`].
-    pub async fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
-        self.verify_from(presented, None).await
+    ///
+    /// The work starts at the call: answered from memory (a cache hit, a
+    /// `MemoryStore`), the returned future already holds the answer.
+    pub fn verify<'a>(&'a self, presented: &'a str) -> Eager<'a, Result<Principal, VerifyError>> {
+        self.verify_from(presented, None)
     }
 
     /// [`verify`](Self::verify), from a client at `client_ip`: the address
     /// is kept as the key's last-used IP when the manager
     /// [records client IPs](KeyManagerBuilder::record_client_ips).
-    pub async fn verify_from(
-        &self,
-        presented: &str,
+    pub fn verify_from<'a>(
+        &'a self,
+        presented: &'a str,
         client_ip: Option<IpAddr>,
-    ) -> Result<Principal, VerifyError> {
-        self.check(presented, client_ip)
-            .await
-            .inspect_err(|e| self.refused(e))
+    ) -> Eager<'a, Result<Principal, VerifyError>> {
+        self.verify_bytes(presented.as_bytes(), client_ip)
     }
 
     /// Reads the key from a request's header values by `rules`, then
     /// [`verify`](Self::verify)s it: what adapters call, so that every
     /// adapter treats headers the same way.
-    pub async fn verify_headers<'a>(
-        &self,
+    pub fn verify_headers<'a>(
+        &'a self,
         rules: &HeaderRules,
         key_header: impl IntoIterator<Item = &'a [u8]>,
         authorization: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<Principal, VerifyError> {
+    ) -> Eager<'a, Result<Principal, VerifyError>> {
         self.verify_headers_from(rules, key_header, authorization, None)
-            .await
     }
 
     /// [`verify_headers`](Self::verify_headers), from a client at
     /// `client_ip` (see [`verify_from`](Self::verify_from)).
-    pub async fn verify_headers_from<'a>(
-        &self,
+    pub fn verify_headers_from<'a>(
+        &'a self,
         rules: &HeaderRules,
         key_header: impl IntoIterator<Item = &'a [u8]>,
         authorization: impl IntoIterator<Item = &'a [u8]>,
         client_ip: Option<IpAddr>,
-    ) -> Result<Principal, VerifyError> {
-        match rules.presented(key_header, authorization) {
-            Ok(presented) => self.verify_from(presented, client_ip).await,
-            Err(problem) => Err(VerifyError::Header(problem)).inspect_err(|e| self.refused(e)),
+    ) -> Eager<'a, Result<Principal, VerifyError>> {
+        match rules.presented_bytes(key_header, authorization) {
+            Ok(presented) => self.verify_bytes(presented, client_ip),
+            Err(problem) => Eager::ready(Err(VerifyError::Header(problem)).inspect_err(|e| self.refused(e))),
+        }
+    }
+
+    /// Verifies `presented` at once when its record (and its team's rules)
+    /// are at hand; else returns the rest of the work to await.
+    fn verify_bytes<'a>(
+        &'a self,
+        presented: &'a [u8],
+        client_ip: Option<IpAddr>,
+    ) -> Eager<'a, Result<Principal, VerifyError>> {
+        match self.check_now(presented, client_ip) {
+            Progress::Checked(Checked::Done(result)) => Eager::ready(result.inspect_err(|e| self.refused(e))),
+            progress => Eager::waiting(async move {
+                self.check_later(progress, client_ip)
+                    .await
+                    .inspect_err(|e| self.refused(e))
+            }),
         }
     }
 
@@ -938,57 +979,110 @@ impl KeyManager {
         Ok(())
     }
 
-    async fn check(&self, presented: &str, client_ip: Option<IpAddr>) -> Result<Principal, VerifyError> {
+    /// As much of a verification as needs no waiting: all of it when the
+    /// record is at hand (in a `MemoryStore` or the cache) and so are the
+    /// team's rules.
+    fn check_now<'a>(&'a self, presented: &'a [u8], client_ip: Option<IpAddr>) -> Progress<'a> {
         if let Some(cache) = &self.inner.cache {
             self.start_cache(cache);
         }
-        let format = &self.inner.format;
-        let parsed = format.parse(presented)?;
-        let key_id = parsed.key_id();
-        // The common cases (a cache hit, a memory store) need no await; the
-        // store's lookup is boxed, so that this future stays small for them.
-        let record = match self.record_at_hand(&key_id) {
-            AtHand::Found(record) => record,
-            AtHand::Fetch(ticket) => Box::pin(self.fetch(key_id, ticket)).await?,
+        let parsed = match self.inner.format.parse_bytes(presented) {
+            Ok(parsed) => parsed,
+            Err(malformed) => return Progress::Checked(Checked::Done(Err(malformed.into()))),
+        };
+        match self.record_at_hand(&parsed.key_id()) {
+            AtHand::Found(record) => Progress::Checked(self.check_record(&parsed, record, client_ip)),
+            AtHand::Fetch(ticket) => Progress::Fetch { parsed, ticket },
         }
-        .ok_or(VerifyError::Unknown { key_id })?;
-        let digest = self
+    }
+
+    /// The rest of a verification that [`check_now`](Self::check_now)
+    /// could not finish: the store's lookup, the team's rules.
+    async fn check_later(
+        &self,
+        progress: Progress<'_>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Principal, VerifyError> {
+        let checked = match progress {
+            Progress::Checked(checked) => checked,
+            Progress::Fetch { parsed, ticket } => {
+                let record = self.fetch(parsed.key_id(), ticket).await?;
+                self.check_record(&parsed, record, client_ip)
+            }
+        };
+        match checked {
+            Checked::Done(result) => result,
+            Checked::NeedRules { record, now, policy } => {
+                let rules = policy.rules(&record.team_id).await.map_err(VerifyError::Policy)?;
+                self.accept(record, Some(&rules), now, client_ip)
+            }
+        }
+    }
+
+    /// Checks the presented key against its record (`None`: no such key):
+    /// secret, revocation, expiry; then the team's rules, if at hand.
+    fn check_record<'a>(
+        &'a self,
+        parsed: &ParsedKey<'_>,
+        record: Option<Arc<KeyRecord>>,
+        client_ip: Option<IpAddr>,
+    ) -> Checked<'a> {
+        let key_id = parsed.key_id();
+        let Some(record) = record else {
+            return Checked::Done(Err(VerifyError::Unknown { key_id }));
+        };
+        let format = &self.inner.format;
+        let Some(digest) = self
             .inner
             .hasher
             .digest(record.hash_version, format.prefix(), parsed.secret())
-            .ok_or(VerifyError::PepperMissing { key_id })?;
-        // `SecretDigest`'s equality is constant-time (subtle).
-        if digest != record.digest {
-            return Err(VerifyError::Mismatch { key_id });
-        }
-        // Records from before the prefix was hashed are tied to it by their
-        // preview, which begins with the prefix the key was issued under.
-        if !record.hash_version.binds_prefix() && !issued_under(&record.preview, format.prefix()) {
-            return Err(VerifyError::Mismatch { key_id });
+        else {
+            return Checked::Done(Err(VerifyError::PepperMissing { key_id }));
+        };
+        // `SecretDigest`'s equality is constant-time (subtle). Records from
+        // before the prefix was hashed are tied to it by their preview,
+        // which begins with the prefix the key was issued under.
+        if digest != record.digest
+            || (!record.hash_version.binds_prefix() && !issued_under(&record.preview, format.prefix()))
+        {
+            return Checked::Done(Err(VerifyError::Mismatch { key_id }));
         }
         if record.revoked_at.is_some() {
-            return Err(VerifyError::Revoked { key_id });
+            return Checked::Done(Err(VerifyError::Revoked { key_id }));
         }
         let now = self.inner.clock.unix_micros();
         if record.expires_at.is_some_and(|at| unix_micros(at) <= now) {
-            return Err(VerifyError::Expired { key_id });
+            return Checked::Done(Err(VerifyError::Expired { key_id }));
         }
+        let rules = match &self.inner.policy {
+            None => None,
+            Some(policy) => match policy.cached(&record.team_id) {
+                Some(rules) => Some(rules),
+                None => return Checked::NeedRules { record, now, policy },
+            },
+        };
+        Checked::Done(self.accept(record, rules.as_deref(), now, client_ip))
+    }
+
+    /// The caller of a key found valid at `now`, unless its team's `rules`
+    /// deny API access; its use is recorded.
+    fn accept(
+        &self,
+        record: Arc<KeyRecord>,
+        rules: Option<&TeamRules>,
+        now: i64,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Principal, VerifyError> {
         let mut rate_limit = record.rate_limit;
-        if let Some(policy) = &self.inner.policy {
-            let rules = match policy.cached(&record.team_id) {
-                Some(rules) => rules,
-                None => Box::pin(policy.rules(&record.team_id))
-                    .await
-                    .map_err(VerifyError::Policy)?,
-            };
+        if let Some(rules) = rules {
             if !rules.api_access {
-                return Err(VerifyError::NoApiAccess { key_id });
+                return Err(VerifyError::NoApiAccess { key_id: record.id });
             }
             rate_limit = rate_limit.or(rules.rate_limit);
         }
         let rate_limit = rate_limit.or(self.inner.limiting.default);
         let client_ip = client_ip.filter(|_| self.inner.record_client_ips);
-        if self.inner.last_used.record(key_id, now, client_ip) {
+        if self.inner.last_used.record(record.id, now, client_ip) {
             self.spawn_flush();
         }
         Ok(Principal::new(record, rate_limit))
@@ -1067,18 +1161,35 @@ impl KeyManager {
     /// [`verify`](Self::verify): what adapters call before the handler.
     /// Costs no store call. A refused request is not counted; the first
     /// refusal of a key in each hour records a `key.rate_limited` event.
-    pub async fn admit(&self, principal: &Principal) -> Admission {
+    ///
+    /// Decided at the call when the limiter is in process: the returned
+    /// future already holds the admission.
+    pub fn admit<'a>(&'a self, principal: &'a Principal) -> Eager<'a, Admission> {
         let Some(limit) = principal.rate_limit() else {
-            return Admission::Unlimited;
+            return Eager::ready(Admission::Unlimited);
         };
         let Some(limiter) = &self.inner.limiting.limiter else {
             self.unlimited_by_setup();
-            return Admission::Unlimited;
+            return Eager::ready(Admission::Unlimited);
         };
-        let decision = match &self.inner.limiting.local {
-            Some(local) => Ok(local.decide(&principal.key_id(), limit)),
-            None => limiter.check(&principal.key_id(), limit).await,
-        };
+        match &self.inner.limiting.local {
+            Some(local) => {
+                Eager::ready(self.admission(principal, limit, Ok(local.decide(&principal.key_id(), limit))))
+            }
+            None => Eager::waiting(async move {
+                let decision = limiter.check(&principal.key_id(), limit).await;
+                self.admission(principal, limit, decision)
+            }),
+        }
+    }
+
+    /// What the limiter's `decision` means for the caller.
+    fn admission(
+        &self,
+        principal: &Principal,
+        limit: RateLimit,
+        decision: Result<crate::rate_limit::RateDecision, crate::rate_limit::RateLimitError>,
+    ) -> Admission {
         match decision {
             Ok(decision) if decision.allowed => Admission::Allowed(RateLimitHeaders::new(limit, &decision)),
             Ok(decision) => {

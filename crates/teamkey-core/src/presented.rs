@@ -82,6 +82,17 @@ impl HeaderRules {
         key_header: impl IntoIterator<Item = &'a [u8]>,
         authorization: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<&'a str, HeaderProblem> {
+        let value = self.presented_bytes(key_header, authorization)?;
+        std::str::from_utf8(value).map_err(|_| HeaderProblem::NotVisibleAscii)
+    }
+
+    /// [`presented`](Self::presented), as the bytes (visible ASCII) that
+    /// verification reads: no UTF-8 check.
+    pub(crate) fn presented_bytes<'a>(
+        &self,
+        key_header: impl IntoIterator<Item = &'a [u8]>,
+        authorization: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<&'a [u8], HeaderProblem> {
         let from_header = single(key_header.into_iter())?;
         let from_bearer = if self.bearer {
             single(authorization.into_iter().filter_map(bearer_token))?
@@ -104,7 +115,7 @@ impl HeaderRules {
         if !value.iter().fold(true, |ok, b| ok & matches!(b, 0x21..=0x7e)) {
             return Err(HeaderProblem::NotVisibleAscii);
         }
-        std::str::from_utf8(value).map_err(|_| HeaderProblem::NotVisibleAscii)
+        Ok(value)
     }
 }
 

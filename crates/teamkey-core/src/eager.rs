@@ -1,0 +1,98 @@
+//! [`Eager`]: the future of work that seldom has to wait.
+//!
+//! Verifying a key from memory (a cache hit, a `MemoryStore`) and asking an
+//! in-process rate limiter need no I/O. Written as `async fn`s, their state
+//! machines would be embedded, moved and polled by every caller on every
+//! request; instead they run at the call and hand back their output in an
+//! `Eager`. Only work that must wait (a store or Redis round trip) is boxed.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A future whose work was done when it was made, unless that work had to
+/// wait for I/O: then it holds the rest, boxed.
+///
+/// Await it like any future. [`now`](Self::now) takes the output without a
+/// poll when it is already there.
+#[must_use = "the work is done, but its answer is only in this future: await it"]
+pub struct Eager<'a, T>(State<'a, T>);
+
+enum State<'a, T> {
+    /// `None` once polled to completion.
+    Ready(Option<T>),
+    Waiting(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+}
+
+impl<'a, T> Eager<'a, T> {
+    /// Work that is done.
+    pub(crate) fn ready(output: T) -> Self {
+        Self(State::Ready(Some(output)))
+    }
+
+    /// Work that must wait for `rest`.
+    pub(crate) fn waiting(rest: impl Future<Output = T> + Send + 'a) -> Self {
+        Self(State::Waiting(Box::pin(rest)))
+    }
+
+    /// The output, if the work is done; else the future, to await.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use teamkey_core::{KeyManager, MemoryStore, TeamId};
+    ///
+    /// let keys = KeyManager::new(MemoryStore::new());
+    /// // A MemoryStore answers at once: no await needed.
+    /// let verification = keys.verify("tk_live_not-a-key").now();
+    /// assert!(matches!(verification, Ok(Err(_))));
+    /// # }
+    /// ```
+    pub fn now(self) -> Result<T, Self> {
+        match self.0 {
+            State::Ready(Some(output)) => Ok(output),
+            state => Err(Self(state)),
+        }
+    }
+}
+
+// The output is moved out, never pinned in place: pinning an `Eager`
+// pins nothing inside it.
+impl<T> Unpin for Eager<'_, T> {}
+
+impl<T> Future for Eager<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.get_mut().0 {
+            State::Ready(output) => Poll::Ready(output.take().expect("`Eager` polled after completion")),
+            State::Waiting(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Eager<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ready = matches!(self.0, State::Ready(_));
+        f.debug_struct("Eager").field("ready", &ready).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ready_work_is_taken_now_and_waiting_work_is_awaited() {
+        assert_eq!(Eager::ready(7).now().ok(), Some(7));
+        assert_eq!(Eager::ready(7).await, 7);
+        let waiting = Eager::waiting(async {
+            tokio::task::yield_now().await;
+            8
+        });
+        let waiting = waiting.now().expect_err("not done yet");
+        assert_eq!(format!("{waiting:?}"), "Eager { ready: false }");
+        assert_eq!(waiting.await, 8);
+    }
+}
