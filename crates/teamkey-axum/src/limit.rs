@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -36,6 +36,8 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Writes `RateLimit-Policy` and `RateLimit`: the only place their values
 /// are formatted, once the response exists.
 pub(crate) fn add_headers(headers: &mut HeaderMap, limit: &RateLimitHeaders) {
+    // Room for both at once: at most one regrowth of the map.
+    headers.reserve(2);
     if let Some(policy) = policy_value(limit) {
         headers.insert(RATELIMIT_POLICY.clone(), policy);
     }
@@ -84,7 +86,15 @@ fn policy_value(limit: &RateLimitHeaders) -> Option<HeaderValue> {
 /// (the request's extensions do not come back with the response, so the
 /// layer keeps a handle on this), and for the request's later extractors.
 #[derive(Debug, Clone, Default)]
-struct HeaderSlot(Arc<OnceLock<(Principal, RateLimitHeaders)>>);
+struct HeaderSlot(Arc<Mutex<Option<(Principal, RateLimitHeaders)>>>);
+
+impl HeaderSlot {
+    /// Never contended (one request's extractors, then its response), and a
+    /// lock is cheaper than `OnceLock::set`'s state machine.
+    fn lock(&self) -> MutexGuard<'_, Option<(Principal, RateLimitHeaders)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Hands the admitted `principal` and its headers to an
 /// [`AddRateLimitHeaders`] around the route: `false` if there is none, and
@@ -99,15 +109,16 @@ pub(crate) fn leave_for_layer(
     };
     // A request is admitted once, so the slot is empty; if not, the first
     // admission stays.
-    let _ = slot.0.set((principal.clone(), limit));
+    slot.lock().get_or_insert_with(|| (principal.clone(), limit));
     true
 }
 
 /// The principal an earlier extractor of this request admitted and left
 /// for [`AddRateLimitHeaders`].
 pub(crate) fn admitted_earlier(extensions: &Extensions) -> Option<Principal> {
-    let (principal, _) = extensions.get::<HeaderSlot>()?.0.get()?;
-    Some(principal.clone())
+    let slot = extensions.get::<HeaderSlot>()?;
+    let kept = slot.lock();
+    kept.as_ref().map(|(principal, _)| principal.clone())
 }
 
 /// Adds the `RateLimit-Policy` and `RateLimit` headers to the responses of
@@ -185,8 +196,9 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
-            if let Some((_, limit)) = slot.0.get() {
-                add_headers(response.headers_mut(), limit);
+            let admitted = slot.lock().take();
+            if let Some((_, limit)) = admitted {
+                add_headers(response.headers_mut(), &limit);
             }
             Ok(response)
         })

@@ -224,29 +224,13 @@ pub enum LimiterFailure {
 /// docs/performance.md), and an exact capacity lets the adapters' header
 /// value take the buffer as it is, with no second allocation.
 fn header_value(first: &str, a: u64, second: &str, b: u64) -> String {
-    let decimal_len = |n: u64| n.checked_ilog10().map_or(1, |log| log as usize + 1);
-    let mut value = String::with_capacity(first.len() + decimal_len(a) + second.len() + decimal_len(b));
-    value.push_str(first);
-    push_decimal(&mut value, a);
-    value.push_str(second);
-    push_decimal(&mut value, b);
-    value
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        // n % 10 < 10: the cast keeps the whole digit.
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    let (mut a_digits, mut b_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (a, b) = (a_digits.format(a), b_digits.format(b));
+    let mut value = String::with_capacity(first.len() + a.len() + second.len() + b.len());
+    for part in [first, a, second, b] {
+        value.push_str(part);
     }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    value
 }
 
 /// Seconds for a header: rounded up, so that a client waiting that long
@@ -344,11 +328,14 @@ mod tests {
         };
         assert_eq!(headers.state(), "\"default\";r=0;t=18446744073709551615");
         assert_eq!(headers.limit(), limit);
-        let mut digits = String::new();
         for n in [0, 7, 10, 99, 100, 4_294_967_295] {
-            digits.clear();
-            push_decimal(&mut digits, n);
-            assert_eq!(digits, n.to_string());
+            let value = header_value("q=", n, ";w=", 0);
+            assert_eq!(value, format!("q={n};w=0"));
+            assert_eq!(
+                value.capacity(),
+                value.len(),
+                "exact, for the header value to take it as is"
+            );
         }
     }
 
