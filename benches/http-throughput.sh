@@ -5,10 +5,17 @@
 # open side ignores it): parsing a header is the HTTP stack's work, not
 # teamkey's.
 #
+# Needs wrk, python3 and taskset (util-linux), and builds the two bench
+# servers in release first. Each round prints requests/s and server CPU
+# per request of both sides; "ratio" is with-auth / without-auth
+# requests/s of that round (1.000: auth is free), and the figure is the
+# median over the rounds. A run of one store on one framework takes about
+# ROUNDS x DURATION (twice that for memory-limited) plus 10 s.
+#
 # MODE=paired (the default) measures both sides at the same time: two
-# server processes share one CPU (taskset), each loaded by its own wrk on
-# the other CPU, one through its guarded port, the other through its open
-# port; the instances swap sides every round. The scheduler gives each
+# server processes share the last CPU (taskset), each loaded by its own
+# wrk on the other CPUs, one through its guarded port, the other through
+# its open port; the instances swap sides every round. The scheduler gives each
 # process half the CPU, so the ratio of their requests/s is the ratio of
 # what a request costs, and whatever else the host does hits both sides
 # in the same seconds. (On this shared 2-vCPU machine, rounds run one
@@ -41,6 +48,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "needs python3" >&2; exit 1; }
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-4}
@@ -61,6 +69,10 @@ if ((last_cpu > 0)) && command -v taskset >/dev/null; then
 else
   server_cpu=()
   client_cpu=()
+  if [ "$MODE" = paired ]; then
+    echo "MODE=paired needs taskset and two CPUs to give both servers one CPU to share; without them the ratios are not what a request costs (use MODE=alternate)" >&2
+    exit 1
+  fi
 fi
 
 ticks_per_second=$(getconf CLK_TCK)

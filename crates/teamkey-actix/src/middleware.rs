@@ -195,9 +195,11 @@ fn verify_and_admit_now(
 
 pin_project_lite::pin_project! {
     /// The future of [`RequireApiKeyMiddleware`] and
-    /// [`RequireScopeMiddleware`]: the services inside (with the
-    /// `RateLimit` headers added to their response), or a refusal. Boxed
-    /// only when verification has to wait for the store or the limiter.
+    /// [`RequireScopeMiddleware`] (their `Service::Future`, named here so
+    /// that it can be written): the services inside (with the `RateLimit`
+    /// headers added to their response), or a refusal. Boxed only when
+    /// verification has to wait for the store or the team policy, or
+    /// admission for the limiter (Redis).
     pub struct GuardFuture<F, B> {
         #[pin]
         state: Guarding<F, B>,

@@ -12,11 +12,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// A future whose work was done when it was made, unless that work had to
-/// wait for I/O: then it holds the rest, boxed.
+/// wait for I/O: then it holds the rest, boxed, to run when awaited.
 ///
 /// Await it like any future. [`now`](Self::now) takes the output without a
-/// poll when it is already there.
-#[must_use = "the work is done, but its answer is only in this future: await it"]
+/// poll when it is already there. It borrows what it was made from (the
+/// manager, the presented key): to verify in a spawned task, move a clone
+/// of the `KeyManager` and an owned key into the task and call `verify`
+/// there.
+#[must_use = "the key may already be checked and the request counted: await it, or call `.now()`, for the answer"]
 pub struct Eager<'a, T>(State<'a, T>);
 
 enum State<'a, T> {
@@ -40,13 +43,20 @@ impl<'a, T> Eager<'a, T> {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// use teamkey_core::{KeyManager, MemoryStore, TeamId};
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use teamkey_core::{CreateOptions, KeyManager, MemoryStore, TeamId};
     ///
     /// let keys = KeyManager::new(MemoryStore::new());
-    /// // A MemoryStore answers at once: no await needed.
-    /// let verification = keys.verify("tk_live_not-a-key").now();
-    /// assert!(matches!(verification, Ok(Err(_))));
+    /// let team = TeamId::new("acme")?;
+    /// let created = keys.create(&team, "CI", CreateOptions::new()).await?;
+    /// // The outer `Result`: answered at once or not; the inner one: the
+    /// // verification's own answer.
+    /// let verified = match keys.verify(created.key.expose_secret()).now() {
+    ///     Ok(answer) => answer,             // from memory: no await
+    ///     Err(waiting) => waiting.await,    // the store must be asked
+    /// };
+    /// assert_eq!(verified?.team_id(), &team);
+    /// # Ok(())
     /// # }
     /// ```
     pub fn now(self) -> Result<T, Self> {

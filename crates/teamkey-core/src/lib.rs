@@ -34,8 +34,9 @@
 //! ```
 //!
 //! Data flow: an adapter reads the header and calls [`KeyManager::verify`];
-//! [`KeyFormat::parse`] refuses malformed input without I/O; one
-//! [`KeyStore::get`] by the public [`KeyId`]; a SHA-256 (or peppered
+//! [`KeyFormat::parse`] refuses malformed input without I/O; the record by
+//! the public [`KeyId`], from memory (a `MemoryStore`, the verification
+//! cache) or else one [`KeyStore::get`]; a SHA-256 (or peppered
 //! HMAC-SHA-256) of the secret compared in constant time; revoked and
 //! expiry checks; the use is recorded in memory and flushed in batches.
 //!

@@ -864,13 +864,18 @@ impl KeyManager {
     /// Verifies a presented key and says who the caller is.
     ///
     /// Malformed input is refused without touching the store; a well-formed
-    /// key costs one store lookup and one SHA-256, compared in constant
-    /// time. The reason of a failure is logged (with the key id, never the
-    /// key) and kept in the error; clients should only see
-    /// [`VerifyError::rejection`].
+    /// key costs one SHA-256, compared in constant time, and one store
+    /// lookup unless its record is in memory (a `MemoryStore`, or the
+    /// [verification cache](KeyManagerBuilder::cache)). The reason of a
+    /// failure is logged (with the key id, never the key) and kept in the
+    /// error; clients should only see [`VerifyError::rejection`].
     ///
-    /// The work starts at the call: answered from memory (a cache hit, a
-    /// `MemoryStore`), the returned future already holds the answer.
+    /// The work starts at the call, and ends there when the record and the
+    /// team's rules are in memory: the key is checked and its use recorded
+    /// then, and the returned [`Eager`] holds the answer from that moment
+    /// (a revocation between the call and the `.await` is not seen; verify
+    /// again for a fresh answer). Otherwise the store lookup runs when the
+    /// future is awaited, and a dropped future does nothing more.
     pub fn verify<'a>(&'a self, presented: &'a str) -> Eager<'a, Result<Principal, VerifyError>> {
         self.verify_from(presented, None)
     }
@@ -1162,8 +1167,10 @@ impl KeyManager {
     /// Costs no store call. A refused request is not counted; the first
     /// refusal of a key in each hour records a `key.rate_limited` event.
     ///
-    /// Decided at the call when the limiter is in process: the returned
-    /// future already holds the admission.
+    /// Decided at the call when the limiter is in process: the request is
+    /// counted then, even if the returned future is dropped, and the
+    /// future holds the admission. A limiter that must be asked over the
+    /// network (Redis) is asked when the future is awaited.
     pub fn admit<'a>(&'a self, principal: &'a Principal) -> Eager<'a, Admission> {
         let Some(limit) = principal.rate_limit() else {
             return Eager::ready(Admission::Unlimited);
