@@ -103,3 +103,54 @@ fn key_rate_limited_is_recorded_when_admit_is_built_outside_the_runtime() {
     });
     assert_eq!(limited, 1, "the first refusal of the hour must be recorded as key.rate_limited");
 }
+
+/// An `admit` future that is made but never awaited (dropped, or the
+/// losing branch of a `select!`) took nothing from the quota when `admit`
+/// was an `async fn`, and still takes nothing with a Redis limiter (its
+/// work is boxed and lazy). With the in-process limiter it now counts the
+/// request at the call: the same code behaves differently by limiter.
+#[tokio::test]
+async fn a_dropped_admit_takes_nothing_from_the_quota() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = limited_manager(&clock);
+    let key = keys
+        .create(&acme(), "limited", CreateOptions::new().rate_limit(one_per_minute()))
+        .await
+        .unwrap();
+    let principal = keys.verify(key.key.expose_secret()).await.unwrap();
+
+    // e.g. `select! { _ = shutdown => return, a = keys.admit(&p) => .. }`
+    // with the shutdown branch winning: the admission is never awaited.
+    drop(keys.admit(&principal));
+
+    assert!(
+        matches!(keys.admit(&principal).await, Admission::Allowed(_)),
+        "an admission that was never awaited must not have used the key's only request"
+    );
+}
+
+/// A verification that is made but never awaited had no effect when
+/// `verify` was an `async fn`; now the refusal is logged and an expired
+/// key's `key.expired` event is written at the call.
+#[tokio::test]
+async fn a_dropped_verify_records_nothing() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .build();
+    let key = keys
+        .create(&acme(), "short", CreateOptions::new().expires_in(Duration::hours(1)))
+        .await
+        .unwrap();
+    clock.advance(Duration::hours(2));
+
+    drop(keys.verify(key.key.expose_secret()));
+    tokio::time::sleep(StdDuration::from_millis(50)).await;
+
+    let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.kind == EventKind::Expired).count(),
+        0,
+        "a verification never awaited must have no side effects: {events:?}"
+    );
+}
