@@ -97,3 +97,50 @@ async fn a_request_is_counted_once_even_when_its_handler_runs_after_the_response
         "the first request must have cost one of the two: its handler's extractor counted it again"
     );
 }
+
+/// Authenticates the caller (counting the request) and goes on.
+async fn authenticate_then_next(State(keys): State<KeyManager>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if let Err(refusal) = Authenticated::from_request_parts(&mut parts, &keys).await {
+        return refusal.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// `AddRateLimitHeaders` on the app and again on a nested router, with a
+/// middleware between them that authenticates: the inner layer puts a
+/// fresh, empty slot over the one the middleware's extractor filled, so
+/// the handler's extractor finds no admission and counts the request again.
+#[tokio::test]
+async fn nested_add_rate_limit_headers_count_a_request_once() {
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap());
+    let keys = KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .rate_limiter(LocalRateLimiter::new().clock(clock.clone()))
+        .build();
+    let acme = TeamId::new("acme").unwrap();
+    let two_a_minute = RateLimit::new(2, std::time::Duration::from_secs(60)).unwrap();
+    let key = keys
+        .create(&acme, "worker", CreateOptions::new().rate_limit(two_a_minute))
+        .await
+        .unwrap();
+    let key = key.key.expose_secret().to_owned();
+    let inner: Router<KeyManager> = Router::new()
+        .route("/jobs", post(|_caller: Authenticated| std::future::ready(StatusCode::OK)))
+        .layer(AddRateLimitHeaders);
+    let app: Router = Router::new()
+        .nest("/v1", inner)
+        .layer(from_fn_with_state(keys.clone(), authenticate_then_next))
+        .layer(AddRateLimitHeaders)
+        .with_state(keys.clone());
+    let send = || {
+        app.clone()
+            .oneshot(Request::post("/v1/jobs").header("x-api-key", &key).body(Body::empty()).unwrap())
+    };
+    assert_eq!(send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        send().await.unwrap().status(),
+        StatusCode::OK,
+        "the first request must have cost one of the two"
+    );
+}
