@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use teamkey_axum::{AddRateLimitHeaders, Authenticated};
 use teamkey_core::time::OffsetDateTime;
-use teamkey_core::{CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, TeamId};
+use teamkey_core::{
+    CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, TeamId,
+};
 use tokio::sync::{Notify, mpsc};
 use tower::ServiceExt;
 
@@ -80,13 +82,20 @@ async fn a_request_is_counted_once_even_when_its_handler_runs_after_the_response
         .layer(AddRateLimitHeaders)
         .with_state(keys.clone());
     let send = || {
-        app.clone()
-            .oneshot(Request::post("/jobs").header("x-api-key", &key).body(Body::empty()).unwrap())
+        app.clone().oneshot(
+            Request::post("/jobs")
+                .header("x-api-key", &key)
+                .body(Body::empty())
+                .unwrap(),
+        )
     };
 
     let first = send().await.unwrap();
     assert_eq!(first.status(), StatusCode::ACCEPTED);
-    assert!(first.headers().contains_key("ratelimit"), "the layer saw the admission");
+    assert!(
+        first.headers().contains_key("ratelimit"),
+        "the layer saw the admission"
+    );
     bg.go.notify_one();
     handler_ran.recv().await.expect("the background handler ran");
 
@@ -126,7 +135,10 @@ async fn nested_add_rate_limit_headers_count_a_request_once() {
         .unwrap();
     let key = key.key.expose_secret().to_owned();
     let inner: Router<KeyManager> = Router::new()
-        .route("/jobs", post(|_caller: Authenticated| std::future::ready(StatusCode::OK)))
+        .route(
+            "/jobs",
+            post(|_caller: Authenticated| std::future::ready(StatusCode::OK)),
+        )
         .layer(AddRateLimitHeaders);
     let app: Router = Router::new()
         .nest("/v1", inner)
@@ -134,8 +146,12 @@ async fn nested_add_rate_limit_headers_count_a_request_once() {
         .layer(AddRateLimitHeaders)
         .with_state(keys.clone());
     let send = || {
-        app.clone()
-            .oneshot(Request::post("/v1/jobs").header("x-api-key", &key).body(Body::empty()).unwrap())
+        app.clone().oneshot(
+            Request::post("/v1/jobs")
+                .header("x-api-key", &key)
+                .body(Body::empty())
+                .unwrap(),
+        )
     };
     assert_eq!(send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(

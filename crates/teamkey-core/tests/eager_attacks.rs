@@ -49,7 +49,11 @@ fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
         .clock(clock.clone())
         .build();
     let key = runtime
-        .block_on(keys.create(&acme(), "short", CreateOptions::new().expires_in(Duration::hours(1))))
+        .block_on(keys.create(
+            &acme(),
+            "short",
+            CreateOptions::new().expires_in(Duration::hours(1)),
+        ))
         .unwrap();
     clock.advance(Duration::hours(2));
     let secret = key.key.expose_secret();
@@ -62,7 +66,10 @@ fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
     // Later refusals, now from inside the runtime.
     let expired = runtime.block_on(async {
         for _ in 0..3 {
-            assert!(matches!(keys.verify(secret).await, Err(VerifyError::Expired { .. })));
+            assert!(matches!(
+                keys.verify(secret).await,
+                Err(VerifyError::Expired { .. })
+            ));
             tokio::time::sleep(StdDuration::from_millis(20)).await;
         }
         let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
@@ -87,12 +94,22 @@ fn key_rate_limited_is_recorded_when_admit_is_built_outside_the_runtime() {
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let keys = limited_manager(&clock);
     let key = runtime
-        .block_on(keys.create(&acme(), "limited", CreateOptions::new().rate_limit(one_per_minute())))
+        .block_on(keys.create(
+            &acme(),
+            "limited",
+            CreateOptions::new().rate_limit(one_per_minute()),
+        ))
         .unwrap();
     let principal = runtime.block_on(keys.verify(key.key.expose_secret())).unwrap();
-    assert!(matches!(runtime.block_on(keys.admit(&principal)), Admission::Allowed(_)));
+    assert!(matches!(
+        runtime.block_on(keys.admit(&principal)),
+        Admission::Allowed(_)
+    ));
     // Over the limit, the admission made here, awaited by the runtime.
-    assert!(matches!(runtime.block_on(keys.admit(&principal)), Admission::Refused(_)));
+    assert!(matches!(
+        runtime.block_on(keys.admit(&principal)),
+        Admission::Refused(_)
+    ));
     let limited = runtime.block_on(async {
         for _ in 0..3 {
             assert!(matches!(keys.admit(&principal).await, Admission::Refused(_)));
@@ -101,7 +118,10 @@ fn key_rate_limited_is_recorded_when_admit_is_built_outside_the_runtime() {
         let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
         events.iter().filter(|e| e.kind == EventKind::RateLimited).count()
     });
-    assert_eq!(limited, 1, "the first refusal of the hour must be recorded as key.rate_limited");
+    assert_eq!(
+        limited, 1,
+        "the first refusal of the hour must be recorded as key.rate_limited"
+    );
 }
 
 /// An `admit` future that is made but never awaited (dropped, or the
@@ -114,7 +134,11 @@ async fn a_dropped_admit_takes_nothing_from_the_quota() {
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let keys = limited_manager(&clock);
     let key = keys
-        .create(&acme(), "limited", CreateOptions::new().rate_limit(one_per_minute()))
+        .create(
+            &acme(),
+            "limited",
+            CreateOptions::new().rate_limit(one_per_minute()),
+        )
         .await
         .unwrap();
     let principal = keys.verify(key.key.expose_secret()).await.unwrap();
@@ -139,7 +163,11 @@ async fn a_dropped_verify_records_nothing() {
         .clock(clock.clone())
         .build();
     let key = keys
-        .create(&acme(), "short", CreateOptions::new().expires_in(Duration::hours(1)))
+        .create(
+            &acme(),
+            "short",
+            CreateOptions::new().expires_in(Duration::hours(1)),
+        )
         .await
         .unwrap();
     clock.advance(Duration::hours(2));
