@@ -1,0 +1,184 @@
+//! Attacks on `verify` and `admit` returning `Eager` (work done at the
+//! call rather than at the first poll): what changes for a caller who
+//! builds the future outside the runtime that awaits it, or who never
+//! awaits it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::time::Duration as StdDuration;
+
+use teamkey_core::events::{EventKind, EventQuery};
+use teamkey_core::{
+    Admission, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, TeamId,
+    VerifyError,
+};
+use time::Duration;
+use time::macros::datetime;
+
+fn acme() -> TeamId {
+    TeamId::new("acme").unwrap()
+}
+
+fn one_per_minute() -> RateLimit {
+    RateLimit::new(1, StdDuration::from_secs(60)).unwrap()
+}
+
+fn limited_manager(clock: &ManualClock) -> KeyManager {
+    KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .rate_limiter(LocalRateLimiter::new().clock(clock.clone()))
+        .build()
+}
+
+/// The usual way sync code calls async code: `runtime.block_on(fut)`.
+/// The future is built on the calling thread, outside the runtime; with an
+/// `async fn` the body ran inside `block_on`. Now the refusal (and its
+/// `key.expired` bookkeeping) happens at the call, where no runtime is
+/// current: the key is marked "expired event recorded" in `expired_seen`
+/// but the event is never spawned, and no later refusal in this process
+/// tries again.
+#[test]
+fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .build();
+    let key = runtime
+        .block_on(keys.create(
+            &acme(),
+            "short",
+            CreateOptions::new().expires_in(Duration::hours(1)),
+        ))
+        .unwrap();
+    clock.advance(Duration::hours(2));
+    let secret = key.key.expose_secret();
+
+    // A sync integration: the future is made here, awaited by the runtime.
+    assert!(matches!(
+        runtime.block_on(keys.verify(secret)),
+        Err(VerifyError::Expired { .. })
+    ));
+    // Later refusals, now from inside the runtime.
+    let expired = runtime.block_on(async {
+        for _ in 0..3 {
+            assert!(matches!(
+                keys.verify(secret).await,
+                Err(VerifyError::Expired { .. })
+            ));
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
+        events.iter().filter(|e| e.kind == EventKind::Expired).count()
+    });
+    assert_eq!(
+        expired, 1,
+        "the expired key's presentation must be recorded once as key.expired, \
+         however the verification future was driven"
+    );
+}
+
+/// Same as above for `admit`: `key.rate_limited` is lost for the hour
+/// when the refusing `admit` future is made outside the runtime.
+#[test]
+fn key_rate_limited_is_recorded_when_admit_is_built_outside_the_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = limited_manager(&clock);
+    let key = runtime
+        .block_on(keys.create(
+            &acme(),
+            "limited",
+            CreateOptions::new().rate_limit(one_per_minute()),
+        ))
+        .unwrap();
+    let principal = runtime.block_on(keys.verify(key.key.expose_secret())).unwrap();
+    assert!(matches!(
+        runtime.block_on(keys.admit(&principal)),
+        Admission::Allowed(_)
+    ));
+    // Over the limit, the admission made here, awaited by the runtime.
+    assert!(matches!(
+        runtime.block_on(keys.admit(&principal)),
+        Admission::Refused(_)
+    ));
+    let limited = runtime.block_on(async {
+        for _ in 0..3 {
+            assert!(matches!(keys.admit(&principal).await, Admission::Refused(_)));
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
+        events.iter().filter(|e| e.kind == EventKind::RateLimited).count()
+    });
+    assert_eq!(
+        limited, 1,
+        "the first refusal of the hour must be recorded as key.rate_limited"
+    );
+}
+
+/// An `admit` future that is made but never awaited (dropped, or the
+/// losing branch of a `select!`) took nothing from the quota when `admit`
+/// was an `async fn`, and still takes nothing with a Redis limiter (its
+/// work is boxed and lazy). With the in-process limiter it now counts the
+/// request at the call: the same code behaves differently by limiter.
+#[tokio::test]
+async fn a_dropped_admit_takes_nothing_from_the_quota() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = limited_manager(&clock);
+    let key = keys
+        .create(
+            &acme(),
+            "limited",
+            CreateOptions::new().rate_limit(one_per_minute()),
+        )
+        .await
+        .unwrap();
+    let principal = keys.verify(key.key.expose_secret()).await.unwrap();
+
+    // e.g. `select! { _ = shutdown => return, a = keys.admit(&p) => .. }`
+    // with the shutdown branch winning: the admission is never awaited.
+    drop(keys.admit(&principal));
+
+    assert!(
+        matches!(keys.admit(&principal).await, Admission::Allowed(_)),
+        "an admission that was never awaited must not have used the key's only request"
+    );
+}
+
+/// A verification that is made but never awaited had no effect when
+/// `verify` was an `async fn`; now the refusal is logged and an expired
+/// key's `key.expired` event is written at the call.
+#[tokio::test]
+async fn a_dropped_verify_records_nothing() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .build();
+    let key = keys
+        .create(
+            &acme(),
+            "short",
+            CreateOptions::new().expires_in(Duration::hours(1)),
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::hours(2));
+
+    drop(keys.verify(key.key.expose_secret()));
+    tokio::time::sleep(StdDuration::from_millis(50)).await;
+
+    let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.kind == EventKind::Expired).count(),
+        0,
+        "a verification never awaited must have no side effects: {events:?}"
+    );
+}
