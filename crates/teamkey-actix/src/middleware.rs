@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{Error, HttpMessage, ResponseError};
-use teamkey_core::{HeaderRules, KeyManager, Principal, RateLimitHeaders};
+use teamkey_core::{HeaderRules, KeyManager, Now, Principal, RateLimitHeaders};
 
 use crate::AuthRejection;
 use crate::extract::{app_manager_ref, default_rules, kept_refusal, log_no_manager, verify};
@@ -185,11 +185,14 @@ fn verify_and_admit_now(
     rules: &HeaderRules,
     req: &ServiceRequest,
 ) -> Option<Result<(Principal, Option<RateLimitHeaders>), AuthRejection>> {
-    let principal = match verify(manager, rules, req.request()).now().ok()? {
-        Ok(principal) => principal,
-        Err(error) => return Some(Err(error.into())),
+    let principal = match verify(manager, rules, req.request()).now() {
+        Now::Ready(Ok(principal)) => principal,
+        Now::Ready(Err(error)) => return Some(Err(error.into())),
+        Now::Waiting(_) => return None,
     };
-    let admission = manager.admit(&principal).now().ok()?;
+    let Now::Ready(admission) = manager.admit(&principal).now() else {
+        return None;
+    };
     Some(admitted(admission).map(|limit| (principal, limit)))
 }
 

@@ -190,14 +190,24 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let slot = HeaderSlot::default();
-        request.extensions_mut().insert(slot.clone());
+        // Nested inside another `AddRateLimitHeaders`: share its slot, so
+        // that an admission made between the two is still seen inside.
+        let slot = match request.extensions().get::<HeaderSlot>() {
+            Some(outer) => outer.clone(),
+            None => {
+                let slot = HeaderSlot::default();
+                request.extensions_mut().insert(slot.clone());
+                slot
+            }
+        };
         // Called here, on the service that was polled ready.
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
-            let admitted = slot.lock().take();
-            if let Some((_, limit)) = admitted {
+            // Read, not taken: a handler still running after the response
+            // (spawned past a `202`) must find the request counted.
+            let limit = slot.lock().as_ref().map(|(_, limit)| *limit);
+            if let Some(limit) = limit {
                 add_headers(response.headers_mut(), &limit);
             }
             Ok(response)

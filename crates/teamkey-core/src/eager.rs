@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 /// A future whose work was done when it was made, unless that work had to
 /// wait for I/O: then it holds the rest, boxed, to run when awaited.
 ///
-/// Await it like any future. [`now`](Self::now) takes the output without a
-/// poll when it is already there. It borrows what it was made from (the
+/// Await it like any future. [`now`](Self::now) tells whether the output
+/// is already there, to take it without a poll. It borrows what it was made from (the
 /// manager, the presented key): to verify in a spawned task, move a clone
 /// of the `KeyManager` and an owned key into the task and call `verify`
 /// there.
@@ -39,32 +39,43 @@ impl<'a, T> Eager<'a, T> {
         Self(State::Waiting(Box::pin(rest)))
     }
 
-    /// The output, if the work is done; else the future, to await.
+    /// The output if the work is done, else the future to await. An enum
+    /// rather than a `Result`: a verification's output is itself a
+    /// `Result`, and `verify(k).now().is_ok()` would read as "the key is
+    /// good" while meaning only "answered at once".
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use teamkey_core::{CreateOptions, KeyManager, MemoryStore, TeamId};
+    /// use teamkey_core::{CreateOptions, KeyManager, MemoryStore, Now, TeamId};
     ///
     /// let keys = KeyManager::new(MemoryStore::new());
     /// let team = TeamId::new("acme")?;
     /// let created = keys.create(&team, "CI", CreateOptions::new()).await?;
-    /// // The outer `Result`: answered at once or not; the inner one: the
-    /// // verification's own answer.
     /// let verified = match keys.verify(created.key.expose_secret()).now() {
-    ///     Ok(answer) => answer,             // from memory: no await
-    ///     Err(waiting) => waiting.await,    // the store must be asked
+    ///     Now::Ready(answer) => answer,          // from memory: no await
+    ///     Now::Waiting(rest) => rest.await,      // the store must be asked
     /// };
     /// assert_eq!(verified?.team_id(), &team);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn now(self) -> Result<T, Self> {
+    pub fn now(self) -> Now<'a, T> {
         match self.0 {
-            State::Ready(Some(output)) => Ok(output),
-            state => Err(Self(state)),
+            State::Ready(Some(output)) => Now::Ready(output),
+            state => Now::Waiting(Self(state)),
         }
     }
+}
+
+/// What [`Eager::now`] found.
+#[derive(Debug)]
+pub enum Now<'a, T> {
+    /// The work is done: its output (for a verification, itself a
+    /// `Result`: check it).
+    Ready(T),
+    /// The work waits for I/O: await this for the output.
+    Waiting(Eager<'a, T>),
 }
 
 // The output is moved out, never pinned in place: pinning an `Eager`
@@ -95,13 +106,15 @@ mod tests {
 
     #[tokio::test]
     async fn ready_work_is_taken_now_and_waiting_work_is_awaited() {
-        assert_eq!(Eager::ready(7).now().ok(), Some(7));
+        assert!(matches!(Eager::ready(7).now(), Now::Ready(7)));
         assert_eq!(Eager::ready(7).await, 7);
         let waiting = Eager::waiting(async {
             tokio::task::yield_now().await;
             8
         });
-        let waiting = waiting.now().expect_err("not done yet");
+        let Now::Waiting(waiting) = waiting.now() else {
+            panic!("not done yet")
+        };
         assert_eq!(format!("{waiting:?}"), "Eager { ready: false }");
         assert_eq!(waiting.await, 8);
     }

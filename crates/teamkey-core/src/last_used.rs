@@ -66,6 +66,12 @@ impl LastUsed {
                 .is_ok()
     }
 
+    /// Makes the next use claim the automatic flush: the caller that won
+    /// it could not start it.
+    pub(crate) fn flush_due(&self) {
+        self.next_flush.store(i64::MIN, Ordering::Relaxed);
+    }
+
     /// Empties the map, for a flush.
     pub(crate) fn take(&self) -> Vec<KeyUse> {
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
@@ -114,6 +120,12 @@ mod tests {
         );
         assert!(lu.take().is_empty());
         assert!(lu.record(id, t0 + 2 * MINUTE + SECOND, None));
+        lu.flush_due();
+        assert!(
+            lu.record(id, t0 + 2 * MINUTE + 2 * SECOND, None),
+            "an unstarted flush is claimed again"
+        );
+        assert!(!lu.record(id, t0 + 2 * MINUTE + 3 * SECOND, None));
     }
 
     #[test]

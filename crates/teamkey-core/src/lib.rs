@@ -81,7 +81,7 @@ pub use cache::{
     InvalidationSink, InvalidationSource,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use eager::Eager;
+pub use eager::{Eager, Now};
 pub use error::{
     HeaderProblem, MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError,
 };

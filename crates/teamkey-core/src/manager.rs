@@ -894,22 +894,22 @@ impl KeyManager {
     /// Reads the key from a request's header values by `rules`, then
     /// [`verify`](Self::verify)s it: what adapters call, so that every
     /// adapter treats headers the same way.
-    pub fn verify_headers<'a>(
+    pub fn verify_headers<'a, 'h: 'a>(
         &'a self,
         rules: &HeaderRules,
-        key_header: impl IntoIterator<Item = &'a [u8]>,
-        authorization: impl IntoIterator<Item = &'a [u8]>,
+        key_header: impl IntoIterator<Item = &'h [u8]>,
+        authorization: impl IntoIterator<Item = &'h [u8]>,
     ) -> Eager<'a, Result<Principal, VerifyError>> {
         self.verify_headers_from(rules, key_header, authorization, None)
     }
 
     /// [`verify_headers`](Self::verify_headers), from a client at
     /// `client_ip` (see [`verify_from`](Self::verify_from)).
-    pub fn verify_headers_from<'a>(
+    pub fn verify_headers_from<'a, 'h: 'a>(
         &'a self,
         rules: &HeaderRules,
-        key_header: impl IntoIterator<Item = &'a [u8]>,
-        authorization: impl IntoIterator<Item = &'a [u8]>,
+        key_header: impl IntoIterator<Item = &'h [u8]>,
+        authorization: impl IntoIterator<Item = &'h [u8]>,
         client_ip: Option<IpAddr>,
     ) -> Eager<'a, Result<Principal, VerifyError>> {
         match rules.presented_bytes(key_header, authorization) {
@@ -948,13 +948,15 @@ impl KeyManager {
     /// bounded set, once overall by the store's unique `once_key`. Off the
     /// request path.
     fn expired(&self, key_id: KeyId) {
+        // Without a runtime (a future made outside `block_on`) nothing is
+        // marked: a later refusal inside one records the event.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.inner.expired_seen.get(&key_id).is_some() {
             return;
         }
         self.inner.expired_seen.insert(key_id, ());
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let this = self.clone();
         runtime.spawn(async move {
             if let Err(e) = this.record_expired(key_id).await {
@@ -1243,13 +1245,14 @@ impl KeyManager {
     fn rate_limited(&self, principal: &Principal) {
         let hour = self.inner.clock.unix_micros() / 3_600_000_000;
         let seen = (principal.key_id(), hour);
+        // As for `key.expired`: nothing marked without a runtime to record it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.inner.limited_seen.get(&seen).is_some() {
             return;
         }
         self.inner.limited_seen.insert(seen, ());
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let this = self.clone();
         let principal = principal.clone();
         runtime.spawn(async move {
@@ -1399,13 +1402,16 @@ impl KeyManager {
     /// Starts a flush on the current Tokio runtime, off the request path.
     /// Outside a runtime the uses stay pending until the next flush.
     fn spawn_flush(&self) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let this = self.clone();
-            runtime.spawn(async move {
-                // A failed flush is logged by flush_last_used and retried later.
-                let _ = this.flush_last_used().await;
-            });
-        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime: the next use inside one flushes.
+            self.inner.last_used.flush_due();
+            return;
+        };
+        let this = self.clone();
+        runtime.spawn(async move {
+            // A failed flush is logged by flush_last_used and retried later.
+            let _ = this.flush_last_used().await;
+        });
     }
 
     /// Writes all pending last-used times now, in one store call. Call it

@@ -1,7 +1,6 @@
-//! Attacks on the slot between the extractors and `AddRateLimitHeaders`,
-//! now a `Mutex<Option<..>>` that the layer empties (`take()`) once the
-//! response exists, where it was a `OnceLock` that kept the admission for
-//! the request's whole life.
+//! The slot between the extractors and `AddRateLimitHeaders`: it keeps a
+//! request's admission for the request's whole life, so that an extractor
+//! that runs late, or inside a nested layer, never counts it again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 

@@ -1,7 +1,6 @@
-//! Attacks on `verify` and `admit` returning `Eager` (work done at the
-//! call rather than at the first poll): what changes for a caller who
-//! builds the future outside the runtime that awaits it, or who never
-//! awaits it.
+//! `verify` and `admit` return `Eager`: their work starts at the call, not
+//! at the first poll. What that means for a caller who makes the future
+//! outside the runtime that awaits it, or who never awaits it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -124,13 +123,12 @@ fn key_rate_limited_is_recorded_when_admit_is_built_outside_the_runtime() {
     );
 }
 
-/// An `admit` future that is made but never awaited (dropped, or the
-/// losing branch of a `select!`) took nothing from the quota when `admit`
-/// was an `async fn`, and still takes nothing with a Redis limiter (its
-/// work is boxed and lazy). With the in-process limiter it now counts the
-/// request at the call: the same code behaves differently by limiter.
+/// As documented on `KeyManager::admit`: an in-process limiter decides at
+/// the call, so an admission made and dropped (the losing branch of a
+/// `select!`) has counted the request. (A Redis limiter is asked only when
+/// awaited.)
 #[tokio::test]
-async fn a_dropped_admit_takes_nothing_from_the_quota() {
+async fn an_in_process_admission_counts_at_the_call_even_if_dropped() {
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let keys = limited_manager(&clock);
     let key = keys
@@ -148,16 +146,16 @@ async fn a_dropped_admit_takes_nothing_from_the_quota() {
     drop(keys.admit(&principal));
 
     assert!(
-        matches!(keys.admit(&principal).await, Admission::Allowed(_)),
-        "an admission that was never awaited must not have used the key's only request"
+        matches!(keys.admit(&principal).await, Admission::Refused(_)),
+        "the dropped admission used the key's only request"
     );
 }
 
-/// A verification that is made but never awaited had no effect when
-/// `verify` was an `async fn`; now the refusal is logged and an expired
-/// key's `key.expired` event is written at the call.
+/// As documented on `KeyManager::verify`: a verification answered from
+/// memory is done at the call, so an expired key presented and dropped is
+/// still recorded as `key.expired`, once.
 #[tokio::test]
-async fn a_dropped_verify_records_nothing() {
+async fn a_verification_from_memory_is_done_at_the_call_even_if_dropped() {
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let keys = KeyManager::builder(MemoryStore::new())
         .clock(clock.clone())
@@ -173,12 +171,13 @@ async fn a_dropped_verify_records_nothing() {
     clock.advance(Duration::hours(2));
 
     drop(keys.verify(key.key.expose_secret()));
+    drop(keys.verify(key.key.expose_secret()));
     tokio::time::sleep(StdDuration::from_millis(50)).await;
 
     let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
     assert_eq!(
         events.iter().filter(|e| e.kind == EventKind::Expired).count(),
-        0,
-        "a verification never awaited must have no side effects: {events:?}"
+        1,
+        "the refusal happened at the call: {events:?}"
     );
 }
