@@ -178,8 +178,8 @@ async fn verify_and_admit(
 
 /// [`verify_and_admit`] when neither step has to wait (the record in
 /// memory, the limiter in process); `None` when one must, and nothing was
-/// decided. A verification that had to wait for the limiter is done again
-/// by `verify_and_admit`, which costs no store call either.
+/// counted. When only the admission must wait (Redis), `verify_and_admit`
+/// verifies the key again: from memory, so at no store call.
 fn verify_and_admit_now(
     manager: &KeyManager,
     rules: &HeaderRules,
