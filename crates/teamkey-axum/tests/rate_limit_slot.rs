@@ -21,6 +21,45 @@ use teamkey_core::{
 use tokio::sync::{Notify, mpsc};
 use tower::ServiceExt;
 
+/// A manager counting in process on a stopped clock, and a key it allows
+/// two requests a minute.
+async fn key_of_two_a_minute() -> (KeyManager, String) {
+    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap());
+    let keys = KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .rate_limiter(LocalRateLimiter::new().clock(clock.clone()))
+        .build();
+    let two_a_minute = RateLimit::new(2, std::time::Duration::from_secs(60)).unwrap();
+    let made = keys
+        .create(
+            &TeamId::new("acme").unwrap(),
+            "worker",
+            CreateOptions::new().rate_limit(two_a_minute),
+        )
+        .await
+        .unwrap();
+    let key = made.key.expose_secret().to_owned();
+    (keys, key)
+}
+
+/// `POST path` with `key`.
+async fn post_with(app: &Router, path: &str, key: &str) -> Response {
+    let request = Request::post(path)
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(request).await.unwrap()
+}
+
+/// The request with its caller authenticated (and counted), or the refusal.
+async fn authenticated(keys: &KeyManager, request: Request) -> Result<Request, Response> {
+    let (mut parts, body) = request.into_parts();
+    match Authenticated::from_request_parts(&mut parts, keys).await {
+        Ok(_) => Ok(Request::from_parts(parts, body)),
+        Err(refusal) => Err(refusal.into_response()),
+    }
+}
+
 #[derive(Clone)]
 struct Background {
     keys: KeyManager,
@@ -33,11 +72,10 @@ struct Background {
 /// the handler in the background. The handler's own `Authenticated` runs
 /// after the 202 went out through `AddRateLimitHeaders`.
 async fn accept_then_work(State(bg): State<Background>, request: Request, next: Next) -> Response {
-    let (mut parts, body) = request.into_parts();
-    if let Err(refusal) = Authenticated::from_request_parts(&mut parts, &bg.keys).await {
-        return refusal.into_response();
-    }
-    let request = Request::from_parts(parts, body);
+    let request = match authenticated(&bg.keys, request).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
     tokio::spawn(async move {
         bg.go.notified().await;
         next.run(request).await;
@@ -46,25 +84,13 @@ async fn accept_then_work(State(bg): State<Background>, request: Request, next: 
 }
 
 /// A request is counted once against its key's limit, whenever its later
-/// extractors run. With the `OnceLock` slot the handler's extractor found
-/// the admission kept; the layer now `take()`s it when the 202 is made, so
-/// the handler's extractor finds nothing, verifies and admits the key
-/// again, and one request costs two: with a quota of 2 the second request
-/// is refused.
+/// extractors run: the layer keeps the admission in its slot after the
+/// response, so a handler running past a 202 finds it. (Emptied when the
+/// 202 was made, the slot let the handler count the request again: with a
+/// quota of 2 the second request was refused.)
 #[tokio::test]
 async fn a_request_is_counted_once_even_when_its_handler_runs_after_the_response() {
-    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap());
-    let keys = KeyManager::builder(MemoryStore::new())
-        .clock(clock.clone())
-        .rate_limiter(LocalRateLimiter::new().clock(clock.clone()))
-        .build();
-    let acme = TeamId::new("acme").unwrap();
-    let two_a_minute = RateLimit::new(2, std::time::Duration::from_secs(60)).unwrap();
-    let key = keys
-        .create(&acme, "worker", CreateOptions::new().rate_limit(two_a_minute))
-        .await
-        .unwrap();
-    let key = key.key.expose_secret().to_owned();
+    let (keys, key) = key_of_two_a_minute().await;
 
     let (ran, mut handler_ran) = mpsc::unbounded_channel::<()>();
     let handler = move |_caller: Authenticated| {
@@ -80,16 +106,8 @@ async fn a_request_is_counted_once_even_when_its_handler_runs_after_the_response
         .layer(from_fn_with_state(bg.clone(), accept_then_work))
         .layer(AddRateLimitHeaders)
         .with_state(keys.clone());
-    let send = || {
-        app.clone().oneshot(
-            Request::post("/jobs")
-                .header("x-api-key", &key)
-                .body(Body::empty())
-                .unwrap(),
-        )
-    };
 
-    let first = send().await.unwrap();
+    let first = post_with(&app, "/jobs", &key).await;
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     assert!(
         first.headers().contains_key("ratelimit"),
@@ -98,7 +116,7 @@ async fn a_request_is_counted_once_even_when_its_handler_runs_after_the_response
     bg.go.notify_one();
     handler_ran.recv().await.expect("the background handler ran");
 
-    let second = send().await.unwrap();
+    let second = post_with(&app, "/jobs", &key).await;
     assert_eq!(
         second.status(),
         StatusCode::ACCEPTED,
@@ -108,31 +126,20 @@ async fn a_request_is_counted_once_even_when_its_handler_runs_after_the_response
 
 /// Authenticates the caller (counting the request) and goes on.
 async fn authenticate_then_next(State(keys): State<KeyManager>, request: Request, next: Next) -> Response {
-    let (mut parts, body) = request.into_parts();
-    if let Err(refusal) = Authenticated::from_request_parts(&mut parts, &keys).await {
-        return refusal.into_response();
+    match authenticated(&keys, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refusal) => refusal,
     }
-    next.run(Request::from_parts(parts, body)).await
 }
 
 /// `AddRateLimitHeaders` on the app and again on a nested router, with a
-/// middleware between them that authenticates: the inner layer puts a
-/// fresh, empty slot over the one the middleware's extractor filled, so
-/// the handler's extractor finds no admission and counts the request again.
+/// middleware between them that authenticates: the inner layer shares the
+/// outer slot, so the handler's extractor finds the middleware's
+/// admission. (A fresh inner slot hid it, and the request was counted
+/// twice.)
 #[tokio::test]
 async fn nested_add_rate_limit_headers_count_a_request_once() {
-    let clock = ManualClock::new(OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap());
-    let keys = KeyManager::builder(MemoryStore::new())
-        .clock(clock.clone())
-        .rate_limiter(LocalRateLimiter::new().clock(clock.clone()))
-        .build();
-    let acme = TeamId::new("acme").unwrap();
-    let two_a_minute = RateLimit::new(2, std::time::Duration::from_secs(60)).unwrap();
-    let key = keys
-        .create(&acme, "worker", CreateOptions::new().rate_limit(two_a_minute))
-        .await
-        .unwrap();
-    let key = key.key.expose_secret().to_owned();
+    let (keys, key) = key_of_two_a_minute().await;
     let inner: Router<KeyManager> = Router::new()
         .route(
             "/jobs",
@@ -144,17 +151,9 @@ async fn nested_add_rate_limit_headers_count_a_request_once() {
         .layer(from_fn_with_state(keys.clone(), authenticate_then_next))
         .layer(AddRateLimitHeaders)
         .with_state(keys.clone());
-    let send = || {
-        app.clone().oneshot(
-            Request::post("/v1/jobs")
-                .header("x-api-key", &key)
-                .body(Body::empty())
-                .unwrap(),
-        )
-    };
-    assert_eq!(send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(post_with(&app, "/v1/jobs", &key).await.status(), StatusCode::OK);
     assert_eq!(
-        send().await.unwrap().status(),
+        post_with(&app, "/v1/jobs", &key).await.status(),
         StatusCode::OK,
         "the first request must have cost one of the two"
     );

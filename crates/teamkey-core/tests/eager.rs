@@ -29,20 +29,23 @@ fn limited_manager(clock: &ManualClock) -> KeyManager {
         .build()
 }
 
-/// The usual way sync code calls async code: `runtime.block_on(fut)`.
-/// The future is built on the calling thread, outside the runtime; with an
-/// `async fn` the body ran inside `block_on`. Now the refusal (and its
-/// `key.expired` bookkeeping) happens at the call, where no runtime is
-/// current: the key is marked "expired event recorded" in `expired_seen`
-/// but the event is never spawned, and no later refusal in this process
-/// tries again.
-#[test]
-fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// A runtime for sync code to `block_on`: futures made outside it.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The usual way sync code calls async code: `runtime.block_on(fut)`.
+/// The future is made on the calling thread, outside the runtime, and the
+/// refusal happens at the call, where no runtime is current. The key is
+/// not marked "key.expired recorded" there (nothing could record it), so
+/// the first refusal inside the runtime records it, once.
+#[test]
+fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
+    let runtime = runtime();
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let keys = KeyManager::builder(MemoryStore::new())
         .clock(clock.clone())
@@ -81,15 +84,11 @@ fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
     );
 }
 
-/// Same as above for `admit`: `key.rate_limited` is lost for the hour
-/// when the refusing `admit` future is made outside the runtime.
+/// The same for `admit`: a refusal made outside the runtime leaves the
+/// hour's `key.rate_limited` to the first refusal inside it.
 #[test]
 fn key_rate_limited_is_recorded_when_admit_is_built_outside_the_runtime() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let keys = limited_manager(&clock);
     let key = runtime
