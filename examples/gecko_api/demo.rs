@@ -216,6 +216,17 @@ pub(crate) struct Demo {
     pub(crate) setup: SetupLock,
 }
 
+/// What both servers' `main` do first: logs to stdout at `info`, reads
+/// the configuration from the environment, and [`open`]s the demo.
+pub(crate) async fn start() -> Result<(Config, Demo), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let config = Config::from_env();
+    let demo = open(&config).await?;
+    Ok((config, demo))
+}
+
 /// Opens and migrates the database, seeds the demo data (scans, and
 /// initech's key from before its plan), builds the server's manager, which
 /// enforces the plans' rate limits.

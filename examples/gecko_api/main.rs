@@ -15,16 +15,15 @@ mod settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .init();
-    let config = demo::Config::from_env();
-    let demo::Demo {
-        db,
-        keys,
-        legacy,
-        setup,
-    } = demo::open(&config).await?;
+    let (
+        config,
+        demo::Demo {
+            db,
+            keys,
+            legacy,
+            setup,
+        },
+    ) = demo::start().await?;
     let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
     let addr = listener.local_addr()?.to_string();
     demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;

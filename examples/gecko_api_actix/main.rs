@@ -11,16 +11,15 @@ use actix_web::{App, HttpServer};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .init();
-    let config = demo::Config::from_env();
-    let demo::Demo {
-        db,
-        keys,
-        legacy,
-        setup,
-    } = demo::open(&config).await?;
+    let (
+        config,
+        demo::Demo {
+            db,
+            keys,
+            legacy,
+            setup,
+        },
+    ) = demo::start().await?;
     let (keys_data, db_data) = app::data(keys.clone(), db);
     let server = HttpServer::new(move || {
         App::new()
