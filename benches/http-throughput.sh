@@ -20,7 +20,7 @@
 # what a request costs, and whatever else the host does hits both sides
 # in the same seconds. (On this shared 2-vCPU machine, rounds run one
 # after the other swung from 0.7 to 1.3 within a minute; paired rounds
-# stay within a few percent.) MODE=alternate runs one server, the sides
+# of one store within 0.05 to 0.17.) MODE=alternate runs one server, the sides
 # one after the other, the order alternating by round: the earlier method,
 # for machines with a quiet core of their own.
 #

@@ -181,18 +181,20 @@ struct Refused(AuthRejection);
 /// principal a guard or an extractor verified and admitted, or the
 /// refusal.
 fn settled(extensions: &Extensions) -> Option<Result<Principal, AuthRejection>> {
-    if let Some(principal) = extensions.get::<Principal>() {
-        return Some(Ok(principal.clone()));
+    match extensions.get::<Principal>() {
+        Some(principal) => Some(Ok(principal.clone())),
+        None => refusal_in(extensions).map(Err),
     }
-    extensions
-        .get::<Refused>()
-        .map(|Refused(refusal)| Err(refusal.clone()))
 }
 
 /// The refusal a key extractor kept in `req` (one a middleware ran and
 /// swallowed, say): answered as it is, never counted again.
 pub(crate) fn kept_refusal(req: &HttpRequest) -> Option<AuthRejection> {
-    req.extensions()
+    refusal_in(&req.extensions())
+}
+
+fn refusal_in(extensions: &Extensions) -> Option<AuthRejection> {
+    extensions
         .get::<Refused>()
         .map(|Refused(refusal)| refusal.clone())
 }
