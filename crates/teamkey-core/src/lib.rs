@@ -47,6 +47,7 @@
 
 mod answer;
 mod authority;
+mod built_in;
 mod cache;
 mod clock;
 mod eager;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use crate::answer::Answer;
+use crate::built_in::as_built_in;
 use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup, Ticket};
 use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
 use crate::eager::Eager;
@@ -363,7 +364,7 @@ impl KeyManagerBuilder {
     /// ([`KeyManager::admit`]).
     pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
         let limiter = Arc::new(limiter);
-        self.limiting.local = crate::rate_limit::as_local(&limiter);
+        self.limiting.local = as_built_in(&limiter);
         self.limiting.limiter = Some(limiter);
         self
     }
@@ -472,7 +473,7 @@ impl KeyManager {
         let store = Arc::new(store);
         KeyManagerBuilder {
             #[cfg(feature = "memory")]
-            memory: crate::memory::as_memory_store(&store),
+            memory: as_built_in(&store),
             store,
             format: KeyFormat::default(),
             pepper: None,

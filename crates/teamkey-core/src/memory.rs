@@ -76,7 +76,7 @@ impl MemoryStore {
     }
 
     /// The record of `key_id`, at once: what verification reads when the
-    /// manager's store is a `MemoryStore` (see [`as_memory_store`]).
+    /// manager's store is a `MemoryStore` (see `crate::built_in`).
     pub(crate) fn get_now(&self, key_id: &KeyId) -> Option<Arc<KeyRecord>> {
         self.read().keys.get(key_id).cloned()
     }
@@ -90,14 +90,6 @@ impl MemoryStore {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// `store` itself when it is a `MemoryStore`, so that verification can read
-/// it without `KeyStore::get`'s boxed future (a store that never waits
-/// should not cost an allocation per request).
-pub(crate) fn as_memory_store<S: KeyStore>(store: &Arc<S>) -> Option<Arc<MemoryStore>> {
-    let store: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(store) as _;
-    store.downcast().ok()
 }
 
 #[async_trait]

@@ -15,7 +15,6 @@ use crate::ident::KeyId;
 
 mod local;
 
-pub(crate) use local::as_local;
 pub use local::{DEFAULT_TRACKED_KEYS, LocalRateLimiter};
 
 /// Most requests one quota may allow per window.

@@ -155,13 +155,6 @@ impl LocalRateLimiter {
     }
 }
 
-/// `limiter` itself when it is a `LocalRateLimiter`, so that admission can
-/// decide without `RateLimiter::check`'s boxed future.
-pub(crate) fn as_local<L: RateLimiter>(limiter: &Arc<L>) -> Option<Arc<LocalRateLimiter>> {
-    let limiter: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(limiter) as _;
-    limiter.downcast().ok()
-}
-
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
     async fn check(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, RateLimitError> {
