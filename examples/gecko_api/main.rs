@@ -15,15 +15,13 @@ mod settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (
-        config,
-        demo::Demo {
-            db,
-            keys,
-            legacy,
-            setup,
-        },
-    ) = demo::start().await?;
+    let (config, demo) = demo::start().await?;
+    let demo::Demo {
+        db,
+        keys,
+        legacy,
+        setup,
+    } = demo;
     let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
     let addr = listener.local_addr()?.to_string();
     demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;

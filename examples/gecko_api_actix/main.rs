@@ -11,15 +11,13 @@ use actix_web::{App, HttpServer};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (
-        config,
-        demo::Demo {
-            db,
-            keys,
-            legacy,
-            setup,
-        },
-    ) = demo::start().await?;
+    let (config, demo) = demo::start().await?;
+    let demo::Demo {
+        db,
+        keys,
+        legacy,
+        setup,
+    } = demo;
     let (keys_data, db_data) = app::data(keys.clone(), db);
     let server = HttpServer::new(move || {
         App::new()
