@@ -15,25 +15,19 @@ mod settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (config, demo) = demo::start().await?;
-    let demo::Demo {
-        db,
-        keys,
-        legacy,
-        setup,
-    } = demo;
+    let (config, opened) = demo::start().await?;
     let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
     let addr = listener.local_addr()?.to_string();
-    demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;
-    drop(legacy); // Printed once; not kept.
+    demo::announce_quickstart(&opened.keys, &addr, &config, opened.legacy.as_ref()).await?;
+    drop(opened.legacy); // Printed once; not kept.
     let page = settings::Config::from_env(&addr)?;
-    settings::start(&db, &page).await?; // The demo users, printed once; sessions.
-    setup.release().await; // Seeded: another instance may start.
-    tokio::spawn(demo::sweep_expiring_hourly(keys.clone()));
+    settings::start(&opened.db, &page).await?; // The demo users, printed once; sessions.
+    opened.setup.release().await; // Seeded: another instance may start.
+    tokio::spawn(demo::sweep_expiring_hourly(opened.keys.clone()));
 
     let state = app::AppState {
-        keys: keys.clone(),
-        db,
+        keys: opened.keys.clone(),
+        db: opened.db,
     };
     // With the peer's address, for key events and last-used IPs. (Behind
     // a proxy, the app would insert teamkey's `ClientIp` instead.)
@@ -46,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     // Shut down: write the last-used times of the last interval.
-    let flushed = keys.flush_last_used().await?;
+    let flushed = opened.keys.flush_last_used().await?;
     println!("Shut down; wrote last-used times of {flushed} key(s).");
     Ok(())
 }

@@ -11,14 +11,8 @@ use actix_web::{App, HttpServer};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (config, demo) = demo::start().await?;
-    let demo::Demo {
-        db,
-        keys,
-        legacy,
-        setup,
-    } = demo;
-    let (keys_data, db_data) = app::data(keys.clone(), db);
+    let (config, opened) = demo::start().await?;
+    let (keys_data, db_data) = app::data(opened.keys.clone(), opened.db);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(keys_data.clone())
@@ -30,13 +24,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .addrs()
         .first()
         .map_or(config.bind_addr.clone(), ToString::to_string);
-    demo::announce_quickstart(&keys, &addr, &config, legacy.as_ref()).await?;
-    drop(legacy); // Printed once; not kept.
-    setup.release().await; // Seeded: another instance may start.
-    actix_web::rt::spawn(demo::sweep_expiring_hourly(keys.clone()));
+    demo::announce_quickstart(&opened.keys, &addr, &config, opened.legacy.as_ref()).await?;
+    drop(opened.legacy); // Printed once; not kept.
+    opened.setup.release().await; // Seeded: another instance may start.
+    actix_web::rt::spawn(demo::sweep_expiring_hourly(opened.keys.clone()));
     // actix-web stops gracefully on Ctrl-C; then the last-used times are written.
     server.run().await?;
-    let flushed = keys.flush_last_used().await?;
+    let flushed = opened.keys.flush_last_used().await?;
     println!("Shut down; wrote last-used times of {flushed} key(s).");
     Ok(())
 }
