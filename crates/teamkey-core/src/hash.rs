@@ -8,6 +8,11 @@
 //! Since hash version 3 the digest input is the key's prefix, `_` and the
 //! secret, so a key cannot be re-prefixed (`tk_test_…` -> `tk_live_…`, with
 //! its checksum recomputed) and still verify.
+//!
+//! A secret that verified is remembered by a keyed tag ([`memo`]), so the
+//! same key presented again costs no second SHA-256.
+
+mod memo;
 
 use std::fmt;
 
@@ -170,17 +175,21 @@ impl fmt::Debug for Pepper {
 }
 
 /// Hashes secrets for storage and verification.
-#[derive(Clone)]
 pub(crate) struct Hasher {
     /// HMAC state already keyed with the pepper: cloning it skips the two
     /// key-setup compressions on every verification.
     keyed: Option<Hmac<Sha256>>,
+    /// The digests of secrets that verified.
+    memo: Option<memo::DigestMemo>,
 }
 
 impl Hasher {
     pub(crate) fn new(pepper: Option<&Pepper>) -> Self {
         let keyed = pepper.and_then(|p| Hmac::<Sha256>::new_from_slice(p.0.expose_secret()).ok());
-        Self { keyed }
+        Self {
+            keyed,
+            memo: memo::DigestMemo::new(),
+        }
     }
 
     /// The version new keys are stored with.
@@ -221,6 +230,37 @@ impl Hasher {
         } else {
             Some(sha256(input))
         }
+    }
+
+    /// Whether `secret` (of a key with `prefix`) has the digest `expected`
+    /// under `version`, compared in constant time; `None` when `version`
+    /// needs a pepper this hasher does not have. Bytes that matched before
+    /// are affirmed by the memo, without SHA-256.
+    pub(crate) fn matches(
+        &self,
+        version: HashVersion,
+        prefix: &str,
+        secret: &[u8],
+        expected: &SecretDigest,
+    ) -> Option<bool> {
+        if version.needs_pepper() && self.keyed.is_none() {
+            return None;
+        }
+        let tag = self
+            .memo
+            .as_ref()
+            .map(|memo| (memo, memo.tag(version, prefix, secret)));
+        if let Some((memo, tag)) = tag
+            && memo.affirms(tag, expected)
+        {
+            return Some(true);
+        }
+        let digest = self.digest(version, prefix, secret)?;
+        let matched = digest == *expected;
+        if let (true, Some((memo, tag))) = (matched, tag) {
+            memo.remember(tag, digest);
+        }
+        Some(matched)
     }
 }
 

@@ -1040,17 +1040,18 @@ impl KeyManager {
             return Checked::Done(Err(VerifyError::Unknown { key_id }));
         };
         let format = &self.inner.format;
-        let Some(digest) = self
-            .inner
-            .hasher
-            .digest(record.hash_version, format.prefix(), parsed.secret())
-        else {
+        let Some(matches) = self.inner.hasher.matches(
+            record.hash_version,
+            format.prefix(),
+            parsed.secret(),
+            &record.digest,
+        ) else {
             return Checked::Done(Err(VerifyError::PepperMissing { key_id }));
         };
-        // `SecretDigest`'s equality is constant-time (subtle). Records from
-        // before the prefix was hashed are tied to it by their preview,
-        // which begins with the prefix the key was issued under.
-        if digest != record.digest
+        // Compared in constant time. Records from before the prefix was
+        // hashed are tied to it by their preview, which begins with the
+        // prefix the key was issued under.
+        if !matches
             || (!record.hash_version.binds_prefix() && !issued_under(&record.preview, format.prefix()))
         {
             return Checked::Done(Err(VerifyError::Mismatch { key_id }));

@@ -163,6 +163,45 @@ fn wrong_secret_with_valid_checksum_is_a_mismatch() {
     assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
 }
 
+/// A key verified before skips its SHA-256 (the manager remembers it by a
+/// keyed tag): that lets nothing else through, and checks the record as
+/// ever.
+#[test]
+fn a_remembered_secret_lets_no_other_through() {
+    let rt = runtime();
+    let keys = KeyManager::new(MemoryStore::new());
+    let real = rt
+        .block_on(keys.create(&team(), "real", CreateOptions::default()))
+        .unwrap();
+    let other = rt
+        .block_on(keys.create(&team(), "other", CreateOptions::default()))
+        .unwrap();
+    let (key, other_key) = (real.key.expose_secret(), other.key.expose_secret());
+    for _ in 0..2 {
+        rt.block_on(keys.verify(key)).unwrap();
+        rt.block_on(keys.verify(other_key)).unwrap();
+    }
+    // Every one-character change of the secret, checksum recomputed.
+    let format = KeyFormat::default();
+    let secret_at = format.prefix().len() + 1 + real.info.id.as_str().len();
+    for pos in secret_at..secret_at + format.secret_len() {
+        let mut tampered = key.to_owned();
+        let changed = if &key[pos..=pos] == "a" { "b" } else { "a" };
+        tampered.replace_range(pos..=pos, changed);
+        let err = rt.block_on(keys.verify(&with_fixed_checksum(&tampered))).unwrap_err();
+        assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
+    }
+    // The real secret under the other key's id: the other record's digest.
+    let swapped = with_fixed_checksum(&key.replacen(real.info.id.as_str(), other.info.id.as_str(), 1));
+    let err = rt.block_on(keys.verify(&swapped)).unwrap_err();
+    assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
+    // A remembered key that is revoked is refused on its next verify.
+    rt.block_on(keys.revoke(&team(), &real.info.id)).unwrap();
+    let err = rt.block_on(keys.verify(key)).unwrap_err();
+    assert!(matches!(err, VerifyError::Revoked { .. }), "{err}");
+    rt.block_on(keys.verify(other_key)).unwrap();
+}
+
 /// Recomputes the checksum of a hand-edited key, as an attacker could.
 fn with_fixed_checksum(key: &str) -> String {
     let body = &key[..key.len() - 6];
