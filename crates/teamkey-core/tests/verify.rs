@@ -188,7 +188,9 @@ fn a_remembered_secret_lets_no_other_through() {
         let mut tampered = key.to_owned();
         let changed = if &key[pos..=pos] == "a" { "b" } else { "a" };
         tampered.replace_range(pos..=pos, changed);
-        let err = rt.block_on(keys.verify(&with_fixed_checksum(&tampered))).unwrap_err();
+        let err = rt
+            .block_on(keys.verify(&with_fixed_checksum(&tampered)))
+            .unwrap_err();
         assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
     }
     // The real secret under the other key's id: the other record's digest.

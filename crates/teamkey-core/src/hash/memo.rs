@@ -73,6 +73,8 @@ impl DigestMemo {
     /// The tag of `secret` presented with `prefix`, for a digest of
     /// `version`: all three are in it, as all three make the digest.
     pub(crate) fn tag(&self, version: HashVersion, prefix: &str, secret: &[u8]) -> Tag {
+        // Hashed where they lie: a copy of the secret would have to be
+        // wiped, and SipHash keeps no more than a word's tail of it.
         let mut sip = SipHasher24::new_with_key(&self.key);
         // The prefix's length keeps "ab" + "c" apart from "a" + "bc";
         // prefixes are at most 32 bytes, version codes 1 to 4.
