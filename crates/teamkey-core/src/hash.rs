@@ -219,6 +219,8 @@ impl Hasher {
     /// The digest of `secret` (of a key with `prefix`) under `version`;
     /// `None` when `version` needs a pepper this hasher does not have.
     pub(crate) fn digest(&self, version: HashVersion, prefix: &str, secret: &[u8]) -> Option<SecretDigest> {
+        #[cfg(test)]
+        DIGESTS_COMPUTED.with(|n| n.set(n.get() + 1));
         let bound: [&[u8]; 3] = [prefix.as_bytes(), b"_", secret];
         let input: &[&[u8]] = if version.binds_prefix() {
             &bound
@@ -262,6 +264,13 @@ impl Hasher {
         }
         Some(matched)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test-only: how many digests (SHA-256 or HMAC) this thread computed,
+    /// so that tests can see whether the memo skipped one.
+    pub(crate) static DIGESTS_COMPUTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn sha256(parts: &[&[u8]]) -> SecretDigest {
@@ -390,5 +399,91 @@ mod tests {
             assert_eq!(HashVersion::from_code(v.code()), Some(v));
         }
         assert_eq!(HashVersion::from_code(0), None);
+    }
+
+    /// A key of the default format with one secret character changed and
+    /// its checksum recomputed, as anyone can make.
+    #[cfg(feature = "memory")]
+    fn wrong_secret(key: &str) -> String {
+        let mut tampered = key.to_owned();
+        let at = key.len() - 7;
+        let changed = if &key[at..=at] == "a" { "b" } else { "a" };
+        tampered.replace_range(at..=at, changed);
+        let body = &tampered[..tampered.len() - 6];
+        format!("{body}{:0>6}", base62::encode(crc32fast::hash(body.as_bytes())))
+    }
+
+    /// FINDING (timing oracle, low). Every refusal is the one 401, so a
+    /// key refused as revoked or expired must cost the same whether the
+    /// presented secret is its real one or a made-up one. The memo affirms
+    /// the real secret of a revoked or expired (rotated-away) key without
+    /// SHA-256, as it remembers any digest match and is asked before the
+    /// record's state: that refusal is a hash faster than a wrong secret's,
+    /// so timing tells a leaked, since revoked key from a made-up one.
+    #[cfg(feature = "memory")]
+    #[test]
+    fn a_refused_keys_real_secret_costs_a_digest_as_a_wrong_one_does() {
+        use crate::{CreateOptions, KeyManager, ManualClock, MemoryStore, TeamId, VerifyError};
+        use std::cell::Cell;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let clock = ManualClock::new(time::macros::datetime!(2030-01-01 0:00 UTC));
+        let keys = KeyManager::builder(MemoryStore::new())
+            .clock(clock.clone())
+            .build();
+        let team = TeamId::new("acme").unwrap();
+        let verify = |key: &str| {
+            let before = DIGESTS_COMPUTED.with(Cell::get);
+            let result = rt.block_on(keys.verify(key));
+            (result, DIGESTS_COMPUTED.with(Cell::get) - before)
+        };
+        let mut leaks = Vec::new();
+
+        // Revoked after it was used.
+        let a = rt
+            .block_on(keys.create(&team, "a", CreateOptions::new()))
+            .unwrap();
+        let a = a.key.expose_secret();
+        assert!(matches!(verify(a), (Ok(_), 1)));
+        assert!(
+            matches!(verify(a), (Ok(_), 0)),
+            "pinned: a remembered key skips its digest"
+        );
+        rt.block_on(keys.revoke(&team, &keys.format().parse(a).unwrap().key_id()))
+            .unwrap();
+        let (wrong, wrong_cost) = verify(&wrong_secret(a));
+        assert!(matches!(wrong, Err(VerifyError::Mismatch { .. })), "{wrong:?}");
+        assert_eq!(wrong_cost, 1);
+        let (real, real_cost) = verify(a);
+        assert!(matches!(real, Err(VerifyError::Revoked { .. })), "{real:?}");
+        if real_cost != wrong_cost {
+            leaks.push(format!(
+                "revoked: real secret {real_cost} digests, wrong {wrong_cost}"
+            ));
+        }
+
+        // Rotated away: fine during the grace, expired after it.
+        let b = rt
+            .block_on(keys.create(&team, "b", CreateOptions::new()))
+            .unwrap();
+        let b_id = b.info.id;
+        let b = b.key.expose_secret();
+        assert!(verify(b).0.is_ok());
+        rt.block_on(keys.rotate(&team, &b_id, time::Duration::minutes(1)))
+            .unwrap();
+        assert!(matches!(verify(b), (Ok(_), 0)), "in its grace");
+        clock.advance(time::Duration::minutes(2));
+        let (wrong, wrong_cost) = verify(&wrong_secret(b));
+        assert!(matches!(wrong, Err(VerifyError::Mismatch { .. })), "{wrong:?}");
+        let (real, real_cost) = verify(b);
+        assert!(matches!(real, Err(VerifyError::Expired { .. })), "{real:?}");
+        if real_cost != wrong_cost {
+            leaks.push(format!(
+                "expired: real secret {real_cost} digests, wrong {wrong_cost}"
+            ));
+        }
+        assert!(leaks.is_empty(), "{leaks:?}");
     }
 }
