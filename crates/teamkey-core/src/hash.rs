@@ -236,22 +236,23 @@ impl Hasher {
 
     /// Whether `secret` (of a key with `prefix`) has the digest `expected`
     /// under `version`, compared in constant time; `None` when `version`
-    /// needs a pepper this hasher does not have. Bytes that matched before
-    /// are affirmed by the memo, without SHA-256.
+    /// needs a pepper this hasher does not have. With `remembered`, bytes
+    /// that matched before are affirmed by the memo, without SHA-256, and a
+    /// match is remembered: pass it only for a record that otherwise
+    /// passes, so that a refusal costs the same whatever the secret.
     pub(crate) fn matches(
         &self,
         version: HashVersion,
         prefix: &str,
         secret: &[u8],
         expected: &SecretDigest,
+        remembered: bool,
     ) -> Option<bool> {
         if version.needs_pepper() && self.keyed.is_none() {
             return None;
         }
-        let tag = self
-            .memo
-            .as_ref()
-            .map(|memo| (memo, memo.tag(version, prefix, secret)));
+        let memo = self.memo.as_ref().filter(|_| remembered);
+        let tag = memo.map(|memo| (memo, memo.tag(version, prefix, secret)));
         if let Some((memo, tag)) = tag
             && memo.affirms(tag, expected)
         {
@@ -413,13 +414,10 @@ mod tests {
         format!("{body}{:0>6}", base62::encode(crc32fast::hash(body.as_bytes())))
     }
 
-    /// FINDING (timing oracle, low). Every refusal is the one 401, so a
-    /// key refused as revoked or expired must cost the same whether the
-    /// presented secret is its real one or a made-up one. The memo affirms
-    /// the real secret of a revoked or expired (rotated-away) key without
-    /// SHA-256, as it remembers any digest match and is asked before the
-    /// record's state: that refusal is a hash faster than a wrong secret's,
-    /// so timing tells a leaked, since revoked key from a made-up one.
+    /// Every refusal is the one 401, so a key refused as revoked or
+    /// expired must cost the same whether the presented secret is its real
+    /// one or a made-up one: the memo is not asked for such a record, or
+    /// timing would tell a leaked, since revoked key from a made-up one.
     #[cfg(feature = "memory")]
     #[test]
     fn a_refused_keys_real_secret_costs_a_digest_as_a_wrong_one_does() {
@@ -449,7 +447,7 @@ mod tests {
         assert!(matches!(verify(a), (Ok(_), 1)));
         assert!(
             matches!(verify(a), (Ok(_), 0)),
-            "pinned: a remembered key skips its digest"
+            "a remembered key skips its digest"
         );
         rt.block_on(keys.revoke(&team, &keys.format().parse(a).unwrap().key_id()))
             .unwrap();

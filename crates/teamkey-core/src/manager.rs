@@ -1040,27 +1040,34 @@ impl KeyManager {
             return Checked::Done(Err(VerifyError::Unknown { key_id }));
         };
         let format = &self.inner.format;
+        // Records from before the prefix was hashed are tied to it by their
+        // preview, which begins with the prefix the key was issued under.
+        let under_its_prefix =
+            record.hash_version.binds_prefix() || issued_under(&record.preview, format.prefix());
+        let now = self.inner.clock.unix_micros();
+        let expired = record.expires_at.is_some_and(|at| unix_micros(at) <= now);
+        // Only a key that would pass may skip its hash: a refused key's
+        // real secret must cost what a wrong one does, or timing would
+        // tell a leaked, since revoked key from a made-up one behind the
+        // same 401.
+        let passes = under_its_prefix && record.revoked_at.is_none() && !expired;
         let Some(matches) = self.inner.hasher.matches(
             record.hash_version,
             format.prefix(),
             parsed.secret(),
             &record.digest,
+            passes,
         ) else {
             return Checked::Done(Err(VerifyError::PepperMissing { key_id }));
         };
-        // Compared in constant time. Records from before the prefix was
-        // hashed are tied to it by their preview, which begins with the
-        // prefix the key was issued under.
-        if !matches
-            || (!record.hash_version.binds_prefix() && !issued_under(&record.preview, format.prefix()))
-        {
+        // Compared in constant time.
+        if !matches || !under_its_prefix {
             return Checked::Done(Err(VerifyError::Mismatch { key_id }));
         }
         if record.revoked_at.is_some() {
             return Checked::Done(Err(VerifyError::Revoked { key_id }));
         }
-        let now = self.inner.clock.unix_micros();
-        if record.expires_at.is_some_and(|at| unix_micros(at) <= now) {
+        if expired {
             return Checked::Done(Err(VerifyError::Expired { key_id }));
         }
         let rules = match &self.inner.policy {

@@ -1,9 +1,8 @@
 //! The digest memo (`hash/memo.rs`) attacked from outside: a remembered
-//! key must let nothing through that hashing every time would refuse.
-//! PINNING TESTS: they pass; they keep the memo's claims checked (every
-//! hash version, mislabelled and replaced records, revocation, rotation,
-//! two managers, the cache, concurrency, more keys than slots, every
-//! secret length).
+//! key must let nothing through that hashing every time would refuse
+//! (every hash version, mislabelled and replaced records, revocation,
+//! rotation, two managers, the cache, concurrency, more keys than slots,
+//! every secret length).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -118,7 +117,7 @@ const VERSIONS: [HashVersion; 4] = [
 /// manager without the pepper answers PepperMissing for versions 2 and 4
 /// whatever the peppered one remembers.
 #[test]
-fn pinned_every_version_refuses_wrong_secrets_after_the_real_one_passed() {
+fn every_version_refuses_wrong_secrets_after_the_real_one_passed() {
     let rt = runtime();
     let store = Arc::new(MemoryStore::new());
     let peppered = KeyManager::builder(Arc::clone(&store))
@@ -176,7 +175,7 @@ fn pinned_every_version_refuses_wrong_secrets_after_the_real_one_passed() {
 /// (a botched migration) must not pass because that secret was
 /// remembered under the other version.
 #[test]
-fn pinned_a_mislabelled_record_does_not_pass_on_a_remembered_secret() {
+fn a_mislabelled_record_does_not_pass_on_a_remembered_secret() {
     let rt = runtime();
     let store = Arc::new(MemoryStore::new());
     let keys = KeyManager::builder(Arc::clone(&store))
@@ -245,7 +244,7 @@ impl KeyStore for SwapStore {
 /// checked against the new digest: the remembered old secret is refused,
 /// the new one passes, and the old passes again once its record is back.
 #[test]
-fn pinned_a_record_replaced_under_its_key_id_checks_the_new_digest() {
+fn a_record_replaced_under_its_key_id_checks_the_new_digest() {
     let rt = runtime();
     let store = Arc::new(SwapStore {
         inner: MemoryStore::new(),
@@ -287,7 +286,7 @@ fn pinned_a_record_replaced_under_its_key_id_checks_the_new_digest() {
 /// PINNED: two managers over one store (each with its own memo) see a
 /// revocation by either; a revoked, remembered key is refused by both.
 #[test]
-fn pinned_two_managers_over_one_store_refuse_a_revoked_remembered_key() {
+fn two_managers_over_one_store_refuse_a_revoked_remembered_key() {
     let rt = runtime();
     let store = Arc::new(MemoryStore::new());
     let (one, two) = (
@@ -314,7 +313,7 @@ fn pinned_two_managers_over_one_store_refuse_a_revoked_remembered_key() {
 /// grace is refused at once, remembered or not; an expiring key is refused
 /// at its expiry.
 #[test]
-fn pinned_rotated_and_expired_remembered_keys_are_refused_on_time() {
+fn rotated_and_expired_remembered_keys_are_refused_on_time() {
     let rt = runtime();
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
     let keys = KeyManager::builder(MemoryStore::new())
@@ -362,7 +361,7 @@ fn pinned_rotated_and_expired_remembered_keys_are_refused_on_time() {
 /// pepper: a remembered test key re-prefixed as a live one is a mismatch,
 /// every time.
 #[test]
-fn pinned_a_remembered_test_key_re_prefixed_is_refused_by_live() {
+fn a_remembered_test_key_re_prefixed_is_refused_by_live() {
     let rt = runtime();
     let store = Arc::new(MemoryStore::new());
     for pepper in [false, true] {
@@ -412,7 +411,7 @@ fn pinned_a_remembered_test_key_re_prefixed_is_refused_by_live() {
 /// the shortest (1): the real key passes twice, a changed last secret
 /// character is refused after it, and odd input never panics.
 #[test]
-fn pinned_every_secret_length_and_prefix_length() {
+fn every_secret_length_and_prefix_length() {
     let rt = runtime();
     let long_prefix = "a234567_b234567_c234567_d2345678";
     assert_eq!(long_prefix.len(), 32);
@@ -456,7 +455,7 @@ fn pinned_every_secret_length_and_prefix_length() {
 /// is a mismatch, and a key whose revocation had returned before a
 /// verification began is refused.
 #[test]
-fn pinned_concurrent_verification_with_evictions_and_revocations() {
+fn concurrent_verification_with_evictions_and_revocations() {
     const KEYS: usize = 5_000;
     let rt = runtime();
     let keys = KeyManager::new(MemoryStore::new());
@@ -548,7 +547,7 @@ impl InvalidationSource for Feed {
 /// record replaced by another writer (reported by the feed) is checked
 /// against its new digest.
 #[test]
-fn pinned_the_cache_and_the_memo_together() {
+fn the_cache_and_the_memo_together() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

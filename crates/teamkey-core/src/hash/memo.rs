@@ -8,16 +8,23 @@
 //! under a key drawn from the OS for this manager alone, to the digest
 //! those bytes had when they last verified. Why this is as safe as hashing
 //! every time:
-//! - only bytes whose SHA-256 matched a record are remembered, so a flood
-//!   of wrong secrets neither fills nor evicts anything;
+//! - it is asked, and taught, only for a record that would pass (not
+//!   revoked, not expired): only bytes whose SHA-256 matched such a record
+//!   are remembered, so a flood of wrong secrets neither fills nor evicts
+//!   anything, and a refused key's real secret costs its hash as a wrong
+//!   one does (timing does not tell a leaked, since revoked key from a
+//!   made-up one);
 //! - a hit still compares the remembered digest with the record's (in
 //!   constant time), so revocation, expiry and key ids are checked exactly
 //!   as before, on the record;
 //! - to pass with other bytes than a valid key's, one must find bytes with
 //!   the same 128-bit tag as that unknown key under an unknown SipHash key:
 //!   a chance of 2^-128 per try, as SipHash is a PRF;
-//! - it holds tags and digests, never a secret; its SipHash key is wiped
-//!   when the manager drops.
+//! - it holds tags and digests, never a secret. Its own copy of the
+//!   SipHash key is wiped when the manager drops; the hasher of each tag
+//!   (on the stack, not wiped: `siphasher` has no zeroize) holds the key's
+//!   words and at most the last 7 bytes of the presented key, which the
+//!   request's own buffers hold whole anyway.
 
 use std::hash::Hasher as _;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -73,14 +80,12 @@ impl DigestMemo {
     /// The tag of `secret` presented with `prefix`, for a digest of
     /// `version`: all three are in it, as all three make the digest.
     pub(crate) fn tag(&self, version: HashVersion, prefix: &str, secret: &[u8]) -> Tag {
-        // Hashed where they lie: a copy of the secret would have to be
-        // wiped, and SipHash keeps no more than a word's tail of it.
+        // Hashed where they lie, not copied into a buffer to wipe.
         let mut sip = SipHasher24::new_with_key(&self.key);
-        // The prefix's length keeps "ab" + "c" apart from "a" + "bc";
-        // prefixes are at most 32 bytes, version codes 1 to 4.
-        let [version] = u8::try_from(version.code()).unwrap_or(u8::MAX).to_le_bytes();
-        let prefix_len = u8::try_from(prefix.len()).unwrap_or(u8::MAX);
-        sip.write(&[version, prefix_len]);
+        // The version and the prefix's length in one word: the length
+        // keeps "ab" + "c" apart from "a" + "bc".
+        let header = (u64::from(version.code() as u16) << 32) | prefix.len() as u64;
+        sip.write(&header.to_le_bytes());
         sip.write(prefix.as_bytes());
         sip.write(secret);
         let hash = sip.finish128();
