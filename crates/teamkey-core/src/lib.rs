@@ -37,7 +37,8 @@
 //! [`KeyFormat::parse`] refuses malformed input without I/O; the record by
 //! the public [`KeyId`], from memory (a `MemoryStore`, the verification
 //! cache) or else one [`KeyStore::get`]; a SHA-256 (or peppered
-//! HMAC-SHA-256) of the secret compared in constant time; revoked and
+//! HMAC-SHA-256) of the secret compared in constant time, skipped for
+//! bytes that verified before (remembered by a keyed tag); revoked and
 //! expiry checks; the use is recorded in memory and flushed in batches.
 //!
 //! [teamkey]: https://docs.rs/teamkey

@@ -865,8 +865,9 @@ impl KeyManager {
     /// Verifies a presented key and says who the caller is.
     ///
     /// Malformed input is refused without touching the store; a well-formed
-    /// key costs one SHA-256, compared in constant time, and one store
-    /// lookup unless its record is in memory (a `MemoryStore`, or the
+    /// key costs one SHA-256, compared in constant time (none when the same
+    /// bytes verified before: the manager remembers them by a keyed tag),
+    /// and one store lookup unless its record is in memory (a `MemoryStore`, or the
     /// [verification cache](KeyManagerBuilder::cache)). The reason of a
     /// failure is logged (with the key id, never the key) and kept in the
     /// error; clients should only see [`VerifyError::rejection`].

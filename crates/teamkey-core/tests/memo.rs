@@ -111,7 +111,7 @@ const VERSIONS: [HashVersion; 4] = [
     HashVersion::PrefixedHmacSha256,
 ];
 
-/// PINNED. For records of every hash version: once the real key passed
+/// For records of every hash version: once the real key passed
 /// (and is remembered), every one-character change of its secret, and its
 /// secret under every other record's key id, are still mismatches; a
 /// manager without the pepper answers PepperMissing for versions 2 and 4
@@ -170,7 +170,7 @@ fn every_version_refuses_wrong_secrets_after_the_real_one_passed() {
     }
 }
 
-/// PINNED: the hash version is in the tag. A record labelled with one
+/// The hash version is in the tag. A record labelled with one
 /// version but holding the digest the same secret has under another
 /// (a botched migration) must not pass because that secret was
 /// remembered under the other version.
@@ -240,7 +240,7 @@ impl KeyStore for SwapStore {
     }
 }
 
-/// PINNED: a record replaced under the same key id with another digest is
+/// A record replaced under the same key id with another digest is
 /// checked against the new digest: the remembered old secret is refused,
 /// the new one passes, and the old passes again once its record is back.
 #[test]
@@ -283,7 +283,7 @@ fn a_record_replaced_under_its_key_id_checks_the_new_digest() {
     assert!(matches!(err, VerifyError::Mismatch { .. }), "{err}");
 }
 
-/// PINNED: two managers over one store (each with its own memo) see a
+/// Two managers over one store (each with its own memo) see a
 /// revocation by either; a revoked, remembered key is refused by both.
 #[test]
 fn two_managers_over_one_store_refuse_a_revoked_remembered_key() {
@@ -308,7 +308,7 @@ fn two_managers_over_one_store_refuse_a_revoked_remembered_key() {
     }
 }
 
-/// PINNED: rotation with a grace, then without: the old key passes during
+/// Rotation with a grace, then without: the old key passes during
 /// its grace (remembered) and is refused after it; a key rotated with no
 /// grace is refused at once, remembered or not; an expiring key is refused
 /// at its expiry.
@@ -357,7 +357,7 @@ fn rotated_and_expired_remembered_keys_are_refused_on_time() {
     assert!(matches!(err, VerifyError::Expired { .. }), "{err}");
 }
 
-/// PINNED: the tk_test / tk_live pair over one store, with and without a
+/// The tk_test / tk_live pair over one store, with and without a
 /// pepper: a remembered test key re-prefixed as a live one is a mismatch,
 /// every time.
 #[test]
@@ -407,7 +407,7 @@ fn a_remembered_test_key_re_prefixed_is_refused_by_live() {
     }
 }
 
-/// PINNED: every secret length (27..=64) with the longest prefix (32) and
+/// Every secret length (27..=64) with the longest prefix (32) and
 /// the shortest (1): the real key passes twice, a changed last secret
 /// character is refused after it, and odd input never panics.
 #[test]
@@ -449,7 +449,7 @@ fn every_secret_length_and_prefix_length() {
     }
 }
 
-/// PINNED: more keys than the memo has slots (4,096), verified from four
+/// More keys than the memo has slots (4,096), verified from four
 /// threads at once in different orders, with a wrong variant of each beside
 /// it and a quarter revoked midway: every valid key passes, every wrong one
 /// is a mismatch, and a key whose revocation had returned before a
@@ -542,7 +542,7 @@ impl InvalidationSource for Feed {
     }
 }
 
-/// PINNED: with the verification cache over a store, a remembered key
+/// With the verification cache over a store, a remembered key
 /// served from the cache is refused at once after a local revocation, and a
 /// record replaced by another writer (reported by the feed) is checked
 /// against its new digest.

@@ -149,6 +149,11 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_is_64_bytes_as_documented() {
+        assert_eq!(std::mem::size_of::<Mutex<Slot>>(), 64);
+    }
+
+    #[test]
     fn each_memo_has_its_own_key() {
         let (a, b) = (DigestMemo::new().unwrap(), DigestMemo::new().unwrap());
         let v = HashVersion::PrefixedSha256;
