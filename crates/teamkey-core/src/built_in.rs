@@ -7,12 +7,16 @@
 use std::any::Any;
 use std::sync::Arc;
 
-/// `given` itself when it is a `T`.
+/// `given` itself when it is a `T`, or an `Arc<T>` (a `MemoryStore`
+/// shared with another manager or with the caller).
 pub(crate) fn as_built_in<T, G>(given: &Arc<G>) -> Option<Arc<T>>
 where
     T: Any + Send + Sync,
     G: Any + Send + Sync,
 {
     let given: Arc<dyn Any + Send + Sync> = Arc::clone(given) as _;
-    given.downcast().ok()
+    match given.downcast::<T>() {
+        Ok(built_in) => Some(built_in),
+        Err(given) => given.downcast::<Arc<T>>().ok().map(|shared| Arc::clone(&*shared)),
+    }
 }

@@ -15,10 +15,10 @@ use std::task::{Context, Poll};
 /// wait for I/O: then it holds the rest, boxed, to run when awaited.
 ///
 /// Await it like any future. [`now`](Self::now) tells whether the output
-/// is already there, to take it without a poll. It borrows what it was made from (the
-/// manager, the presented key): to verify in a spawned task, move a clone
-/// of the `KeyManager` and an owned key into the task and call `verify`
-/// there.
+/// is already there, to take it without a poll. It borrows what it was
+/// made from (the manager, the presented key): to verify in a spawned
+/// task, move a clone of the `KeyManager` and an owned key into the task
+/// and call `verify` there.
 #[must_use = "the key may already be checked and the request counted: await it, or call `.now()`, for the answer"]
 pub struct Eager<'a, T>(State<'a, T>);
 

@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use teamkey_core::events::{EventKind, EventQuery};
 use teamkey_core::{
-    Admission, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, TeamId,
+    Admission, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, Now, RateLimit, TeamId,
     VerifyError,
 };
 use time::Duration;
@@ -179,4 +180,32 @@ async fn a_verification_from_memory_is_done_at_the_call_even_if_dropped() {
         1,
         "the refusal happened at the call: {events:?}"
     );
+}
+
+/// A `MemoryStore` shared through an `Arc` (two managers over one store,
+/// say) is still answered at the call, without `KeyStore::get`'s boxed
+/// future.
+#[tokio::test]
+async fn a_shared_memory_store_answers_at_the_call() {
+    let store = Arc::new(MemoryStore::new());
+    let keys = KeyManager::builder(Arc::clone(&store))
+        .rate_limiter(LocalRateLimiter::new())
+        .default_rate_limit(one_per_minute())
+        .build();
+    let other = KeyManager::new(Arc::clone(&store));
+    let key = keys
+        .create(&acme(), "shared", CreateOptions::new())
+        .await
+        .unwrap();
+    for manager in [&keys, &other] {
+        let Now::Ready(verified) = manager.verify(key.key.expose_secret()).now() else {
+            panic!("a shared MemoryStore must answer at the call");
+        };
+        verified.unwrap();
+    }
+    let caller = keys.verify(key.key.expose_secret()).await.unwrap();
+    assert!(matches!(
+        keys.admit(&caller).now(),
+        Now::Ready(Admission::Allowed(_))
+    ));
 }
