@@ -44,6 +44,11 @@
 # around the extractor). Its server also prints a key without a limit, and
 # each round also loads the guarded side with both keys: the ratio "limit
 # on, never hit / no limit".
+#
+# TEAMKEY_BENCH_STAND_IN=<ns> (axum): the guarded side verifies nothing; its
+# extractor spins for <ns> nanoseconds instead. 0 measures what any
+# extractor costs; a known <ns> shows which ratio that much CPU per request
+# gives on this host, the scale to read auth's ratio against.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
