@@ -189,6 +189,20 @@ impl Scopes {
         self.0.iter().filter(|s| !other.contains(s.as_str()))
     }
 
+    /// Those of these scopes that `allowed` has too, in order; `None` when
+    /// that is all of them (nothing to allocate).
+    pub(crate) fn within(&self, allowed: &Scopes) -> Option<Scopes> {
+        // Most keys are within their plan: no allocation for them.
+        self.not_in(allowed).next()?;
+        let kept: Vec<Scope> = self
+            .0
+            .iter()
+            .filter(|s| allowed.contains(s.as_str()))
+            .cloned()
+            .collect();
+        Some(Self(kept.into()))
+    }
+
     /// The scopes, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Scope> {
         self.0.iter()

@@ -1091,18 +1091,28 @@ impl KeyManager {
         client_ip: Option<IpAddr>,
     ) -> Result<Principal, VerifyError> {
         let mut rate_limit = record.rate_limit;
+        let mut granted = None;
         if let Some(rules) = rules {
             if !rules.api_access {
                 return Err(VerifyError::NoApiAccess { key_id: record.id });
             }
-            rate_limit = rate_limit.or(rules.rate_limit);
+            // The plan is asked on create, and again here: a key made
+            // under a larger plan gets no more than the team's plan now.
+            rate_limit = match (rate_limit, rules.rate_limit) {
+                (Some(own), Some(plan)) => Some(own.bounded_by(plan)),
+                (own, plan) => own.or(plan),
+            };
+            granted = rules
+                .grantable_scopes
+                .as_ref()
+                .and_then(|grantable| record.scopes.within(grantable));
         }
         let rate_limit = rate_limit.or(self.inner.limiting.default);
         let client_ip = client_ip.filter(|_| self.inner.record_client_ips);
         if self.inner.last_used.record(record.id, now, client_ip) {
             self.spawn_flush();
         }
-        Ok(Principal::new(record, rate_limit))
+        Ok(Principal::new(record, rate_limit, granted))
     }
 
     /// The record of `key_id` if it is at hand: in a `MemoryStore`, or in

@@ -56,7 +56,9 @@ pub struct TeamRules {
     /// Whether the team's keys verify and the team may create keys. When
     /// `false`, a valid key gets a 403 saying the plan has no API access.
     pub api_access: bool,
-    /// The scopes a key of the team may carry; `None`: any.
+    /// The scopes a key of the team may carry; `None`: any. A new key
+    /// asking for others is refused; a key made under a larger plan is
+    /// granted only these of its scopes when it verifies.
     pub grantable_scopes: Option<Scopes>,
     /// The most active keys the team may have (the manager's own maximum
     /// applies too: the lower one counts); `None`: only the manager's.
@@ -68,8 +70,10 @@ pub struct TeamRules {
     pub max_lifetime: Option<time::Duration>,
     /// The rate limit of the team's keys that have none of their own, and
     /// the loosest limit a new key of the team may be given (a looser one
-    /// is refused with `403 rate_limit_not_in_plan`); `None`: the
-    /// manager's default, and no ceiling.
+    /// is refused with `403 rate_limit_not_in_plan`; a key made under a
+    /// larger plan is held within it when it verifies, see
+    /// [`RateLimit::bounded_by`](crate::RateLimit::bounded_by)); `None`:
+    /// the manager's default, and no ceiling.
     pub rate_limit: Option<RateLimit>,
 }
 

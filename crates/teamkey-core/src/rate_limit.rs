@@ -88,6 +88,42 @@ impl RateLimit {
         self.requests() <= bound.requests() && rate_within
     }
 
+    /// This limit held within `bound`: itself if [within](Self::is_within)
+    /// it, else at most the lower burst at the lower rate of the two (the
+    /// window rounded up, so never looser than either).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use teamkey_core::RateLimit;
+    /// let own = RateLimit::new(10, Duration::from_secs(1)).unwrap();
+    /// let plan = RateLimit::new(100, Duration::from_secs(60)).unwrap();
+    /// let held = own.bounded_by(plan);
+    /// assert_eq!((held.requests(), held.window_seconds()), (10, 6));
+    /// assert!(held.is_within(own) && held.is_within(plan));
+    /// ```
+    pub fn bounded_by(self, bound: RateLimit) -> RateLimit {
+        if self.is_within(bound) {
+            return self;
+        }
+        let requests = self.requests.min(bound.requests);
+        // The slower of the two: fewer requests per second.
+        let slower = if u64::from(self.requests()) * u64::from(bound.window_seconds())
+            <= u64::from(bound.requests()) * u64::from(self.window_seconds())
+        {
+            self
+        } else {
+            bound
+        };
+        // requests / window <= slower's rate, window in whole seconds:
+        // at most slower's window, since requests <= slower's requests.
+        let window = (u64::from(requests.get()) * u64::from(slower.window_seconds()))
+            .div_ceil(u64::from(slower.requests()));
+        RateLimit {
+            requests,
+            window_seconds: u32::try_from(window).unwrap_or(slower.window_seconds),
+        }
+    }
+
     /// `requests` per `window`: 1 to [`MAX_REQUESTS`] requests, a window of
     /// whole seconds from 1 s to [`MAX_WINDOW`].
     pub fn new(requests: u32, window: Duration) -> Result<Self, ValidationError> {
@@ -288,6 +324,30 @@ impl RateLimitHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn any_limit() -> impl proptest::strategy::Strategy<Value = RateLimit> {
+        use proptest::prelude::*;
+        (1..=MAX_REQUESTS, 1..=MAX_WINDOW.as_secs())
+            .prop_map(|(requests, window)| RateLimit::new(requests, Duration::from_secs(window)).unwrap())
+    }
+
+    proptest::proptest! {
+        /// A key's limit held within its plan's is never looser than
+        /// either, and is the key's own when that is within the plan's.
+        #[test]
+        fn a_bounded_limit_is_within_both(own in any_limit(), plan in any_limit()) {
+            let held = own.bounded_by(plan);
+            proptest::prop_assert!(held.is_within(own), "{held:?} looser than own {own:?}");
+            proptest::prop_assert!(held.is_within(plan), "{held:?} looser than plan {plan:?}");
+            proptest::prop_assert!(RateLimit::new(held.requests(), held.window()).is_ok());
+            if own.is_within(plan) {
+                proptest::prop_assert_eq!(held, own);
+            } else {
+                // Not needlessly tight: the lower burst of the two.
+                proptest::prop_assert_eq!(held.requests(), own.requests().min(plan.requests()));
+            }
+        }
+    }
 
     #[test]
     fn limits_are_bounded_and_round_trip() {

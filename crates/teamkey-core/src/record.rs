@@ -246,18 +246,35 @@ pub struct KeyInfo {
 ///
 /// It shares the store's record rather than copying it: cloning a
 /// principal, or making one, costs one atomic increment.
+///
+/// Its scopes and rate limit are the key's within its team's plan (see
+/// [`TeamRules`](crate::TeamRules)): a key made under a larger plan keeps
+/// what it was given in the store, but is granted no more than the
+/// team's plan of the day.
 #[derive(Clone)]
 pub struct Principal {
     record: Arc<KeyRecord>,
-    /// The quota that applies: the key's own, else the team's or the
-    /// manager's default.
+    /// The quota that applies: the key's own within the plan's, else the
+    /// plan's or the manager's default.
     rate_limit: Option<RateLimit>,
+    /// The key's scopes that its team's plan grants, when that is fewer
+    /// than the key carries; `None`: all of the key's.
+    granted: Option<Scopes>,
 }
 
 impl Principal {
-    /// The principal a verified record stands for.
-    pub(crate) fn new(record: Arc<KeyRecord>, rate_limit: Option<RateLimit>) -> Self {
-        Self { record, rate_limit }
+    /// The principal a verified record stands for, with the scopes the
+    /// plan `granted` it if fewer than its own.
+    pub(crate) fn new(
+        record: Arc<KeyRecord>,
+        rate_limit: Option<RateLimit>,
+        granted: Option<Scopes>,
+    ) -> Self {
+        Self {
+            record,
+            rate_limit,
+            granted,
+        }
     }
 
     /// The rate limit that applies to this caller, if any: the key's own,
@@ -281,9 +298,9 @@ impl Principal {
         &self.record.name
     }
 
-    /// The key's permissions.
+    /// The key's permissions: its scopes that its team's plan grants.
     pub fn scopes(&self) -> &Scopes {
-        &self.record.scopes
+        self.granted.as_ref().unwrap_or(&self.record.scopes)
     }
 
     /// The record the key was verified against.
@@ -291,9 +308,9 @@ impl Principal {
         &self.record
     }
 
-    /// Whether the key carries `scope`.
+    /// Whether the key carries `scope`, and its team's plan grants it.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.record.scopes.contains(scope)
+        self.scopes().contains(scope)
     }
 
     /// When the key stops verifying, if it does.
