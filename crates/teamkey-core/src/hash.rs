@@ -239,7 +239,9 @@ impl Hasher {
     /// needs a pepper this hasher does not have. With `remembered`, bytes
     /// that matched before are affirmed by the memo, without SHA-256, and a
     /// match is remembered: pass it only for a record that otherwise
-    /// passes, so that a refusal costs the same whatever the secret.
+    /// passes, so that a refusal costs the same whatever the secret. The
+    /// memo is asked either way (its answer then ignored), so that a wrong
+    /// secret costs the same whatever the record's state.
     pub(crate) fn matches(
         &self,
         version: HashVersion,
@@ -251,16 +253,19 @@ impl Hasher {
         if version.needs_pepper() && self.keyed.is_none() {
             return None;
         }
-        let memo = self.memo.as_ref().filter(|_| remembered);
-        let tag = memo.map(|memo| (memo, memo.tag(version, prefix, secret)));
+        let tag = self
+            .memo
+            .as_ref()
+            .map(|memo| (memo, memo.tag(version, prefix, secret)));
         if let Some((memo, tag)) = tag
             && memo.affirms(tag, expected)
+            && remembered
         {
             return Some(true);
         }
         let digest = self.digest(version, prefix, secret)?;
         let matched = digest == *expected;
-        if let (true, Some((memo, tag))) = (matched, tag) {
+        if let (true, true, Some((memo, tag))) = (matched, remembered, tag) {
             memo.remember(tag, digest);
         }
         Some(matched)
@@ -416,12 +421,15 @@ mod tests {
 
     /// Every refusal is the one 401, so a key refused as revoked or
     /// expired must cost the same whether the presented secret is its real
-    /// one or a made-up one: the memo is not asked for such a record, or
-    /// timing would tell a leaked, since revoked key from a made-up one.
+    /// one or a made-up one, and a made-up secret must cost the same
+    /// whatever the state of the key id it names: one digest and one ask
+    /// of the memo each time, or timing would tell a leaked, since revoked
+    /// key from a made-up one, or an active key id from a revoked one.
     #[cfg(feature = "memory")]
     #[test]
-    fn a_refused_keys_real_secret_costs_a_digest_as_a_wrong_one_does() {
+    fn a_refusal_costs_the_same_whatever_the_secret_and_the_state() {
         use crate::{CreateOptions, KeyManager, ManualClock, MemoryStore, TeamId, VerifyError};
+        use memo::MEMO_ASKED;
         use std::cell::Cell;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -432,35 +440,40 @@ mod tests {
             .clock(clock.clone())
             .build();
         let team = TeamId::new("acme").unwrap();
+        // Digests computed and memo asks.
         let verify = |key: &str| {
-            let before = DIGESTS_COMPUTED.with(Cell::get);
+            let tally = || (DIGESTS_COMPUTED.with(Cell::get), MEMO_ASKED.with(Cell::get));
+            let before = tally();
             let result = rt.block_on(keys.verify(key));
-            (result, DIGESTS_COMPUTED.with(Cell::get) - before)
+            let after = tally();
+            (result, (after.0 - before.0, after.1 - before.1))
         };
+        let refused = (1, 1);
         let mut leaks = Vec::new();
+        let mut check = |what: &str, (result, cost): (Result<_, VerifyError>, (usize, usize))| {
+            assert!(result.is_err(), "{what}: passed");
+            if cost != refused {
+                leaks.push(format!("{what}: {cost:?} (digests, memo asks), not {refused:?}"));
+            }
+        };
 
         // Revoked after it was used.
         let a = rt
             .block_on(keys.create(&team, "a", CreateOptions::new()))
             .unwrap();
         let a = a.key.expose_secret();
-        assert!(matches!(verify(a), (Ok(_), 1)));
+        assert!(matches!(verify(a), (Ok(_), (1, 1))));
         assert!(
-            matches!(verify(a), (Ok(_), 0)),
+            matches!(verify(a), (Ok(_), (0, 1))),
             "a remembered key skips its digest"
         );
+        check("active key id, wrong secret", verify(&wrong_secret(a)));
         rt.block_on(keys.revoke(&team, &keys.format().parse(a).unwrap().key_id()))
             .unwrap();
-        let (wrong, wrong_cost) = verify(&wrong_secret(a));
-        assert!(matches!(wrong, Err(VerifyError::Mismatch { .. })), "{wrong:?}");
-        assert_eq!(wrong_cost, 1);
-        let (real, real_cost) = verify(a);
-        assert!(matches!(real, Err(VerifyError::Revoked { .. })), "{real:?}");
-        if real_cost != wrong_cost {
-            leaks.push(format!(
-                "revoked: real secret {real_cost} digests, wrong {wrong_cost}"
-            ));
-        }
+        check("revoked, wrong secret", verify(&wrong_secret(a)));
+        let real = verify(a);
+        assert!(matches!(real.0, Err(VerifyError::Revoked { .. })), "{:?}", real.0);
+        check("revoked, real secret", real);
 
         // Rotated away: fine during the grace, expired after it.
         let b = rt
@@ -471,17 +484,12 @@ mod tests {
         assert!(verify(b).0.is_ok());
         rt.block_on(keys.rotate(&team, &b_id, time::Duration::minutes(1)))
             .unwrap();
-        assert!(matches!(verify(b), (Ok(_), 0)), "in its grace");
+        assert!(matches!(verify(b), (Ok(_), (0, 1))), "in its grace");
         clock.advance(time::Duration::minutes(2));
-        let (wrong, wrong_cost) = verify(&wrong_secret(b));
-        assert!(matches!(wrong, Err(VerifyError::Mismatch { .. })), "{wrong:?}");
-        let (real, real_cost) = verify(b);
-        assert!(matches!(real, Err(VerifyError::Expired { .. })), "{real:?}");
-        if real_cost != wrong_cost {
-            leaks.push(format!(
-                "expired: real secret {real_cost} digests, wrong {wrong_cost}"
-            ));
-        }
+        check("expired, wrong secret", verify(&wrong_secret(b)));
+        let real = verify(b);
+        assert!(matches!(real.0, Err(VerifyError::Expired { .. })), "{:?}", real.0);
+        check("expired, real secret", real);
         assert!(leaks.is_empty(), "{leaks:?}");
     }
 }

@@ -8,12 +8,14 @@
 //! under a key drawn from the OS for this manager alone, to the digest
 //! those bytes had when they last verified. Why this is as safe as hashing
 //! every time:
-//! - it is asked, and taught, only for a record that would pass (not
-//!   revoked, not expired): only bytes whose SHA-256 matched such a record
-//!   are remembered, so a flood of wrong secrets neither fills nor evicts
-//!   anything, and a refused key's real secret costs its hash as a wrong
-//!   one does (timing does not tell a leaked, since revoked key from a
-//!   made-up one);
+//! - its answer counts, and it is taught, only for a record that would
+//!   pass (not revoked, not expired): only bytes whose SHA-256 matched
+//!   such a record are remembered, so a flood of wrong secrets neither
+//!   fills nor evicts anything, and a refused key's real secret costs its
+//!   hash as a wrong one does (timing does not tell a leaked, since
+//!   revoked key from a made-up one). It is asked for every record, so a
+//!   wrong secret costs the same for an active key id as for a revoked
+//!   one;
 //! - a hit still compares the remembered digest with the record's (in
 //!   constant time), so revocation, expiry and key ids are checked exactly
 //!   as before, on the record;
@@ -59,6 +61,12 @@ struct Slot {
     digest: Option<SecretDigest>,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test-only: how many times this thread asked a memo.
+    pub(crate) static MEMO_ASKED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// See the module documentation.
 pub(crate) struct DigestMemo {
     key: Zeroizing<[u8; 16]>,
@@ -94,6 +102,8 @@ impl DigestMemo {
 
     /// Whether the bytes of `tag` verified before with digest `expected`.
     pub(crate) fn affirms(&self, tag: Tag, expected: &SecretDigest) -> bool {
+        #[cfg(test)]
+        MEMO_ASKED.with(|n| n.set(n.get() + 1));
         let Some(slots) = self.slots.get() else {
             return false;
         };
