@@ -1,8 +1,8 @@
 //! `teamkey`: manage team API keys in the database your service uses.
 //!
 //! ```text
-//! teamkey [--database-url URL] [--prefix P] [--pepper-file PATH] migrate
-//! teamkey create --team TEAM --name NAME [--scope S]... [--expires-in DUR]
+//! teamkey [--database-url URL] [--prefix P] [--pepper-file PATH] [--actor NAME] migrate
+//! teamkey create --team TEAM --name NAME [--scope S]... [--expires-in DUR] [--rate-limit N/WINDOW]
 //! teamkey list --team TEAM [--json] [--limit N] [--cursor C]
 //! teamkey revoke --team TEAM ID
 //! teamkey rotate --team TEAM ID [--grace DUR]
