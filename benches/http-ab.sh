@@ -5,7 +5,7 @@
 # keep copies of the binaries, and pass them.
 #
 #   cargo build --release --example bench_server --features axum,actix,sqlx-sqlite,sqlx-postgres
-#   cp "$CARGO_TARGET_DIR/release/examples/bench_server" /tmp/after   # and /tmp/before, from the other build
+#   cp "${CARGO_TARGET_DIR:-target}/release/examples/bench_server" /tmp/after   # and /tmp/before, from the other build
 #   benches/http-ab.sh /tmp/after /tmp/before                 # memory store, 8 rounds of 3 s
 #   STORE=memory-limited ROUNDS=10 DURATION=4s benches/http-ab.sh /tmp/after /tmp/before
 #
