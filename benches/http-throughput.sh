@@ -61,6 +61,10 @@ MODE=${MODE:-paired}
 stores=("${@:-memory sqlite}")
 FRAMEWORKS=${FRAMEWORKS:-axum actix}
 case "$MODE" in paired | alternate) ;; *) echo "MODE is paired or alternate" >&2; exit 1 ;; esac
+if [ -n "${TEAMKEY_BENCH_STAND_IN:-}" ] && [ "$FRAMEWORKS" != axum ]; then
+  echo "TEAMKEY_BENCH_STAND_IN is axum's only: set FRAMEWORKS=axum" >&2
+  exit 1
+fi
 
 cargo build --quiet --release --example bench_server --example bench_server_actix \
   --features axum,actix,sqlx-sqlite,sqlx-postgres

@@ -64,9 +64,18 @@ async fn with_stand_in(_: StandIn) -> Json<Page> {
     scans_of("acme")
 }
 
-/// `TEAMKEY_BENCH_STAND_IN`, if set.
+/// `TEAMKEY_BENCH_STAND_IN`, if set: nanoseconds, a plain number. Anything
+/// else stops the server, rather than measure real auth under the
+/// stand-in's name.
 fn stand_in() -> Option<u64> {
-    std::env::var("TEAMKEY_BENCH_STAND_IN").ok()?.parse().ok()
+    let value = std::env::var("TEAMKEY_BENCH_STAND_IN").ok()?;
+    match value.parse() {
+        Ok(ns) => Some(ns),
+        Err(_) => {
+            eprintln!("TEAMKEY_BENCH_STAND_IN is nanoseconds, a plain number such as 200, not {value:?}");
+            std::process::exit(2);
+        }
+    }
 }
 
 async fn without_auth() -> Json<Page> {
