@@ -82,10 +82,13 @@ impl RateLimit {
     /// Whether this limit is no looser than `bound`: at most its burst
     /// (`requests`) and at most its rate (`requests / window`).
     pub fn is_within(self, bound: RateLimit) -> bool {
-        // requests / window <= bound.requests / bound.window, in integers.
-        let rate_within = u64::from(self.requests()) * u64::from(bound.window_seconds())
-            <= u64::from(bound.requests()) * u64::from(self.window_seconds());
-        self.requests() <= bound.requests() && rate_within
+        self.requests() <= bound.requests() && self.rate_is_within(bound)
+    }
+
+    /// requests / window <= bound.requests / bound.window, in integers.
+    fn rate_is_within(self, bound: RateLimit) -> bool {
+        u64::from(self.requests()) * u64::from(bound.window_seconds())
+            <= u64::from(bound.requests()) * u64::from(self.window_seconds())
     }
 
     /// This limit held within `bound`: itself if [within](Self::is_within)
@@ -107,13 +110,7 @@ impl RateLimit {
         }
         let requests = self.requests.min(bound.requests);
         // The slower of the two: fewer requests per second.
-        let slower = if u64::from(self.requests()) * u64::from(bound.window_seconds())
-            <= u64::from(bound.requests()) * u64::from(self.window_seconds())
-        {
-            self
-        } else {
-            bound
-        };
+        let slower = if self.rate_is_within(bound) { self } else { bound };
         // requests / window <= slower's rate, window in whole seconds:
         // at most slower's window, since requests <= slower's requests.
         let window = (u64::from(requests.get()) * u64::from(slower.window_seconds()))
