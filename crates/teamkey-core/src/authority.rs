@@ -89,7 +89,11 @@ impl Authority {
     /// The authority of a caller that is an API key: its scopes and expiry.
     pub fn of_key(principal: &Principal) -> Self {
         Self {
-            scopes: Some(principal.scopes().clone()),
+            // The key's own scopes, not only those its plan grants today:
+            // what the plan withholds is refused after this, by the plan's
+            // check, which names the plan as the reason
+            // (`scopes_not_in_plan`) rather than the caller's key.
+            scopes: Some(principal.record().scopes.clone()),
             expires_at: principal.expires_at(),
             retired: principal.replaced_by().is_some(),
             rate_limit: principal.rate_limit(),
