@@ -840,6 +840,7 @@ impl KeyManager {
             match outcome {
                 Ok(RotateOutcome::Rotated) => {
                     tracing::info!(key_id = %old.id, successor = %key.id(), team_id = %team_id, actor = ?origin.actor, "API key rotated");
+                    self.carry_over_quota(&old.id, &rotation.successor.id).await;
                     self.announce(rotation.event.clone());
                     return Ok(NewKey {
                         key,
@@ -853,6 +854,18 @@ impl KeyManager {
             }
         }
         Err(StoreError::Conflict.into())
+    }
+
+    /// Hands what is left of a rotated key's quota to its successor, so
+    /// that rotating a key (with no grace, over and over) gives no whole
+    /// new quota. A limiter that fails is logged: the rotation stands.
+    async fn carry_over_quota(&self, rotated: &KeyId, successor: &KeyId) {
+        let Some(limiter) = &self.inner.limiting.limiter else {
+            return;
+        };
+        if let Err(error) = limiter.carry_over(rotated, successor).await {
+            tracing::warn!(key_id = %rotated, successor = %successor, error = %error, "teamkey: a rotated key's quota was not carried over; its successor starts whole");
+        }
     }
 
     /// Whether verification keeps the client's IP as the key's last-used

@@ -235,6 +235,16 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// counted) or refused (and not counted). An error is handled by the
     /// manager's [`LimiterFailure`] mode.
     async fn check(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, RateLimitError>;
+
+    /// `successor` replaced `rotated`: from now on it counts against what
+    /// is left of `rotated`'s quota, so that rotating a key gives its
+    /// holder no whole new quota. The manager calls it after each rotation
+    /// it makes; a failure is logged and the rotation stands. The default
+    /// does nothing: the successor starts whole.
+    async fn carry_over(&self, rotated: &KeyId, successor: &KeyId) -> Result<(), RateLimitError> {
+        let _ = (rotated, successor);
+        Ok(())
+    }
 }
 
 /// What to do when the rate limiter fails (Redis unreachable...).

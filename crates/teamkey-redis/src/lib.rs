@@ -138,6 +138,21 @@ const TEST_CLOCK_STATE_LIFE_MS: u64 = 10 * 60 * 1_000;
 /// The GCRA check; its arguments and reply are described in the file.
 const GCRA_SCRIPT: &str = include_str!("gcra.lua");
 
+/// A rotated key's state, copied to its successor with its expiry: the
+/// successor goes on from what is left. (`COPY` would do, but needs Redis
+/// 6.2.)
+const CARRY_OVER_SCRIPT: &str = r"
+local state = redis.call('GET', KEYS[1])
+if not state then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('SET', KEYS[2], state, 'PX', ttl)
+else
+  redis.call('SET', KEYS[2], state)
+end
+return 1
+";
+
 /// How many refused keys are remembered at most (the least recently used
 /// forgotten first): a few megabytes. Forgetting one only means asking
 /// Redis again.
@@ -152,6 +167,7 @@ const REMEMBERED_REFUSALS: usize = 100_000;
 pub struct RedisRateLimiter {
     connection: ConnectionManager,
     script: Arc<Script>,
+    carry_over: Arc<Script>,
     prefix: Arc<str>,
     timeout: Duration,
     clock: Option<Arc<dyn Clock>>,
@@ -346,6 +362,22 @@ impl RateLimiter for RedisRateLimiter {
     async fn check(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, RateLimitError> {
         Ok(self.decide(key_id, limit).await?)
     }
+
+    /// The rotated key's state is copied to its successor, which goes on
+    /// from what is left; the old key, in its grace period, keeps its own.
+    async fn carry_over(&self, rotated: &KeyId, successor: &KeyId) -> Result<(), RateLimitError> {
+        let mut invocation = self.carry_over.prepare_invoke();
+        invocation
+            .key(self.state_key(rotated))
+            .key(self.state_key(successor));
+        let mut connection = self.connection.clone();
+        let copied: Result<i64, RedisError> =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| RedisCheckError::Timeout(self.timeout))?;
+        copied.map_err(RedisCheckError::Redis)?;
+        Ok(())
+    }
 }
 
 /// Settings of a [`RedisRateLimiter`]: from [`RedisRateLimiter::builder`].
@@ -436,6 +468,7 @@ impl RedisRateLimiterBuilder {
         Ok(RedisRateLimiter {
             connection,
             script: Arc::new(Script::new(GCRA_SCRIPT)),
+            carry_over: Arc::new(Script::new(CARRY_OVER_SCRIPT)),
             prefix: self.prefix.into(),
             timeout: self.timeout,
             clock: self.clock,

@@ -127,6 +127,37 @@ async fn allowances_come_back_on_redis_time() {
     assert_eq!(whole.remaining, 1, "whole again after the window: {whole:?}");
 }
 
+/// A rotated key's successor goes on from what is left of its quota, with
+/// the state's expiry; a key never counted hands over nothing.
+#[tokio::test]
+async fn a_successor_goes_on_from_what_is_left_of_the_rotated_keys_quota() {
+    let limiter = limiter().await;
+    let quota = limit(3, 60);
+    assert!(check(&limiter, 1, quota).await.allowed);
+    assert!(check(&limiter, 1, quota).await.allowed);
+    limiter.carry_over(&id(1), &id(2)).await.unwrap();
+    let next = check(&limiter, 2, quota).await;
+    assert!(next.allowed && next.remaining == 0, "one of three left: {next:?}");
+    assert!(!check(&limiter, 2, quota).await.allowed);
+    let mut connection = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(limiter.state_key(&id(2)))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the copy expires as the state does: {ttl}");
+    limiter.carry_over(&id(7), &id(8)).await.unwrap();
+    assert_eq!(
+        check(&limiter, 8, quota).await.remaining,
+        2,
+        "whole: nothing to carry"
+    );
+}
+
 #[tokio::test]
 async fn the_test_clock_steps_over_windows() {
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));

@@ -160,6 +160,15 @@ impl RateLimiter for LocalRateLimiter {
     async fn check(&self, key_id: &KeyId, limit: RateLimit) -> Result<RateDecision, RateLimitError> {
         Ok(self.decide(key_id, limit))
     }
+
+    /// The successor shares the rotated key's limiter: while the old key
+    /// lasts (its grace period), both draw from one quota.
+    async fn carry_over(&self, rotated: &KeyId, successor: &KeyId) -> Result<(), RateLimitError> {
+        if let Some(tracked) = self.keys.get(rotated) {
+            self.keys.insert(*successor, tracked);
+        }
+        Ok(())
+    }
 }
 
 impl LocalRateLimiter {
