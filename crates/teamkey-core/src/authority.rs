@@ -96,7 +96,12 @@ impl Authority {
             scopes: Some(principal.record().scopes.clone()),
             expires_at: principal.expires_at(),
             retired: principal.replaced_by().is_some(),
-            rate_limit: principal.rate_limit(),
+            // Likewise its own limit as stored (else the plan's or the
+            // default): a key made under a larger plan may still rotate
+            // itself or a key like it, as a narrowed plan must not stop the
+            // rotation of a leaked key; the plan bounds the successor when
+            // it verifies.
+            rate_limit: principal.record().rate_limit.or(principal.rate_limit()),
         }
     }
 
