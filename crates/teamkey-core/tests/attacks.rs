@@ -13,10 +13,13 @@ use teamkey_core::events::{Actor, RequestContext};
 use teamkey_core::management::{self, KeyAdmin};
 use teamkey_core::{
     Admission, Authority, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, PolicyError,
-    Principal, RateLimit, Scopes, TeamId, TeamPolicy, TeamRules, VerifyError,
+    RateLimit, Scopes, TeamId, TeamPolicy, TeamRules, VerifyError,
 };
 use time::macros::datetime;
 use tokio::sync::Notify;
+
+mod support;
+use support::KeyCaller;
 
 const JSON: Option<&[u8]> = Some(b"application/json");
 
@@ -26,23 +29,6 @@ fn team(id: &str) -> TeamId {
 
 fn body(reply: &management::Reply) -> Value {
     serde_json::from_str(reply.body.as_deref().unwrap_or("null")).unwrap()
-}
-
-/// A key with `keys:manage`, as the adapters' `ManagesKeys` is.
-struct KeyCaller(Principal);
-
-impl KeyAdmin for KeyCaller {
-    fn team_id(&self) -> &TeamId {
-        self.0.team_id()
-    }
-    fn authority(&self) -> Authority {
-        Authority::of_key(&self.0)
-    }
-    fn actor(&self) -> Actor {
-        Actor::Key {
-            key_id: self.0.key_id(),
-        }
-    }
 }
 
 /// A signed-in team owner, named by email, calling from an address.

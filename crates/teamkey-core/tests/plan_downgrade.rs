@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
-use teamkey_core::events::Actor;
-use teamkey_core::management::{self, KeyAdmin};
 use teamkey_core::{
-    Admission, Authority, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, PolicyError,
-    Principal, RateLimit, Scopes, TeamId, TeamPolicy, TeamRules,
+    Admission, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, PolicyError, RateLimit,
+    Scopes, TeamId, TeamPolicy, TeamRules,
 };
 use time::macros::datetime;
+
+mod support;
 
 /// "pro": 100 requests a minute, any scope. "free": 2 a minute,
 /// `scans:read` and `keys:manage` only.
@@ -158,23 +158,6 @@ async fn a_smaller_plans_scopes_bound_keys_made_under_a_larger_one() {
     assert!(successor.has_scope("scans:write"), "back on pro");
 }
 
-/// A `keys:manage` key, as the adapters' `ManagesKeys` acts for it.
-struct ManagesKeys(Principal);
-
-impl KeyAdmin for ManagesKeys {
-    fn team_id(&self) -> &TeamId {
-        self.0.team_id()
-    }
-    fn authority(&self) -> Authority {
-        Authority::of_key(&self.0)
-    }
-    fn actor(&self) -> Actor {
-        Actor::Key {
-            key_id: self.0.key_id(),
-        }
-    }
-}
-
 /// A smaller plan must not stop the rotation of a leaked key: a
 /// `keys:manage` key made under the larger one, with its own larger limit,
 /// still rotates itself through the management API; its successor keeps
@@ -198,17 +181,8 @@ async fn a_key_made_under_a_larger_plan_still_rotates_itself() {
     assert_eq!(caller.rate_limit(), Some(per_minute(2)));
     assert!(caller.has_scope("keys:manage"), "the plan grants it");
     let id = caller.key_id();
-    let reply = management::rotate(
-        &team.keys,
-        &ManagesKeys(caller),
-        id.as_str(),
-        Some(b"application/json"),
-        b"{}",
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
-    let body: serde_json::Value = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
-    let successor = team.keys.verify(body["key"].as_str().unwrap()).await.unwrap();
+    let successor = support::rotate_by(&team.keys, caller, &id).await.unwrap();
+    let successor = team.keys.verify(&successor).await.unwrap();
     assert_eq!(
         successor.rate_limit(),
         Some(per_minute(2)),

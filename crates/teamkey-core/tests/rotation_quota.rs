@@ -8,13 +8,13 @@
 
 use std::time::Duration as StdDuration;
 
-use teamkey_core::events::Actor;
-use teamkey_core::management::{self, KeyAdmin};
 use teamkey_core::{
-    Admission, Authority, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, PolicyError,
-    Principal, RateLimit, Scopes, TeamId, TeamPolicy, TeamRules,
+    Admission, CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, PolicyError, Principal,
+    RateLimit, Scopes, TeamId, TeamPolicy, TeamRules,
 };
 use time::macros::datetime;
+
+mod support;
 
 /// One plan: `keys:manage` and `scans:read`, 2 requests a minute, one key.
 struct Free;
@@ -26,23 +26,6 @@ impl TeamPolicy for Free {
             .rate_limit(RateLimit::new(2, StdDuration::from_secs(60)).unwrap())
             .max_active_keys(1)
             .grantable_scopes(Scopes::new(["keys:manage", "scans:read"]).unwrap()))
-    }
-}
-
-/// The `keys:manage` key, as the adapters' `ManagesKeys` acts for it.
-struct ManagesKeys(Principal);
-
-impl KeyAdmin for ManagesKeys {
-    fn team_id(&self) -> &TeamId {
-        self.0.team_id()
-    }
-    fn authority(&self) -> Authority {
-        Authority::of_key(&self.0)
-    }
-    fn actor(&self) -> Actor {
-        Actor::Key {
-            key_id: self.0.key_id(),
-        }
     }
 }
 
@@ -90,17 +73,7 @@ async fn a_key_rotating_itself_without_grace_gets_no_new_quota() {
         };
         allowed += 1;
         let id = caller.key_id();
-        let reply = management::rotate(
-            &keys,
-            &ManagesKeys(caller),
-            id.as_str(),
-            Some(b"application/json"),
-            b"{}",
-        )
-        .await;
-        assert_eq!(reply.status, 201, "{:?}", reply.body);
-        let body: serde_json::Value = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
-        key = body["key"].as_str().unwrap().to_owned();
+        key = support::rotate_by(&keys, caller, &id).await.unwrap();
     }
     assert_eq!(allowed, 2, "the plan's 2 a minute, rotations or not");
 }

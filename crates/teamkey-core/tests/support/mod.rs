@@ -1,0 +1,50 @@
+//! What several test files share: a key acting in the management API.
+//! (Each test file compiles this on its own; not every one uses all of it.)
+#![allow(dead_code)]
+
+use teamkey_core::events::Actor;
+use teamkey_core::management::{self, KeyAdmin};
+use teamkey_core::{Authority, KeyId, KeyManager, Principal, TeamId};
+
+/// A key with `keys:manage`, as the adapters' `ManagesKeys` is.
+pub(crate) struct KeyCaller(pub(crate) Principal);
+
+impl KeyAdmin for KeyCaller {
+    fn team_id(&self) -> &TeamId {
+        self.0.team_id()
+    }
+    fn authority(&self) -> Authority {
+        Authority::of_key(&self.0)
+    }
+    fn actor(&self) -> Actor {
+        Actor::Key {
+            key_id: self.0.key_id(),
+        }
+    }
+}
+
+/// `POST /api-keys/{id}/rotate` with no grace, by `caller`: the new key,
+/// or the refusal's status and body.
+pub(crate) async fn rotate_by(
+    keys: &KeyManager,
+    caller: Principal,
+    id: &KeyId,
+) -> Result<String, (u16, String)> {
+    let reply = management::rotate(
+        keys,
+        &KeyCaller(caller),
+        id.as_str(),
+        Some(b"application/json"),
+        b"{}",
+    )
+    .await;
+    let body = reply.body.clone().unwrap_or_default();
+    if reply.status != 201 {
+        return Err((reply.status, body));
+    }
+    let body: serde_json::Value = serde_json::from_str(&body).map_err(|e| (reply.status, e.to_string()))?;
+    body["key"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or((reply.status, body.to_string()))
+}
