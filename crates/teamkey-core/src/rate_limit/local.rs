@@ -76,6 +76,9 @@ struct Tracked {
 pub struct LocalRateLimiter {
     clock: GovernorClock,
     keys: Cache<KeyId, Arc<Tracked>>,
+    /// Held to replace a key's limiter after its quota changed: rare, and
+    /// requests racing right after the change must share one new limiter.
+    changing: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for LocalRateLimiter {
@@ -99,6 +102,7 @@ impl LocalRateLimiter {
         Self {
             clock: GovernorClock::Monotonic(std::time::Instant::now()),
             keys: Cache::new(DEFAULT_TRACKED_KEYS),
+            changing: std::sync::Mutex::new(()),
         }
     }
 
@@ -135,7 +139,18 @@ impl LocalRateLimiter {
         if tracked.limit == limit {
             return tracked;
         }
-        // Its quota changed: start whole under the new one.
+        // Its quota changed: start whole under the new one, once. Without
+        // the lock, requests racing after the change would each make a
+        // whole limiter, and each grant the whole burst.
+        let _one_at_a_time = self
+            .changing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(current) = self.keys.get(key_id)
+            && current.limit == limit
+        {
+            return current;
+        }
         let tracked = self.track(limit);
         self.keys.insert(*key_id, Arc::clone(&tracked));
         tracked
@@ -202,6 +217,34 @@ mod tests {
 
     fn id(n: u8) -> KeyId {
         KeyId::parse(&format!("abcdefABCD{n:02}")).unwrap()
+    }
+
+    /// Requests racing right after a key's quota changed share one new
+    /// limiter: together they get the new burst once.
+    #[test]
+    fn racing_requests_after_a_quota_change_get_one_burst() {
+        let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+        let (old, new) = (
+            RateLimit::new(1, Duration::from_secs(60)).unwrap(),
+            RateLimit::new(3, Duration::from_secs(60)).unwrap(),
+        );
+        for round in 0..200 {
+            let limiter = LocalRateLimiter::new().clock(clock.clone());
+            assert!(limiter.decide(&id(1), old).allowed);
+            let start = std::sync::Barrier::new(4);
+            let allowed: u32 = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            (0..3).filter(|_| limiter.decide(&id(1), new).allowed).count() as u32
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).sum()
+            });
+            assert_eq!(allowed, 3, "round {round}: the new burst of 3, once");
+        }
     }
 
     #[test]
