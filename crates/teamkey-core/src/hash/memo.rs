@@ -104,17 +104,17 @@ impl DigestMemo {
     pub(crate) fn affirms(&self, tag: Tag, expected: &SecretDigest) -> bool {
         #[cfg(test)]
         MEMO_ASKED.with(|n| n.set(n.get() + 1));
-        let Some(slots) = self.slots.get() else {
-            return false;
-        };
-        let slot = *slots[tag.slot()].lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(digest) = slot.digest else {
-            return false;
-        };
-        // Constant time, both: neither a stored tag nor a digest leaks
-        // through how long a wrong guess takes.
-        let same_tag = slot.tag.ct_eq(&tag.0);
-        bool::from(same_tag) && digest == *expected
+        // An empty slot (or no table yet) is compared as a full one is,
+        // and both comparisons always run, in constant time: how long an
+        // answer takes tells nothing of what the slot holds.
+        let slot = self.slots.get().map_or_else(Slot::default, |slots| {
+            *slots[tag.slot()].lock().unwrap_or_else(PoisonError::into_inner)
+        });
+        let filled = slot.digest.is_some();
+        let digest = slot.digest.unwrap_or(SecretDigest::from_bytes([0; 32]));
+        let same_tag = bool::from(slot.tag.ct_eq(&tag.0));
+        let same_digest = digest == *expected;
+        filled & same_tag & same_digest
     }
 
     /// Remembers that the bytes of `tag` hash to `digest`, which a record
