@@ -202,7 +202,7 @@ impl KeyFormat {
     }
 }
 
-fn push_checksum(key: &mut String, checksum: u32) {
+pub(crate) fn push_checksum(key: &mut String, checksum: u32) {
     let mut digits = [0u8; 22];
     // A u32 needs at most 6 base62 digits; the buffer holds any u128.
     let n = base62::encode_bytes(checksum, &mut digits).unwrap_or(0);

@@ -415,8 +415,10 @@ mod tests {
         let at = key.len() - 7;
         let changed = if &key[at..=at] == "a" { "b" } else { "a" };
         tampered.replace_range(at..=at, changed);
-        let body = &tampered[..tampered.len() - 6];
-        format!("{body}{:0>6}", base62::encode(crc32fast::hash(body.as_bytes())))
+        tampered.truncate(tampered.len() - 6);
+        let checksum = crc32fast::hash(tampered.as_bytes());
+        crate::format::push_checksum(&mut tampered, checksum);
+        tampered
     }
 
     /// Every refusal is the one 401, so a key refused as revoked or

@@ -13,6 +13,8 @@ use teamkey_core::{
 };
 use time::macros::datetime;
 
+mod support;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().build().unwrap()
 }
@@ -25,8 +27,7 @@ fn team() -> TeamId {
 /// attacker holding a test key can make.
 fn re_prefixed(key: &str, from: &str, to: &str) -> String {
     let body = key.replacen(from, to, 1);
-    let body = &body[..body.len() - 6];
-    format!("{body}{:0>6}", base62::encode(crc32fast::hash(body.as_bytes())))
+    support::with_checksum(&body[..body.len() - 6])
 }
 
 fn managers(store: &Arc<MemoryStore>) -> (KeyManager, KeyManager) {

@@ -24,6 +24,9 @@ use teamkey_core::{
 use time::Duration;
 use time::macros::datetime;
 
+mod support;
+use support::with_checksum;
+
 const PEPPER: [u8; 32] = [9u8; 32];
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -35,12 +38,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn team() -> TeamId {
     TeamId::new("acme").unwrap()
-}
-
-/// `body` (a key without its checksum) with its checksum, as anyone can
-/// compute.
-fn with_checksum(body: &str) -> String {
-    format!("{body}{:0>6}", base62::encode(crc32fast::hash(body.as_bytes())))
 }
 
 /// `key` with the secret character at `offset` (from the secret's start)

@@ -15,6 +15,8 @@ use teamkey_core::{
 };
 use time::OffsetDateTime;
 
+mod support;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().build().unwrap()
 }
@@ -206,9 +208,7 @@ fn a_remembered_secret_lets_no_other_through() {
 
 /// Recomputes the checksum of a hand-edited key, as an attacker could.
 fn with_fixed_checksum(key: &str) -> String {
-    let body = &key[..key.len() - 6];
-    let crc = crc32fast::hash(body.as_bytes());
-    format!("{body}{:0>6}", base62::encode(crc))
+    support::with_checksum(&key[..key.len() - 6])
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! What several test files share: a key acting in the management API.
+//! What several test files share: a key acting in the management API,
+//! and a key's checksum as anyone can compute it.
 //! (Each test file compiles this on its own; not every one uses all of it.)
 #![allow(dead_code)]
 
@@ -47,4 +48,10 @@ pub(crate) async fn rotate_by(
         .as_str()
         .map(str::to_owned)
         .ok_or((reply.status, body.to_string()))
+}
+
+/// `body` (a key without its checksum) with its checksum recomputed, as an
+/// attacker can after editing a key by hand.
+pub(crate) fn with_checksum(body: &str) -> String {
+    format!("{body}{:0>6}", base62::encode(crc32fast::hash(body.as_bytes())))
 }
