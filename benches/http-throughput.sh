@@ -48,7 +48,9 @@
 # TEAMKEY_BENCH_STAND_IN=<ns> (axum): the guarded side verifies nothing; its
 # extractor spins for <ns> nanoseconds instead. 0 measures what any
 # extractor costs; a known <ns> shows which ratio that much CPU per request
-# gives on this host, the scale to read auth's ratio against.
+# gives on this host, the scale to read auth's ratio against. With
+# memory-limited, the stand-in's "limit on / no limit" pair is two
+# RateLimit-shaped headers / none: what the headers alone cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -14,17 +14,25 @@
 //! `TEAMKEY_BENCH_STAND_IN=<ns>` puts a stand-in on the guarded route: an
 //! extractor that verifies nothing and spins for `<ns>` nanoseconds. It
 //! calibrates the method: what an extractor costs with 0, and what a
-//! known amount of pure CPU time per request does to the ratio.
+//! known amount of pure CPU time per request does to the ratio. With
+//! `memory-limited`, the stand-in also gives the bench key's responses
+//! two headers shaped as `RateLimit-Policy` and `RateLimit` (the second
+//! formatted per request), and the unlimited key's none: the pair "limit
+//! on / no limit" then measures what two such headers cost axum and hyper
+//! alone, the floor under the real limit's ratio.
 
 #[path = "bench_common.rs"]
 mod bench_common;
 
 use std::convert::Infallible;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bench_common::{Bench, Page, SCANS};
@@ -41,8 +49,15 @@ async fn with_auth(caller: Authenticated) -> Json<Page> {
     scans_of(caller.team_id().as_str())
 }
 
-/// The stand-in for auth (see the module documentation).
-struct StandIn;
+/// The stand-in for auth (see the module documentation): `headers` when
+/// the request's key is not the one without a limit, under `memory-limited`.
+struct StandIn {
+    headers: bool,
+}
+
+/// `memory-limited`: the key without a limit, whose responses the stand-in
+/// leaves without headers.
+static UNLIMITED_KEY: OnceLock<String> = OnceLock::new();
 
 impl<S: Send + Sync> FromRequestParts<S> for StandIn {
     type Rejection = Infallible;
@@ -51,7 +66,12 @@ impl<S: Send + Sync> FromRequestParts<S> for StandIn {
         // Read once at start; spinning on the clock costs ~20 ns a turn.
         static SPIN: OnceLock<Duration> = OnceLock::new();
         let spin = SPIN.get_or_init(|| Duration::from_nanos(stand_in().unwrap_or(0)));
-        std::hint::black_box(&parts.headers);
+        let headers = UNLIMITED_KEY.get().is_some_and(|unlimited| {
+            parts
+                .headers
+                .get("x-api-key")
+                .is_some_and(|key| key.as_bytes() != unlimited.as_bytes())
+        });
         // 0: not even a clock read, so that it measures the extractor alone.
         if !spin.is_zero() {
             let start = Instant::now();
@@ -59,12 +79,29 @@ impl<S: Send + Sync> FromRequestParts<S> for StandIn {
                 std::hint::spin_loop();
             }
         }
-        Ok(StandIn)
+        Ok(StandIn { headers })
     }
 }
 
-async fn with_stand_in(_: StandIn) -> Json<Page> {
-    scans_of("acme")
+async fn with_stand_in(stand_in: StandIn) -> Response {
+    let mut response = scans_of("acme").into_response();
+    if stand_in.headers {
+        // What teamkey sends, made the cheapest way: a constant policy, and
+        // the state formatted per request (its count goes down).
+        static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+        static STATE: HeaderName = HeaderName::from_static("ratelimit");
+        static LEFT: AtomicU64 = AtomicU64::new(u64::MAX);
+        let left = LEFT.fetch_sub(1, Ordering::Relaxed) % 1_000_000;
+        let headers = response.headers_mut();
+        headers.insert(
+            POLICY.clone(),
+            HeaderValue::from_static("\"default\";q=1000000;w=1"),
+        );
+        if let Ok(state) = HeaderValue::try_from(format!("\"default\";r={left};t=1")) {
+            headers.insert(STATE.clone(), state);
+        }
+    }
+    response
 }
 
 /// `TEAMKEY_BENCH_STAND_IN`, if set: nanoseconds, a plain number. Anything
@@ -111,6 +148,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bench = Bench::new(&store).await?;
         let keys = bench.keys.clone();
         let made = bench.keys().await?;
+        if let (Some(_), Some(unlimited)) = (stand_in(), &made.unlimited) {
+            let _ = UNLIMITED_KEY.set(unlimited.key.expose_secret().to_owned());
+        }
         // The same router on both sides, state included (axum clones the
         // state for every request): only the handler's extractor differs.
         let open = Router::new()
