@@ -38,6 +38,42 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn unix_micros(&self) -> i64 {
         unix_micros(self.now())
     }
+
+    /// A cheaper reading of [`Clock::unix_micros`] that may lag it: never
+    /// later than it, and at most [`RECENT_CLOCK_LAG`] earlier. Read on every
+    /// verification for what a few milliseconds do not change (the time
+    /// kept as last-used) and as the first look at expiry: a key expiring
+    /// within [`RECENT_CLOCK_LAG`] of this reading, or before it, is judged
+    /// against [`Clock::unix_micros`], so expiry stays exact.
+    ///
+    /// By default the same as [`Clock::unix_micros`]. [`SystemClock`]
+    /// reads the kernel's coarse clock on Linux (behind by at most one
+    /// timer tick, a few milliseconds).
+    fn recent_unix_micros(&self) -> i64 {
+        self.unix_micros()
+    }
+}
+
+/// How far [`Clock::recent_unix_micros`] may be behind
+/// [`Clock::unix_micros`]: one second, a hundred times the coarsest
+/// timer tick Linux has.
+pub const RECENT_CLOCK_LAG: Duration = Duration::microseconds(RECENT_LAG_MICROS);
+
+/// [`RECENT_CLOCK_LAG`] in microseconds, the unit of the verification path.
+pub(crate) const RECENT_LAG_MICROS: i64 = 1_000_000;
+
+/// Whether an instant `at` has passed, both in Unix microseconds, given a
+/// `recent` reading of `clock`: decided by `recent` alone unless `at` falls
+/// in the lag after it, then by the precise clock.
+pub(crate) fn has_passed(clock: &dyn Clock, at: i64, recent: i64) -> bool {
+    if at <= recent {
+        return true;
+    }
+    // The precise time is at most the lag after `recent`.
+    if at > recent.saturating_add(RECENT_LAG_MICROS) {
+        return false;
+    }
+    at <= clock.unix_micros()
 }
 
 /// The system's wall clock.
@@ -53,6 +89,19 @@ impl Clock for SystemClock {
     fn unix_micros(&self) -> i64 {
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         since_epoch.map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// `CLOCK_REALTIME_COARSE`: the wall time at the kernel's last timer
+    /// tick, read without the TSC (a fifth of the precise clock's cost).
+    /// The precise clock adds the time since that tick, so this one is
+    /// never ahead of it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn recent_unix_micros(&self) -> i64 {
+        use rustix::time::{ClockId, clock_gettime};
+        let at = clock_gettime(ClockId::RealtimeCoarse);
+        at.tv_sec
+            .saturating_mul(1_000_000)
+            .saturating_add(at.tv_nsec / 1_000)
     }
 }
 
@@ -89,5 +138,110 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Nanoseconds since it started, on a monotonic clock that a stepped wall
+/// clock does not move: the kernel's coarse one on Linux
+/// (`CLOCK_MONOTONIC_COARSE`: a timer tick, at most 10 ms, of resolution,
+/// at a fifth of the precise clock's cost), else [`std::time::Instant`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Monotonic {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    start: u64,
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    start: std::time::Instant,
+}
+
+impl Monotonic {
+    /// Starts at zero now.
+    pub(crate) fn start() -> Self {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return Self {
+            start: Self::coarse_nanos(),
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return Self {
+            start: std::time::Instant::now(),
+        };
+    }
+
+    /// Nanoseconds since [`start`](Self::start).
+    pub(crate) fn nanos(&self) -> u64 {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return Self::coarse_nanos().saturating_sub(self.start);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn coarse_nanos() -> u64 {
+        use rustix::time::{ClockId, clock_gettime};
+        let at = clock_gettime(ClockId::MonotonicCoarse);
+        // Time since boot: never negative, and 584 years fit.
+        u64::try_from(at.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(at.tv_nsec).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clock whose precise reading must not be taken.
+    #[derive(Debug)]
+    struct NotToBeRead;
+
+    impl Clock for NotToBeRead {
+        fn now(&self) -> OffsetDateTime {
+            panic!("the precise clock was read")
+        }
+    }
+
+    #[test]
+    fn the_recent_reading_decides_alone_outside_the_lag() {
+        let recent = 1_800_000_000_000_000;
+        assert!(has_passed(&NotToBeRead, recent, recent));
+        assert!(has_passed(&NotToBeRead, recent - 1, recent));
+        assert!(!has_passed(&NotToBeRead, recent + RECENT_LAG_MICROS + 1, recent));
+    }
+
+    #[test]
+    fn within_the_lag_the_precise_clock_decides() {
+        let precise = ManualClock::new(from_unix_micros(1_800_000_000_500_000));
+        let recent = 1_800_000_000_000_000;
+        assert!(has_passed(&precise, 1_800_000_000_500_000, recent));
+        assert!(!has_passed(&precise, 1_800_000_000_500_001, recent));
+        assert!(!has_passed(&precise, recent + RECENT_LAG_MICROS, recent));
+    }
+
+    #[test]
+    fn the_system_clocks_recent_reading_is_never_ahead_nor_too_far_behind() {
+        assert_eq!(
+            RECENT_CLOCK_LAG.whole_microseconds(),
+            i128::from(RECENT_LAG_MICROS)
+        );
+        for _ in 0..10_000 {
+            let recent = SystemClock.recent_unix_micros();
+            let precise = SystemClock.unix_micros();
+            assert!(recent <= precise, "{recent} > {precise}");
+            assert!(precise - recent <= RECENT_LAG_MICROS, "{precise} - {recent}");
+        }
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_forward_with_time() {
+        let clock = Monotonic::start();
+        let mut last = clock.nanos();
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(50) {
+            let now = clock.nanos();
+            assert!(now >= last);
+            last = now;
+        }
+        // 50 ms of real time, read at most a tick (10 ms) late.
+        assert!((40_000_000..1_000_000_000).contains(&last), "{last}");
     }
 }

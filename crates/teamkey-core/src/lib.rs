@@ -82,7 +82,7 @@ pub use cache::{
     CacheConfig, DEFAULT_CACHE_ENTRIES, DEFAULT_MAX_AGE, DEFAULT_NEGATIVE_TTL, DEFAULT_TRUST_WINDOW,
     InvalidationSink, InvalidationSource,
 };
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, RECENT_CLOCK_LAG, SystemClock};
 pub use eager::{Eager, Now};
 pub use error::{
     HeaderProblem, MalformedKey, ManageError, Rejection, StoreError, ValidationError, VerifyError,

@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 use crate::answer::Answer;
 use crate::built_in::as_built_in;
 use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup, Ticket};
-use crate::clock::{Clock, SystemClock, stored_precision, unix_micros};
+use crate::clock::{Clock, SystemClock, has_passed, stored_precision, unix_micros};
 use crate::eager::Eager;
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
 use crate::events::{EventKind, EventQuery, EventSink, KeyEvent, Origin};
@@ -1058,8 +1058,11 @@ impl KeyManager {
         // preview, which begins with the prefix the key was issued under.
         let under_its_prefix =
             record.hash_version.binds_prefix() || issued_under(&record.preview, format.prefix());
-        let now = self.inner.clock.unix_micros();
-        let expired = record.expires_at.is_some_and(|at| unix_micros(at) <= now);
+        // Exact for expiry (see `has_passed`), a tick late for last-used.
+        let now = self.inner.clock.recent_unix_micros();
+        let expired = record
+            .expires_at
+            .is_some_and(|at| has_passed(&*self.inner.clock, unix_micros(at), now));
         // Only a key that would pass may skip its hash: a refused key's
         // real secret must cost what a wrong one does, or timing would
         // tell a leaked, since revoked key from a made-up one behind the
