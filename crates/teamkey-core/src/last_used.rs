@@ -4,8 +4,9 @@
 //! once per interval the whole map is handed to the store in one call, so
 //! a key used 10,000 times in an interval costs at most one write.
 
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use foldhash::{HashMap, HashMapExt};
@@ -24,6 +25,21 @@ pub(crate) struct LastUsed {
     interval: i64,
     /// Unix time in microseconds at which the next automatic flush is due.
     next_flush: AtomicI64,
+    /// This map's own number, for [`NOTED`]: never reused in a process.
+    id: u64,
+}
+
+/// The numbers of `LastUsed` maps.
+static IDS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The use this thread noted last: (map, key, time). The clock is read
+    /// a tick at a time, so a key's requests on a thread mostly repeat it,
+    /// and a repeat changes nothing: the map holds that time or a later
+    /// one for the key, or a flush took it (and writes it, or puts it
+    /// back). Skipping the map and its lock then saves a tenth of a
+    /// verification (`verify_valid`, pinned: 188 -> 166 ns).
+    static NOTED: Cell<Option<(u64, KeyId, i64)>> = const { Cell::new(None) };
 }
 
 impl LastUsed {
@@ -34,13 +50,20 @@ impl LastUsed {
             pending: Mutex::new(HashMap::new()),
             interval,
             next_flush: AtomicI64::new(now.saturating_add(interval)),
+            id: IDS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
     /// Notes a use. `true` when an automatic flush is due and this caller
     /// won the right to start it.
     pub(crate) fn record(&self, key_id: KeyId, at: i64, ip: Option<IpAddr>) -> bool {
-        {
+        // A use with an address always goes to the map: the address may differ.
+        let noted = Some((self.id, key_id, at));
+        let repeat = ip.is_none()
+            && NOTED
+                .try_with(|last| last.replace(noted) == noted)
+                .unwrap_or(false);
+        if !repeat {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             match pending.get_mut(&key_id) {
                 Some(latest) => {
@@ -126,6 +149,40 @@ mod tests {
             "an unstarted flush is claimed again"
         );
         assert!(!lu.record(id, t0 + 2 * MINUTE + 3 * SECOND, None));
+    }
+
+    #[test]
+    fn a_repeated_use_is_noted_once_and_never_lost() {
+        let t0 = 1_800_000_000 * SECOND;
+        let id = KeyId::parse("abcdefABCDEF").unwrap();
+        let lu = LastUsed::new(MINUTE, t0);
+        lu.record(id, t0, None);
+        lu.record(id, t0, None);
+        assert_eq!(lu.take(), [KeyUse::new(id, from_unix_micros(t0))]);
+        // The flush took it: a repeat after it has nothing new to say.
+        lu.record(id, t0, None);
+        assert!(lu.take().is_empty());
+        lu.record(id, t0 + 1, None);
+        assert_eq!(lu.take(), [KeyUse::new(id, from_unix_micros(t0 + 1))]);
+        // An address always counts, even at a time already noted.
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        lu.record(id, t0 + 1, None);
+        lu.record(id, t0 + 1, Some(ip));
+        assert_eq!(
+            lu.take(),
+            [KeyUse::new(id, from_unix_micros(t0 + 1)).ip(Some(ip))]
+        );
+    }
+
+    #[test]
+    fn each_map_notes_its_own_uses() {
+        let t0 = 1_800_000_000 * SECOND;
+        let id = KeyId::parse("abcdefABCDEF").unwrap();
+        let (first, second) = (LastUsed::new(MINUTE, t0), LastUsed::new(MINUTE, t0));
+        first.record(id, t0, None);
+        second.record(id, t0, None);
+        assert_eq!(second.take(), [KeyUse::new(id, from_unix_micros(t0))]);
+        assert_eq!(first.take(), [KeyUse::new(id, from_unix_micros(t0))]);
     }
 
     #[test]
