@@ -28,7 +28,23 @@ pub(crate) fn from_unix_micros(micros: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// Tells the time.
+/// Tells the time: what the [`KeyManager`](crate::KeyManager) stamps on
+/// keys and events ([`Clock::now`]), and what verification judges expiry
+/// and last-used by ([`Clock::recent_unix_micros`], then
+/// [`Clock::unix_micros`] near an expiry). Rate limits and the age of a
+/// kept policy answer run on the monotonic clock instead (a wall clock
+/// stepped back must not refuse keys), unless a clock is given to
+/// [`LocalRateLimiter::clock`](crate::LocalRateLimiter::clock).
+///
+/// # For implementors
+///
+/// Only [`Clock::now`] is required; the other two default to it and are
+/// then always right. Override them only to make them cheaper, and keep
+/// their contract: [`Clock::unix_micros`] is `now` in microseconds, and
+/// [`Clock::recent_unix_micros`] is never later than `unix_micros` and at
+/// most [`RECENT_CLOCK_LAG`] earlier. A reading that lags more lets a key
+/// pass for up to the excess after its expiry; one that leads refuses
+/// keys early.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> OffsetDateTime;
@@ -39,12 +55,14 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
         unix_micros(self.now())
     }
 
-    /// A cheaper reading of [`Clock::unix_micros`] that may lag it: never
-    /// later than it, and at most [`RECENT_CLOCK_LAG`] earlier. Read on every
-    /// verification for what a few milliseconds do not change (the time
-    /// kept as last-used) and as the first look at expiry: a key expiring
-    /// within [`RECENT_CLOCK_LAG`] of this reading, or before it, is judged
-    /// against [`Clock::unix_micros`], so expiry stays exact.
+    /// A cheaper reading of [`Clock::unix_micros`] that may lag it, and
+    /// must never be later than it nor more than [`RECENT_CLOCK_LAG`]
+    /// earlier (see [For implementors](Clock#for-implementors)). Read on
+    /// every verification for what a few milliseconds do not change (the
+    /// time kept as last-used) and as the first look at expiry: a key that
+    /// expired at or before this reading is expired; one expiring within
+    /// [`RECENT_CLOCK_LAG`] after it is judged against
+    /// [`Clock::unix_micros`]; so expiry stays exact.
     ///
     /// By default the same as [`Clock::unix_micros`]. [`SystemClock`]
     /// reads the kernel's coarse clock on Linux (behind by at most one

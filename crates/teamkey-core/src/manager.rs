@@ -295,7 +295,8 @@ impl KeyManagerBuilder {
         self
     }
 
-    /// The clock. Default: [`SystemClock`].
+    /// The clock. Default: [`SystemClock`]. A clock of your own must keep
+    /// the contract in [`Clock`]'s "For implementors".
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -345,8 +346,10 @@ impl KeyManagerBuilder {
     }
 
     /// How long a team's policy answer is kept for verifications: a plan
-    /// change reaches every verification within it (management calls ask
-    /// anew every time). Default: [`DEFAULT_POLICY_TTL`] (30 s).
+    /// change reaches every verification within it, and a timer tick (at
+    /// most 10 ms: the age is read on the coarse monotonic clock);
+    /// management calls ask anew every time. Default:
+    /// [`DEFAULT_POLICY_TTL`] (30 s).
     pub fn policy_ttl(mut self, ttl: std::time::Duration) -> Self {
         if let Some((_, kept)) = &mut self.policy {
             *kept = ttl;
