@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 use crate::answer::Answer;
 use crate::built_in::as_built_in;
 use crate::cache::{CacheConfig, CacheState, InvalidationSink, InvalidationSource, Lookup, Ticket};
-use crate::clock::{Clock, SystemClock, has_passed, stored_precision, unix_micros};
+use crate::clock::{Clock, Deadline, SystemClock, stored_precision, unix_micros};
 use crate::eager::Eager;
 use crate::error::{ManageError, StoreError, ValidationError, VerifyError};
 use crate::events::{EventKind, EventQuery, EventSink, KeyEvent, Origin};
@@ -346,10 +346,8 @@ impl KeyManagerBuilder {
     }
 
     /// How long a team's policy answer is kept for verifications: a plan
-    /// change reaches every verification within it, and a timer tick (at
-    /// most 10 ms: the age is read on the coarse monotonic clock);
-    /// management calls ask anew every time. Default:
-    /// [`DEFAULT_POLICY_TTL`] (30 s).
+    /// change reaches every verification within it (management calls ask
+    /// anew every time). Default: [`DEFAULT_POLICY_TTL`] (30 s).
     pub fn policy_ttl(mut self, ttl: std::time::Duration) -> Self {
         if let Some((_, kept)) = &mut self.policy {
             *kept = ttl;
@@ -1061,16 +1059,18 @@ impl KeyManager {
         // preview, which begins with the prefix the key was issued under.
         let under_its_prefix =
             record.hash_version.binds_prefix() || issued_under(&record.preview, format.prefix());
-        // Exact for expiry (see `has_passed`), a tick late for last-used.
+        // A cheap reading, a tick late for last-used; exact for expiry,
+        // as one near it is read again precisely (`Deadline`).
         let now = self.inner.clock.recent_unix_micros();
-        let expired = record
-            .expires_at
-            .is_some_and(|at| has_passed(&*self.inner.clock, unix_micros(at), now));
-        // Only a key that would pass may skip its hash: a refused key's
+        let deadline = record.expires_at.map(|at| Deadline::of(unix_micros(at), now));
+        // Only a key that surely passes may skip its hash: a refused key's
         // real secret must cost what a wrong one does, or timing would
         // tell a leaked, since revoked key from a made-up one behind the
-        // same 401.
-        let passes = under_its_prefix && record.revoked_at.is_none() && !expired;
+        // same 401. A key near its expiry is hashed in full, and the
+        // precise clock read only once its secret matched: a wrong secret
+        // costs the same whatever the key's expiry.
+        let surely_live = deadline.is_none_or(|d| d == Deadline::Ahead);
+        let passes = under_its_prefix && record.revoked_at.is_none() && surely_live;
         let Some(matches) = self.inner.hasher.matches(
             record.hash_version,
             format.prefix(),
@@ -1087,7 +1087,7 @@ impl KeyManager {
         if record.revoked_at.is_some() {
             return Checked::Done(Err(VerifyError::Revoked { key_id }));
         }
-        if expired {
+        if deadline.is_some_and(|d| d.has_passed(&*self.inner.clock)) {
             return Checked::Done(Err(VerifyError::Expired { key_id }));
         }
         let rules = match &self.inner.policy {

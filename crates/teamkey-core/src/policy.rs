@@ -1,12 +1,11 @@
 //! Team policy: what a team's plan allows, answered by the app.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
-use crate::clock::Monotonic;
 use crate::ident::{Scope, Scopes, TeamId};
 use crate::rate_limit::RateLimit;
 
@@ -150,10 +149,7 @@ const POLICY_ENTRIES: usize = 10_000;
 pub(crate) struct PolicyCache {
     policy: Arc<dyn TeamPolicy>,
     ttl: Duration,
-    /// Each answer, and when it came (on `clock`, read a tick late at
-    /// most: an answer may serve a tick beyond the ttl).
-    answers: Cache<TeamId, (Arc<TeamRules>, u64)>,
-    clock: Monotonic,
+    answers: Cache<TeamId, (Arc<TeamRules>, Instant)>,
     /// Bumped by every `forget`: an answer asked before a forget is not
     /// kept, so a plan change cannot lose to an answer still on its way.
     generation: std::sync::atomic::AtomicU64,
@@ -165,7 +161,6 @@ impl PolicyCache {
             policy,
             ttl,
             answers: Cache::new(POLICY_ENTRIES),
-            clock: Monotonic::start(),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -174,7 +169,7 @@ impl PolicyCache {
     pub(crate) fn cached(&self, team: &TeamId) -> Option<Arc<TeamRules>> {
         self.answers
             .get(team)
-            .filter(|(_, at)| u128::from(self.clock.nanos().saturating_sub(*at)) < self.ttl.as_nanos())
+            .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(rules, _)| rules)
     }
 
@@ -190,7 +185,7 @@ impl PolicyCache {
         // changes) may have been for this one: use the answer, keep nothing.
         if self.generation.load(Ordering::Acquire) == asked_at {
             self.answers
-                .insert(team.clone(), (Arc::clone(&rules), self.clock.nanos()));
+                .insert(team.clone(), (Arc::clone(&rules), Instant::now()));
             if self.generation.load(Ordering::Acquire) != asked_at {
                 self.answers.remove(team);
             }

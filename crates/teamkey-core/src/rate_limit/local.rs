@@ -12,7 +12,7 @@ use governor::{NotUntil, Quota};
 use quick_cache::sync::Cache;
 
 use super::{RateDecision, RateLimit, RateLimitError, RateLimiter};
-use crate::clock::{Clock, Monotonic};
+use crate::clock::Clock;
 use crate::ident::KeyId;
 
 /// Keys whose state is kept unless configured.
@@ -21,11 +21,10 @@ pub const DEFAULT_TRACKED_KEYS: usize = 100_000;
 /// Time as governor reads it, in nanoseconds.
 #[derive(Debug, Clone)]
 enum GovernorClock {
-    /// On the monotonic clock: a wall clock stepped back (or forward) must
-    /// not refuse keys for too long (or give them fresh quotas). Coarse on
-    /// Linux: read a tick late, a window admits at most a tick's worth of
-    /// requests more than its quota.
-    Monotonic(Monotonic),
+    /// Since this instant, on the monotonic clock: a wall clock stepped
+    /// back (or forward) must not refuse keys for too long (or give them
+    /// fresh quotas).
+    Monotonic(std::time::Instant),
     /// Since the epoch, on the clock given to
     /// [`LocalRateLimiter::clock`] (a `ManualClock` in tests).
     Given(Arc<dyn Clock>),
@@ -36,7 +35,7 @@ impl governor::clock::Clock for GovernorClock {
 
     fn now(&self) -> Nanos {
         let nanos = match self {
-            Self::Monotonic(clock) => clock.nanos(),
+            Self::Monotonic(start) => u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
             Self::Given(clock) => u64::try_from(clock.unix_micros())
                 .unwrap_or(0)
                 .saturating_mul(1_000),
@@ -101,7 +100,7 @@ impl LocalRateLimiter {
     /// On the system clock, tracking up to [`DEFAULT_TRACKED_KEYS`] keys.
     pub fn new() -> Self {
         Self {
-            clock: GovernorClock::Monotonic(Monotonic::start()),
+            clock: GovernorClock::Monotonic(std::time::Instant::now()),
             keys: Cache::new(DEFAULT_TRACKED_KEYS),
             changing: std::sync::Mutex::new(()),
         }
