@@ -133,14 +133,18 @@ impl Clock for SystemClock {
     /// `CLOCK_REALTIME_COARSE`: the wall time at the kernel's last timer
     /// tick, read without the TSC (a fifth of the precise clock's cost).
     /// The precise clock adds the time since that tick, so this one is
-    /// never ahead of it.
+    /// never ahead of it. A kernel without it (a sandbox) gets the precise
+    /// clock: never a panic.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn recent_unix_micros(&self) -> i64 {
-        use rustix::time::{ClockId, clock_gettime};
-        let at = clock_gettime(ClockId::RealtimeCoarse);
-        at.tv_sec
-            .saturating_mul(1_000_000)
-            .saturating_add(at.tv_nsec / 1_000)
+        use rustix::time::{ClockId, DynamicClockId, clock_gettime_dynamic};
+        match clock_gettime_dynamic(DynamicClockId::Known(ClockId::RealtimeCoarse)) {
+            Ok(at) => at
+                .tv_sec
+                .saturating_mul(1_000_000)
+                .saturating_add(at.tv_nsec / 1_000),
+            Err(_) => self.unix_micros(),
+        }
     }
 }
 
