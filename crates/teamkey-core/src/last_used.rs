@@ -54,9 +54,15 @@ impl LastUsed {
         }
     }
 
-    /// Notes a use. `true` when an automatic flush is due and this caller
-    /// won the right to start it.
-    pub(crate) fn record(&self, key_id: KeyId, at: i64, ip: Option<IpAddr>) -> bool {
+    /// Notes a use at `at`, or at `not_before()` if later. `true` when an
+    /// automatic flush is due and this caller won the right to start it.
+    pub(crate) fn record(
+        &self,
+        key_id: KeyId,
+        at: i64,
+        ip: Option<IpAddr>,
+        not_before: impl FnOnce() -> i64,
+    ) -> bool {
         // A use with an address always goes to the map: the address may differ.
         let noted = Some((self.id, key_id, at));
         let repeat = ip.is_none()
@@ -64,6 +70,7 @@ impl LastUsed {
                 .try_with(|last| last.replace(noted) == noted)
                 .unwrap_or(false);
         if !repeat {
+            let at = at.max(not_before());
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             match pending.get_mut(&key_id) {
                 Some(latest) => {
@@ -121,6 +128,9 @@ impl LastUsed {
 mod tests {
     use super::*;
 
+    /// No lower bound on a use's time.
+    const NEVER: fn() -> i64 = || i64::MIN;
+
     const MINUTE: i64 = 60_000_000;
     const SECOND: i64 = 1_000_000;
 
@@ -130,25 +140,28 @@ mod tests {
         let lu = LastUsed::new(MINUTE, t0);
         let id = KeyId::parse("abcdefABCDEF").unwrap();
         for s in 0..59 {
-            assert!(!lu.record(id, t0 + s * SECOND, None));
+            assert!(!lu.record(id, t0 + s * SECOND, None, NEVER));
         }
-        assert!(lu.record(id, t0 + MINUTE, None));
+        assert!(lu.record(id, t0 + MINUTE, None, NEVER));
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        assert!(!lu.record(id, t0 + MINUTE + SECOND, Some(ip)));
-        assert!(!lu.record(id, t0 + MINUTE, None), "an older use changes nothing");
+        assert!(!lu.record(id, t0 + MINUTE + SECOND, Some(ip), NEVER));
+        assert!(
+            !lu.record(id, t0 + MINUTE, None, NEVER),
+            "an older use changes nothing"
+        );
         let batch = lu.take();
         assert_eq!(
             batch,
             [KeyUse::new(id, from_unix_micros(t0 + MINUTE + SECOND)).ip(Some(ip))]
         );
         assert!(lu.take().is_empty());
-        assert!(lu.record(id, t0 + 2 * MINUTE + SECOND, None));
+        assert!(lu.record(id, t0 + 2 * MINUTE + SECOND, None, NEVER));
         lu.flush_due();
         assert!(
-            lu.record(id, t0 + 2 * MINUTE + 2 * SECOND, None),
+            lu.record(id, t0 + 2 * MINUTE + 2 * SECOND, None, NEVER),
             "an unstarted flush is claimed again"
         );
-        assert!(!lu.record(id, t0 + 2 * MINUTE + 3 * SECOND, None));
+        assert!(!lu.record(id, t0 + 2 * MINUTE + 3 * SECOND, None, NEVER));
     }
 
     #[test]
@@ -156,18 +169,18 @@ mod tests {
         let t0 = 1_800_000_000 * SECOND;
         let id = KeyId::parse("abcdefABCDEF").unwrap();
         let lu = LastUsed::new(MINUTE, t0);
-        lu.record(id, t0, None);
-        lu.record(id, t0, None);
+        lu.record(id, t0, None, NEVER);
+        lu.record(id, t0, None, NEVER);
         assert_eq!(lu.take(), [KeyUse::new(id, from_unix_micros(t0))]);
         // The flush took it: a repeat after it has nothing new to say.
-        lu.record(id, t0, None);
+        lu.record(id, t0, None, NEVER);
         assert!(lu.take().is_empty());
-        lu.record(id, t0 + 1, None);
+        lu.record(id, t0 + 1, None, NEVER);
         assert_eq!(lu.take(), [KeyUse::new(id, from_unix_micros(t0 + 1))]);
         // An address always counts, even at a time already noted.
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        lu.record(id, t0 + 1, None);
-        lu.record(id, t0 + 1, Some(ip));
+        lu.record(id, t0 + 1, None, NEVER);
+        lu.record(id, t0 + 1, Some(ip), NEVER);
         assert_eq!(
             lu.take(),
             [KeyUse::new(id, from_unix_micros(t0 + 1)).ip(Some(ip))]
@@ -175,12 +188,21 @@ mod tests {
     }
 
     #[test]
+    fn a_use_is_never_noted_before_its_lower_bound() {
+        let t0 = 1_800_000_000 * SECOND;
+        let id = KeyId::parse("abcdefABCDEF").unwrap();
+        let lu = LastUsed::new(MINUTE, t0);
+        lu.record(id, t0, None, || t0 + 3);
+        assert_eq!(lu.take(), [KeyUse::new(id, from_unix_micros(t0 + 3))]);
+    }
+
+    #[test]
     fn each_map_notes_its_own_uses() {
         let t0 = 1_800_000_000 * SECOND;
         let id = KeyId::parse("abcdefABCDEF").unwrap();
         let (first, second) = (LastUsed::new(MINUTE, t0), LastUsed::new(MINUTE, t0));
-        first.record(id, t0, None);
-        second.record(id, t0, None);
+        first.record(id, t0, None, NEVER);
+        second.record(id, t0, None, NEVER);
         assert_eq!(second.take(), [KeyUse::new(id, from_unix_micros(t0))]);
         assert_eq!(first.take(), [KeyUse::new(id, from_unix_micros(t0))]);
     }
@@ -190,9 +212,9 @@ mod tests {
         let t0 = 1_800_000_000 * SECOND;
         let lu = LastUsed::new(MINUTE, t0);
         let id = KeyId::parse("abcdefABCDEF").unwrap();
-        lu.record(id, t0 + 5 * SECOND, None);
+        lu.record(id, t0 + 5 * SECOND, None, NEVER);
         let batch = lu.take();
-        lu.record(id, t0 + 9 * SECOND, None);
+        lu.record(id, t0 + 9 * SECOND, None, NEVER);
         lu.restore(batch);
         assert_eq!(lu.take()[0].at, from_unix_micros(t0 + 9 * SECOND));
     }

@@ -22,7 +22,7 @@ use crate::page::{Cursor, ExpiringQuery, ListQuery, Page, PageRequest};
 use crate::policy::{DEFAULT_POLICY_TTL, PolicyCache, TeamPolicy, TeamRules};
 use crate::presented::HeaderRules;
 use crate::rate_limit::{LimiterFailure, LocalRateLimiter, RateLimit, RateLimitHeaders, RateLimiter};
-use crate::record::{KeyInfo, KeyRecord, Principal, RotateOutcome, Rotation};
+use crate::record::{KeyInfo, KeyRecord, KeyUse, Principal, RotateOutcome, Rotation};
 use crate::refusal_log::RefusalLog;
 use crate::store::KeyStore;
 
@@ -1128,7 +1128,10 @@ impl KeyManager {
         }
         let rate_limit = rate_limit.or(self.inner.limiting.default);
         let client_ip = client_ip.filter(|_| self.inner.record_client_ips);
-        if self.inner.last_used.record(record.id, now, client_ip) {
+        // Never before the key was made (`now` may lag the clock that
+        // stamped it); converted only when the use reaches the map.
+        let made = || unix_micros(record.created_at);
+        if self.inner.last_used.record(record.id, now, client_ip, made) {
             self.spawn_flush();
         }
         Ok(Principal::new(record, rate_limit, granted))
@@ -1461,13 +1464,34 @@ impl KeyManager {
         if batch.is_empty() {
             return Ok(0);
         }
-        match self.inner.store.record_last_used(&batch).await {
-            Ok(()) => Ok(batch.len()),
+        // Put back unless written, also when this future is dropped
+        // mid-write (a timeout, a shutdown deadline): stores keep the
+        // newest time, so writing a batch twice is harmless; losing it is not.
+        let mut unwritten = Unwritten {
+            last_used: &self.inner.last_used,
+            batch,
+        };
+        match self.inner.store.record_last_used(&unwritten.batch).await {
+            Ok(()) => Ok(std::mem::take(&mut unwritten.batch).len()),
             Err(e) => {
-                tracing::warn!(error = %e, keys = batch.len(), "last-used flush failed; will retry");
-                self.inner.last_used.restore(batch);
+                tracing::warn!(error = %e, keys = unwritten.batch.len(), "last-used flush failed; will retry");
                 Err(e)
             }
+        }
+    }
+}
+
+/// A batch of last-used times taken for a flush, put back on drop unless
+/// taken out once written.
+struct Unwritten<'a> {
+    last_used: &'a LastUsed,
+    batch: Vec<KeyUse>,
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            self.last_used.restore(std::mem::take(&mut self.batch));
         }
     }
 }

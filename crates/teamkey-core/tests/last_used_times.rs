@@ -1,5 +1,6 @@
-//! Attack review of the recent-clock verification path and the
-//! thread-local last-used shortcut (failing tests).
+//! Last-used times from the second attack review: never before the key was
+//! made (verification reads a clock that may lag the one that stamped it),
+//! and never lost to a flush dropped mid-write.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
