@@ -15,10 +15,10 @@ use teamkey_core::{
 use time::macros::datetime;
 use tokio::sync::Notify;
 
-/// Last-used is now the coarse clock's reading (CLOCK_REALTIME_COARSE,
-/// up to a tick, and by the `Clock` contract up to 1 s, behind), while
+/// Last-used is the coarse clock's reading (CLOCK_REALTIME_COARSE, up to
+/// a tick, and by the `Clock` contract up to 1 s, behind), while
 /// `created_at` is the precise clock's: a key used right after it was made
-/// is listed as last used *before* it was created.
+/// was listed as last used *before* it was created.
 #[test]
 fn a_key_is_never_last_used_before_it_was_created() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -81,12 +81,10 @@ impl KeyStore for HangingFlush {
 }
 
 /// A flush given up on (`timeout(.., flush_last_used())`, a shutdown
-/// deadline) loses the batch it took: known. But a *new* use after it, at
-/// the same clock reading on the same thread, is now lost too: the
-/// thread-local NOTED still holds that use, so `record` skips the map,
-/// and the next flush writes nothing. Before the shortcut that use went
-/// back into the map. (With SystemClock: for the rest of the tick; with a
-/// stopped ManualClock, until it moves.)
+/// deadline) lost the batch it took; with the thread's repeat skip, a new
+/// use after it at the same clock reading on the same thread was lost too
+/// (the thread still held that use as noted, so `record` skipped the map,
+/// and the next flush wrote nothing). The batch is now put back.
 #[test]
 fn a_use_after_an_abandoned_flush_is_still_recorded() {
     let rt = tokio::runtime::Builder::new_current_thread()
