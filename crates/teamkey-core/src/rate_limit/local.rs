@@ -24,8 +24,9 @@ enum GovernorClock {
     /// Since `start`, on a monotonic clock: a wall clock stepped back (or
     /// forward) must not refuse keys for too long (or give them fresh
     /// quotas). governor's `quanta` clock: the CPU's time-stamp counter
-    /// where it is invariant, scaled to nanoseconds (a third of
-    /// `Instant::now`'s cost here), else the OS's monotonic clock. Never
+    /// where it is invariant, scaled to nanoseconds (12.5 ns a reading
+    /// here, against 33.7 for `Instant::elapsed`), else the OS's monotonic
+    /// clock. Never
     /// a coarse one: a reading that lags lets requests past the quota.
     Monotonic {
         clock: governor::clock::QuantaClock,
