@@ -26,8 +26,8 @@ enum GovernorClock {
     /// quotas). governor's `quanta` clock: the CPU's time-stamp counter
     /// where it is invariant, scaled to nanoseconds (12.5 ns a reading
     /// here, against 33.7 for `Instant::elapsed`), else the OS's monotonic
-    /// clock. Never
-    /// a coarse one: a reading that lags lets requests past the quota.
+    /// clock. Never a coarse one: a reading that lags lets requests past
+    /// the quota.
     Monotonic {
         clock: governor::clock::QuantaClock,
         start: governor::clock::QuantaInstant,
