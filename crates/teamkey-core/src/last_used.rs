@@ -84,7 +84,12 @@ impl LastUsed {
             }
         }
         let due = self.next_flush.load(Ordering::Relaxed);
-        at >= due
+        // A wall clock stepped back (NTP, a resumed VM) by more than an
+        // interval would leave `due` ahead of every use until the clock
+        // catches up (hours, or years after a wrong RTC): no flush at all
+        // meanwhile. Such a use is taken as due too.
+        let stepped_back = at < due.saturating_sub(self.interval);
+        (at >= due || stepped_back)
             && self
                 .next_flush
                 .compare_exchange(
