@@ -183,7 +183,19 @@ struct Cache {
     /// The task running `source`, once started (on the first verification
     /// inside a Tokio runtime); aborted when the manager goes.
     task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
-    started: std::sync::atomic::AtomicBool,
+    /// Whether that task is alive: cleared when its future is dropped
+    /// (its runtime shut down), so that the next verification inside a
+    /// runtime starts the feed again.
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Clears the feed's `started` flag when the feed's future is dropped.
+struct FeedRunning(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for FeedRunning {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for Inner {
@@ -437,7 +449,7 @@ impl KeyManagerBuilder {
                     state: CacheState::new(config),
                     source,
                     task: std::sync::Mutex::new(None),
-                    started: std::sync::atomic::AtomicBool::new(false),
+                    started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 }),
             }),
         };
@@ -1191,11 +1203,28 @@ impl KeyManager {
             .task
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if task.is_none() {
-            let feed = supervise(Arc::clone(&cache.source), cache.state.sink());
-            *task = Some(runtime.spawn(feed).abort_handle());
-            cache.started.store(true, Ordering::Relaxed);
+        // Another verification may have started it meanwhile.
+        if cache.started.load(Ordering::Relaxed) {
+            return;
         }
+        // A task already made has ended with its runtime (the runtime the
+        // manager was built in, say, gone since): without a new one the
+        // cache would never be trusted again, and every verification
+        // would read the store.
+        if let Some(gone) = task.take() {
+            gone.abort();
+        }
+        let feed = supervise(Arc::clone(&cache.source), cache.state.sink());
+        let running = FeedRunning(Arc::clone(&cache.started));
+        cache.started.store(true, Ordering::Relaxed);
+        *task = Some(
+            runtime
+                .spawn(async move {
+                    let _running = running;
+                    feed.await;
+                })
+                .abort_handle(),
+        );
     }
 
     /// Drops what the cache knows of `key_id`, after a write through this
