@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use crate::AuthRejection;
 use crate::extract::{default_rules, verify};
-use crate::limit::{add_headers, admitted};
+use crate::limit::{add_headers, admitted, admitted_earlier};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -138,6 +138,13 @@ where
             if request.extensions().get::<Principal>().is_some() {
                 return inner.call(request).await;
             }
+            // A key extractor outside (in a middleware, under
+            // `AddRateLimitHeaders`) admitted it and left it in that
+            // layer's slot, which adds the headers: counted already.
+            if let Some(principal) = admitted_earlier(request.extensions()) {
+                request.extensions_mut().insert(principal);
+                return inner.call(request).await;
+            }
             // Preflights included: behind `any(..)` or a fallback, letting
             // one through would run the handler without a key.
             let principal = match verify(&manager, &rules, request.headers(), request.extensions()).await {
@@ -250,10 +257,17 @@ where
         let scope = Arc::clone(&self.scope);
         let (manager, rules) = (self.manager.clone(), self.rules.clone());
         Box::pin(async move {
-            let verified_outside = request
-                .extensions()
-                .get::<Principal>()
-                .map(|p| p.has_scope(&scope));
+            // Verified and admitted outside: by a guard, or by a key
+            // extractor in a middleware (under `AddRateLimitHeaders`,
+            // which keeps it in its slot): counted already.
+            let verified_outside = match request.extensions().get::<Principal>() {
+                Some(principal) => Some(principal.has_scope(&scope)),
+                None => admitted_earlier(request.extensions()).map(|principal| {
+                    let has_scope = principal.has_scope(&scope);
+                    request.extensions_mut().insert(principal);
+                    has_scope
+                }),
+            };
             match verified_outside {
                 Some(true) => return inner.call(request).await,
                 Some(false) => return Ok(AuthRejection::MissingScope(scope.to_string()).into_response()),
