@@ -182,19 +182,35 @@ struct Cache {
     source: Arc<dyn InvalidationSource>,
     /// The task running `source`, once started (on the first verification
     /// inside a Tokio runtime); aborted when the manager goes.
-    task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
-    /// Whether that task is alive: cleared when its future is dropped
-    /// (its runtime shut down), so that the next verification inside a
-    /// runtime starts the feed again.
-    started: Arc<std::sync::atomic::AtomicBool>,
+    task: std::sync::Mutex<FeedTask>,
+    /// The id of the feed task alive now, 0 when none. Its own future
+    /// clears it when dropped (its runtime shut down), so that the next
+    /// verification inside a runtime starts the feed again.
+    running: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Clears the feed's `started` flag when the feed's future is dropped.
-struct FeedRunning(Arc<std::sync::atomic::AtomicBool>);
+/// The newest feed task, and how many were started (its id).
+#[derive(Default)]
+struct FeedTask {
+    handle: Option<tokio::task::AbortHandle>,
+    started: u64,
+}
+
+/// Marks feed task `id` as gone when its future is dropped.
+struct FeedRunning {
+    running: Arc<std::sync::atomic::AtomicU64>,
+    id: u64,
+}
 
 impl Drop for FeedRunning {
     fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering;
+        // Only its own mark: an older task dropped after a newer one
+        // started must not send the next verification to restart it, and
+        // that restart's abort to clear the mark again, and so on.
+        let _ = self
+            .running
+            .compare_exchange(self.id, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -205,8 +221,8 @@ impl Drop for Inner {
                 .task
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(task) = task.as_ref() {
-                task.abort();
+            if let Some(handle) = &task.handle {
+                handle.abort();
             }
         }
     }
@@ -448,8 +464,8 @@ impl KeyManagerBuilder {
                 cache: self.cache.map(|(source, config)| Cache {
                     state: CacheState::new(config),
                     source,
-                    task: std::sync::Mutex::new(None),
-                    started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                    task: std::sync::Mutex::default(),
+                    running: Arc::default(),
                 }),
             }),
         };
@@ -1193,7 +1209,7 @@ impl KeyManager {
     /// Starts the cache's invalidation feed, once, on the current runtime.
     fn start_cache(&self, cache: &Cache) {
         use std::sync::atomic::Ordering;
-        if cache.started.load(Ordering::Relaxed) {
+        if cache.running.load(Ordering::Relaxed) != 0 {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -1204,20 +1220,24 @@ impl KeyManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Another verification may have started it meanwhile.
-        if cache.started.load(Ordering::Relaxed) {
+        if cache.running.load(Ordering::Relaxed) != 0 {
             return;
         }
-        // A task already made has ended with its runtime (the runtime the
+        // A task made before has ended with its runtime (the one the
         // manager was built in, say, gone since): without a new one the
         // cache would never be trusted again, and every verification
         // would read the store.
-        if let Some(gone) = task.take() {
+        if let Some(gone) = task.handle.take() {
             gone.abort();
         }
+        task.started += 1;
+        let running = FeedRunning {
+            running: Arc::clone(&cache.running),
+            id: task.started,
+        };
+        cache.running.store(task.started, Ordering::Relaxed);
         let feed = supervise(Arc::clone(&cache.source), cache.state.sink());
-        let running = FeedRunning(Arc::clone(&cache.started));
-        cache.started.store(true, Ordering::Relaxed);
-        *task = Some(
+        task.handle = Some(
             runtime
                 .spawn(async move {
                     let _running = running;
@@ -1645,4 +1665,30 @@ fn issued_under(preview: &str, prefix: &str) -> bool {
             rest.split_once('…')
                 .is_some_and(|(id, _)| id.len() == crate::ident::KEY_ID_LEN)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn a_feed_task_dropped_late_leaves_a_newer_ones_mark() {
+        let running = Arc::new(AtomicU64::new(1));
+        let first = FeedRunning {
+            running: Arc::clone(&running),
+            id: 1,
+        };
+        // A second task started (after the first was aborted), and the
+        // first's future is dropped only now.
+        running.store(2, Ordering::Relaxed);
+        drop(first);
+        assert_eq!(running.load(Ordering::Relaxed), 2, "the live task stays marked");
+        drop(FeedRunning {
+            running: Arc::clone(&running),
+            id: 2,
+        });
+        assert_eq!(running.load(Ordering::Relaxed), 0, "its own drop clears it");
+    }
 }
