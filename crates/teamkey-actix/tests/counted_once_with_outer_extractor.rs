@@ -1,7 +1,6 @@
-//! Third attack review: the actix side of
-//! `teamkey-axum/tests/counted_once_review.rs`. A key extractor run in a
-//! middleware outside the guard counts the request; the guard takes its
-//! principal and counts nothing again. (Passes: the axum adapter differs.)
+//! The actix side of `teamkey-axum/tests/counted_once_with_outer_extractor.rs`:
+//! a key extractor run in a middleware outside the guard counts the
+//! request; the guard takes its principal and counts nothing again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -9,7 +8,9 @@ use actix_web::dev::Service as _;
 use actix_web::{App, HttpResponse, test, web};
 use teamkey_actix::{AddRateLimitHeaders, MaybeAuthenticated, RequireApiKey};
 use teamkey_core::time::OffsetDateTime;
-use teamkey_core::{CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, Scopes, TeamId};
+use teamkey_core::{
+    CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, Scopes, TeamId,
+};
 
 #[actix_web::test]
 async fn an_extractor_outside_require_api_key_counts_the_request_once() {
@@ -33,11 +34,10 @@ async fn an_extractor_outside_require_api_key_counts_the_request_once() {
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(keys))
-            .service(
-                web::scope("")
-                    .wrap(RequireApiKey::new())
-                    .route("/scans", web::get().to(|| async { HttpResponse::Ok().body("scans") })),
-            )
+            .service(web::scope("").wrap(RequireApiKey::new()).route(
+                "/scans",
+                web::get().to(|| async { HttpResponse::Ok().body("scans") }),
+            ))
             // Logs the caller: any key extractor in an app-wide middleware.
             .wrap_fn(|mut req, srv| {
                 let caller = futures_lite(req.extract::<MaybeAuthenticated>());

@@ -1,10 +1,9 @@
-//! Third attack review: a request whose key an extractor admitted in a
-//! middleware outside the guard (`from_fn` with `MaybeAuthenticated`, say,
-//! for logging), under `AddRateLimitHeaders`, must be counted once. The
-//! actix adapter keeps the admitted principal in the request's extensions,
-//! so its guards take it; on axum the extractor leaves it in the
-//! `AddRateLimitHeaders` slot only, the guard does not look there, and the
-//! request is counted twice: a key of 5 per 10 s gets 2 requests through.
+//! A request whose key an extractor admitted in a middleware outside the
+//! guard (`from_fn` with `MaybeAuthenticated`, say, for logging), under
+//! `AddRateLimitHeaders`, is counted once: the extractor leaves the
+//! principal in that layer's slot, and the guards take it from there.
+//! (Found by an attack review: they verified and counted again, and a key
+//! of 5 per 10 s got 2 requests through.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -16,7 +15,9 @@ use axum::response::Response;
 use axum::routing::get;
 use teamkey_axum::{AddRateLimitHeaders, MaybeAuthenticated, RequireApiKey, RequireScope};
 use teamkey_core::time::OffsetDateTime;
-use teamkey_core::{CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, Scopes, TeamId};
+use teamkey_core::{
+    CreateOptions, KeyManager, LocalRateLimiter, ManualClock, MemoryStore, RateLimit, Scopes, TeamId,
+};
 use tower::ServiceExt;
 
 /// Logs the caller (any key extractor in an app-wide middleware).

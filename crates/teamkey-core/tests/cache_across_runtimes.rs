@@ -1,10 +1,9 @@
-//! Third attack review: the cache's invalidation feed runs on the runtime
-//! that first started it (the one `build()` ran in, or the first
-//! verification's), and is never started again. When that runtime ends
-//! (a setup runtime, `Runtime::new().block_on(setup)`, then serving on
-//! another; a test harness; an actix worker restarted), the feed is gone,
-//! the cache is never trusted again, and every verification reads the
-//! store for the rest of the process, silently (no log line).
+//! The cache's invalidation feed runs on a task of the runtime of the
+//! first verification. When that runtime ends (a set-up runtime,
+//! `Runtime::new().block_on(setup)`, then serving on another; an actix
+//! worker restarted), the next verification inside a runtime starts the
+//! feed again. Before (found by an attack review), the cache was never
+//! trusted again and every verification read the store, silently.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -13,7 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use teamkey_core::test_kit::CountingStore;
-use teamkey_core::{CreateOptions, InvalidationSink, InvalidationSource, KeyManager, MemoryStore, StoreError, TeamId};
+use teamkey_core::{
+    CreateOptions, InvalidationSink, InvalidationSource, KeyManager, MemoryStore, StoreError, TeamId,
+};
 
 /// A feed that connects and then confirms every 20 ms, for ever.
 struct Healthy;

@@ -1,9 +1,9 @@
-//! Third attack review: the wall clock stepped back (NTP, a VM resumed, an
-//! RTC that booted in the future) must not stop last-used times from
-//! being written. The automatic flush is due at a wall-clock instant
-//! (`next_flush = at + interval`), so after a step back of an hour no
-//! flush starts for that hour plus the interval: a key first used after
-//! the step shows "Never" all that time, however much it is used.
+//! The wall clock stepped back (NTP, a VM resumed, an RTC that booted in
+//! the future) does not stop last-used times from being written. The
+//! automatic flush is due at a wall-clock instant, so a use that lands
+//! more than an interval before it makes it due at once; before (found by
+//! an attack review), no flush ran until the clock caught up, and a key
+//! first used meanwhile showed "Never".
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 

@@ -1,5 +1,6 @@
-//! Probe (third attack review): a key hammered while refused must not be
-//! dropped from the limiter by a flood of other keys, each seen once.
+//! A key hammered while refused stays tracked under a flood of other keys,
+//! each seen once: dropped, it would come back with a fresh burst.
+
 #![allow(clippy::unwrap_used)]
 use std::time::Duration;
 use teamkey_core::{KeyId, LocalRateLimiter, ManualClock, RateLimit};
@@ -25,5 +26,8 @@ fn a_hot_refused_key_survives_a_flood_of_other_keys() {
             limiter.decide(&id(n * 16 + m), limit);
         }
     }
-    assert_eq!(allowed, 5, "the hot key got {allowed} in an hour with a quota of 5");
+    assert_eq!(
+        allowed, 5,
+        "the hot key got {allowed} in an hour with a quota of 5"
+    );
 }
