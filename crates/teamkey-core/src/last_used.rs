@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 
 use foldhash::{HashMap, HashMapExt};
 
-use crate::clock::{from_unix_micros, unix_micros};
+use crate::clock::{RECENT_LAG_MICROS, from_unix_micros, unix_micros};
 use crate::ident::KeyId;
 use crate::record::KeyUse;
 
@@ -87,8 +87,11 @@ impl LastUsed {
         // A wall clock stepped back (NTP, a resumed VM) by more than an
         // interval would leave `due` ahead of every use until the clock
         // catches up (hours, or years after a wrong RTC): no flush at all
-        // meanwhile. Such a use is taken as due too.
-        let stepped_back = at < due.saturating_sub(self.interval);
+        // meanwhile. Such a use is taken as due too; not one that only
+        // lags as the coarse reading does behind the precise one that set
+        // the first `due`.
+        let scheduled_at = due.saturating_sub(self.interval);
+        let stepped_back = at < scheduled_at.saturating_sub(RECENT_LAG_MICROS);
         (at >= due || stepped_back)
             && self
                 .next_flush
@@ -167,6 +170,27 @@ mod tests {
             "an unstarted flush is claimed again"
         );
         assert!(!lu.record(id, t0 + 2 * MINUTE + 3 * SECOND, None, NEVER));
+    }
+
+    #[test]
+    fn a_use_read_coarsely_before_the_schedule_is_not_a_step_back() {
+        let t0 = 1_800_000_000 * SECOND;
+        let lu = LastUsed::new(MINUTE, t0);
+        let id = KeyId::parse("abcdefABCDEF").unwrap();
+        // The coarse clock lags the precise one that set the schedule.
+        assert!(!lu.record(id, t0 - 20_000, None, NEVER), "a lag of 20 ms");
+        assert!(
+            !lu.record(id, t0 - RECENT_LAG_MICROS, None, NEVER),
+            "at the bound"
+        );
+        assert!(
+            lu.record(id, t0 - RECENT_LAG_MICROS - 1, None, NEVER),
+            "beyond it, the clock stepped back: due at once"
+        );
+        assert!(
+            !lu.record(id, t0 - RECENT_LAG_MICROS, None, NEVER),
+            "and scheduled anew"
+        );
     }
 
     #[test]
