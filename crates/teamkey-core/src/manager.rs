@@ -1317,7 +1317,10 @@ impl KeyManager {
         let limiting = &self.inner.limiting;
         let now = self.inner.clock.unix_micros();
         let last = limiting.last_warning.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1_000_000
+        // A gap below zero is a wall clock stepped back: warn, rather than
+        // stay silent until the clock catches up.
+        let gap = now.saturating_sub(last);
+        if !(0..1_000_000).contains(&gap)
             && limiting
                 .last_warning
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
