@@ -1,12 +1,12 @@
 //! A failing rate limiter is logged at warn at most once a second, and a
 //! wall clock stepped back does not silence it until the clock catches
 //! up. A binary of its own: tracing caches each log site's interest
-//! process-wide (see `refusal_logs.rs`).
+//! process-wide (see `support/logs.rs`).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
 use teamkey_core::{
@@ -14,6 +14,8 @@ use teamkey_core::{
     RateLimitError, RateLimiter, TeamId,
 };
 use time::macros::datetime;
+
+use support::logs::capture;
 
 struct Down;
 
@@ -24,31 +26,11 @@ impl RateLimiter for Down {
     }
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_clock_stepped_back_does_not_silence_the_limiter_warning() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::WARN);
     let warnings = || {
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logs = captured.text();
         logs.lines().filter(|l| l.contains("rate limiter failed")).count()
     };
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -2,35 +2,18 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::Arc;
 
 use teamkey_core::test_kit::CountingStore;
 use teamkey_core::{CreateOptions, KeyFormat, KeyManager, MemoryStore, TeamId};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::logs::capture;
 
 #[test]
 fn trace_logs_show_key_ids_but_never_keys() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::TRACE);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 
     let keys = KeyManager::new(Arc::new(CountingStore::new(MemoryStore::new())));
@@ -56,7 +39,7 @@ fn trace_logs_show_key_ids_but_never_keys() {
     rt.block_on(keys.flush_last_used()).unwrap();
     eprintln!("{:?} {created:?} {rotated:?}", keys);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains(created.info.id.as_str()),
         "logs should name key ids:\n{logs}"

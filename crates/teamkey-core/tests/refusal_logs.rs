@@ -5,10 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
 
 use teamkey_core::{CreateOptions, KeyManager, MemoryStore, TeamId};
+
+use support::logs::capture;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().build().unwrap()
@@ -18,29 +19,9 @@ fn team() -> TeamId {
     TeamId::new("acme").unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn refusals_are_logged_at_info_within_a_budget() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::INFO);
     let rt = runtime();
     let keys = KeyManager::new(MemoryStore::new());
     let created = rt
@@ -55,7 +36,7 @@ fn refusals_are_logged_at_info_within_a_budget() {
     for key in &flood {
         assert!(rt.block_on(keys.verify(key)).is_err());
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let refusals: Vec<&str> = logs.lines().filter(|l| l.contains("API key refused")).collect();
     assert!(refusals[0].contains(" INFO ") && refusals[0].contains(created.info.id.as_str()));
     assert!(refusals[0].contains("revoked"), "{}", refusals[0]);

@@ -3,6 +3,8 @@
 //! (Each test file compiles this on its own; not every one uses all of it.)
 #![allow(dead_code)]
 
+pub(crate) mod logs;
+
 use teamkey_core::events::Actor;
 use teamkey_core::management::{self, KeyAdmin};
 use teamkey_core::{Authority, KeyId, KeyManager, Principal, TeamId};
