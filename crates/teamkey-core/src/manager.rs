@@ -214,6 +214,29 @@ impl Drop for FeedRunning {
     }
 }
 
+/// A key marked "key.expired recorded" whose event is not recorded yet:
+/// unmarked when dropped so, for the next refusal to try again.
+struct Unrecorded {
+    manager: KeyManager,
+    key_id: KeyId,
+    recorded: bool,
+}
+
+impl Unrecorded {
+    /// Recorded: the mark stays.
+    fn keep(&mut self) {
+        self.recorded = true;
+    }
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.manager.inner.expired_seen.remove(&self.key_id);
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(cache) = &self.cache {
@@ -1001,12 +1024,20 @@ impl KeyManager {
             return;
         }
         self.inner.expired_seen.insert(key_id, ());
-        let this = self.clone();
+        // Unless the event is recorded, the mark goes, and the next
+        // refusal tries again: also when the task is dropped unrun, its
+        // runtime shut down (the guard is in the future from the start).
+        let mut unrecorded = Unrecorded {
+            manager: self.clone(),
+            key_id,
+            recorded: false,
+        };
         runtime.spawn(async move {
-            if let Err(e) = this.record_expired(key_id).await {
-                // Forget it, so that the next refusal tries again.
-                this.inner.expired_seen.remove(&key_id);
-                tracing::warn!(key_id = %key_id, error = %e, "teamkey events: key.expired not recorded; will retry");
+            match unrecorded.manager.record_expired(key_id).await {
+                Ok(()) => unrecorded.keep(),
+                Err(e) => {
+                    tracing::warn!(key_id = %key_id, error = %e, "teamkey events: key.expired not recorded; will retry");
+                }
             }
         });
     }

@@ -85,6 +85,49 @@ fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
     );
 }
 
+/// A refusal inside a runtime that ends before the task recording
+/// `key.expired` ran (a set-up runtime, say) leaves the event to the next
+/// refusal, in whichever runtime comes next.
+#[test]
+fn key_expired_is_recorded_when_the_runtime_that_marked_it_ends_first() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .build();
+    let setup = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let key = setup
+        .block_on(keys.create(
+            &acme(),
+            "short",
+            CreateOptions::new().expires_in(Duration::hours(1)),
+        ))
+        .unwrap();
+    clock.advance(Duration::hours(2));
+    let secret = key.key.expose_secret();
+    // Refused at once, inside the runtime: the recording task is spawned
+    // there, and the runtime ends before it runs.
+    assert!(matches!(
+        setup.block_on(async { keys.verify(secret).await }),
+        Err(VerifyError::Expired { .. })
+    ));
+    drop(setup);
+
+    let serving = runtime();
+    let expired = serving.block_on(async {
+        assert!(matches!(
+            keys.verify(secret).await,
+            Err(VerifyError::Expired { .. })
+        ));
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
+        events.iter().filter(|e| e.kind == EventKind::Expired).count()
+    });
+    assert_eq!(
+        expired, 1,
+        "recorded once, by the refusal in the runtime that lived"
+    );
+}
+
 /// The same for `admit`: a refusal made outside the runtime leaves the
 /// hour's `key.rate_limited` to the first refusal inside it.
 #[test]
