@@ -531,6 +531,8 @@ impl PageParams {
 async fn list_reply<A: KeyAdmin + ?Sized>(keys: &KeyManager, admin: &A, query: &str) -> Reply {
     settle(
         async {
+            // Like events: a key rotated away reads nothing in its grace period.
+            admin.authority().check_read()?;
             let params = PageParams::parse(query)?;
             let mut page = match params.limit {
                 Some(limit) => PageRequest::first(limit)?,
