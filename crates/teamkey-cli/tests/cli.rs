@@ -981,3 +981,20 @@ fn a_rate_limit_is_set_listed_kept_by_rotation_and_checked() {
     let (table, _) = ok(url, &["list", "--team", "acme"]);
     assert_eq!(table.lines().count(), 4, "nothing written for bad input: {table}");
 }
+
+/// Attack review 2: someone revoking a leaked key pastes the full key where
+/// its id goes. The refusal must not print the secret back (stderr goes to
+/// terminals, CI logs and support tickets).
+#[test]
+fn a_full_key_given_as_an_id_is_not_echoed() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("echo")));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let (stdout, _) = ok(&url, &["create", "--team", "acme", "--name", "leaked"]);
+    let key = stdout.trim();
+    let secret = &key[key.len() - 20..];
+    for command in ["revoke", "rotate"] {
+        let stderr = refused(&url, &[command, "--team", "acme", key]);
+        assert!(!stderr.contains(secret), "{command} echoed the key: {stderr}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
