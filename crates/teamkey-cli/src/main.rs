@@ -485,7 +485,8 @@ fn team_id(team: &str) -> Result<TeamId, Failure> {
 }
 
 fn key_id(id: &str) -> Result<KeyId, Failure> {
-    KeyId::parse(id).map_err(|e| Failure(format!("{id:?}: {e}")))
+    // The input is not repeated: it may be a full key pasted in its id's place.
+    KeyId::parse(id).map_err(|e| Failure(format!("key id: {e} (give the 12 characters after the prefix)")))
 }
 
 fn not_found(error: ManageError, team: &TeamId, id: &KeyId) -> Failure {
