@@ -163,7 +163,7 @@ struct ManagementApi;
         (status = 200, description = "One page of keys.", body = KeyList),
         (status = 400, description = "`limit` is not a whole number (`invalid_request`).", body = ErrorBody),
         (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
-        (status = 403, description = "The key lacks `keys:manage` (`forbidden`, `required_scope`), or the team's plan has no API access (`plan_required`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`forbidden`, `required_scope`), or was rotated away and is in its grace period (`forbidden`, `refused: caller_retired`); or the team's plan has no API access (`plan_required`).", body = ErrorBody),
         (status = 422, description = "`limit` out of range, or a cursor that is not one (`invalid_request`).", body = ErrorBody),
         (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),
     )
@@ -217,7 +217,7 @@ fn create() {}
         (status = 200, description = "One page of events.", body = EventList),
         (status = 400, description = "`limit` is not a whole number (`invalid_request`).", body = ErrorBody),
         (status = 401, description = "No valid key (`unauthorized`).", body = ErrorBody),
-        (status = 403, description = "The key lacks `keys:manage` (`forbidden`, `required_scope`), or the team's plan has no API access (`plan_required`).", body = ErrorBody),
+        (status = 403, description = "The key lacks `keys:manage` (`forbidden`, `required_scope`), or was rotated away and is in its grace period (`forbidden`, `refused: caller_retired`); or the team's plan has no API access (`plan_required`).", body = ErrorBody),
         (status = 422, description = "`limit` out of range, or a cursor that is not one (`invalid_request`).", body = ErrorBody),
         (status = 501, description = "The server's key store keeps no events (`not_implemented`).", body = ErrorBody),
         (status = 503, description = "The key store or the team policy is unavailable (`unavailable`); retry later.", body = ErrorBody),

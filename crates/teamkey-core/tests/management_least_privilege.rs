@@ -1,4 +1,6 @@
-//! Attack review 2: the management API as the weakest caller.
+//! The management API as the weakest caller: another team's key ids and
+//! cursors reach nothing, and a key rotated away reads nothing in its
+//! grace period (found by an attack review: it could still list).
 
 use teamkey_core::events::Actor;
 use teamkey_core::management::{self, KeyAdmin};
@@ -36,7 +38,11 @@ async fn a_retired_key_cannot_list_the_team_keys() {
         authority: Authority::whole_team(),
     };
     let made = keys
-        .create(&team, "leaked", CreateOptions::new().scopes(Scopes::new(["keys:manage"]).unwrap()))
+        .create(
+            &team,
+            "leaked",
+            CreateOptions::new().scopes(Scopes::new(["keys:manage"]).unwrap()),
+        )
         .await
         .unwrap();
     let id = made.info.id.to_string();
@@ -64,7 +70,9 @@ async fn a_foreign_cursor_shows_only_the_own_team() {
     let keys = KeyManager::builder(MemoryStore::new()).build();
     let (a, b) = (TeamId::new("a").unwrap(), TeamId::new("b").unwrap());
     for i in 0..3 {
-        keys.create(&b, &format!("b{i}"), CreateOptions::new()).await.unwrap();
+        keys.create(&b, &format!("b{i}"), CreateOptions::new())
+            .await
+            .unwrap();
     }
     let own = keys.create(&a, "a0", CreateOptions::new()).await.unwrap();
     let foreign = keys.list(&b).await.unwrap()[0].clone();
@@ -73,7 +81,10 @@ async fn a_foreign_cursor_shows_only_the_own_team() {
         team: a.clone(),
         authority: Authority::whole_team(),
     };
-    for query in [format!("cursor={cursor}"), "cursor=253402300799999999.AAAAAAAAAAAA".into()] {
+    for query in [
+        format!("cursor={cursor}"),
+        "cursor=253402300799999999.AAAAAAAAAAAA".into(),
+    ] {
         let reply = management::list(&keys, &admin, &query).await;
         let body = reply.body.unwrap_or_default();
         assert!(!body.contains("\"b0\"") && !body.contains("\"b1\""), "{body}");
@@ -82,6 +93,9 @@ async fn a_foreign_cursor_shows_only_the_own_team() {
     // Another team's key by id: 404 on revoke and rotate, and it still works.
     let id = foreign.id.to_string();
     assert_eq!(management::revoke(&keys, &admin, &id).await.status, 404);
-    assert_eq!(management::rotate(&keys, &admin, &id, JSON, b"{}").await.status, 404);
+    assert_eq!(
+        management::rotate(&keys, &admin, &id, JSON, b"{}").await.status,
+        404
+    );
     assert_eq!(keys.list(&b).await.unwrap().len(), 3);
 }
