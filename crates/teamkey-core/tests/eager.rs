@@ -30,6 +30,25 @@ fn limited_manager(clock: &ManualClock) -> KeyManager {
         .build()
 }
 
+/// A manager on a manual clock, and a key of it that expired an hour ago.
+async fn a_key_expired_an_hour_ago() -> (KeyManager, String) {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let keys = KeyManager::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .build();
+    let key = keys
+        .create(
+            &acme(),
+            "short",
+            CreateOptions::new().expires_in(Duration::hours(1)),
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::hours(2));
+    let secret = key.key.expose_secret().to_owned();
+    (keys, secret)
+}
+
 /// A runtime for sync code to `block_on`: futures made outside it.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -47,19 +66,8 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
     let runtime = runtime();
-    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let keys = KeyManager::builder(MemoryStore::new())
-        .clock(clock.clone())
-        .build();
-    let key = runtime
-        .block_on(keys.create(
-            &acme(),
-            "short",
-            CreateOptions::new().expires_in(Duration::hours(1)),
-        ))
-        .unwrap();
-    clock.advance(Duration::hours(2));
-    let secret = key.key.expose_secret();
+    let (keys, secret) = runtime.block_on(a_key_expired_an_hour_ago());
+    let secret = secret.as_str();
 
     // A sync integration: the future is made here, awaited by the runtime.
     assert!(matches!(
@@ -90,20 +98,9 @@ fn key_expired_is_recorded_when_verify_is_built_outside_the_runtime() {
 /// refusal, in whichever runtime comes next.
 #[test]
 fn key_expired_is_recorded_when_the_runtime_that_marked_it_ends_first() {
-    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let keys = KeyManager::builder(MemoryStore::new())
-        .clock(clock.clone())
-        .build();
     let setup = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let key = setup
-        .block_on(keys.create(
-            &acme(),
-            "short",
-            CreateOptions::new().expires_in(Duration::hours(1)),
-        ))
-        .unwrap();
-    clock.advance(Duration::hours(2));
-    let secret = key.key.expose_secret();
+    let (keys, secret) = setup.block_on(a_key_expired_an_hour_ago());
+    let secret = secret.as_str();
     // Refused at once, inside the runtime: the recording task is spawned
     // there, and the runtime ends before it runs.
     assert!(matches!(
@@ -199,22 +196,10 @@ async fn an_in_process_admission_counts_at_the_call_even_if_dropped() {
 /// still recorded as `key.expired`, once.
 #[tokio::test]
 async fn a_verification_from_memory_is_done_at_the_call_even_if_dropped() {
-    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let keys = KeyManager::builder(MemoryStore::new())
-        .clock(clock.clone())
-        .build();
-    let key = keys
-        .create(
-            &acme(),
-            "short",
-            CreateOptions::new().expires_in(Duration::hours(1)),
-        )
-        .await
-        .unwrap();
-    clock.advance(Duration::hours(2));
+    let (keys, secret) = a_key_expired_an_hour_ago().await;
 
-    drop(keys.verify(key.key.expose_secret()));
-    drop(keys.verify(key.key.expose_secret()));
+    drop(keys.verify(&secret));
+    drop(keys.verify(&secret));
     tokio::time::sleep(StdDuration::from_millis(50)).await;
 
     let events = keys.events(&acme(), EventQuery::newest(10)).await.unwrap();
