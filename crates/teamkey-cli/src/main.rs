@@ -43,8 +43,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use teamkey_core::events::{Actor, EventId, EventQuery, Origin};
 use teamkey_core::{
-    CreateOptions, Cursor, DEFAULT_PAGE_LIMIT, KeyFormat, KeyId, KeyInfo, KeyManager, MAX_PAGE_LIMIT,
-    ManageError, NewKey, OnBehalfOf, PageRequest, Pepper, RateLimit, Scopes, TeamId, ValidationError,
+    CreateOptions, Cursor, DEFAULT_PAGE_LIMIT, KEY_ID_LEN, KeyFormat, KeyId, KeyInfo, KeyManager,
+    MAX_PAGE_LIMIT, ManageError, NewKey, OnBehalfOf, PageRequest, Pepper, RateLimit, Scopes, TeamId,
+    ValidationError,
 };
 
 /// The environment variable that may hold the pepper itself.
@@ -486,7 +487,11 @@ fn team_id(team: &str) -> Result<TeamId, Failure> {
 
 fn key_id(id: &str) -> Result<KeyId, Failure> {
     // The input is not repeated: it may be a full key pasted in its id's place.
-    KeyId::parse(id).map_err(|e| Failure(format!("key id: {e} (give the 12 characters after the prefix)")))
+    KeyId::parse(id).map_err(|e| {
+        Failure(format!(
+            "key id: {e} (give the {KEY_ID_LEN} characters after the prefix)"
+        ))
+    })
 }
 
 fn not_found(error: ManageError, team: &TeamId, id: &KeyId) -> Failure {

@@ -982,9 +982,9 @@ fn a_rate_limit_is_set_listed_kept_by_rotation_and_checked() {
     assert_eq!(table.lines().count(), 4, "nothing written for bad input: {table}");
 }
 
-/// Attack review 2: someone revoking a leaked key pastes the full key where
-/// its id goes. The refusal must not print the secret back (stderr goes to
-/// terminals, CI logs and support tickets).
+/// Someone revoking a leaked key pastes the full key where its id goes:
+/// the refusal does not print the secret back (stderr goes to terminals,
+/// CI logs and support tickets).
 #[test]
 fn a_full_key_given_as_an_id_is_not_echoed() {
     let path = std::env::temp_dir().join(format!("{}.db", unique("echo")));

@@ -1254,13 +1254,10 @@ impl KeyManager {
         if cache.running.load(Ordering::Relaxed) != 0 {
             return;
         }
-        // A task made before has ended with its runtime (the one the
-        // manager was built in, say, gone since): without a new one the
-        // cache would never be trusted again, and every verification
-        // would read the store.
-        if let Some(gone) = task.handle.take() {
-            gone.abort();
-        }
+        // None yet, or the last one ended with its runtime (its mark is
+        // cleared only once its future is dropped, so there is nothing
+        // left to abort): without a new one the cache would never be
+        // trusted again, and every verification would read the store.
         task.started += 1;
         let running = FeedRunning {
             running: Arc::clone(&cache.running),
