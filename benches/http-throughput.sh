@@ -45,12 +45,19 @@
 # each round also loads the guarded side with both keys: the ratio "limit
 # on, never hit / no limit".
 #
-# TEAMKEY_BENCH_STAND_IN=<ns> (axum): the guarded side verifies nothing; its
-# extractor spins for <ns> nanoseconds instead. 0 measures what any
-# extractor costs; a known <ns> shows which ratio that much CPU per request
-# gives on this host, the scale to read auth's ratio against. With
-# memory-limited, the stand-in's "limit on / no limit" pair is two
-# RateLimit-shaped headers / none: what the headers alone cost.
+# TEAMKEY_BENCH_STAND_IN=<ns>: the guarded side verifies nothing; its
+# extractor (axum), or a middleware leaving a caller for web::ReqData
+# (actix, store memory only), spins for <ns> nanoseconds instead. 0
+# measures what any extractor (or middleware and extractor) costs; a known
+# <ns> shows which ratio that much CPU per request gives on this host, the
+# scale to read auth's ratio against. With memory-limited (axum), the
+# stand-in's "limit on / no limit" pair is two RateLimit-shaped headers /
+# none: what the headers alone cost.
+#
+# TEAMKEY_BENCH_AXUM=guard: axum's guarded side is the `RequireApiKey` layer
+# with the `Authenticated` extractor behind it (the Gecko example's and the
+# README's setup, and what the actix server always runs) instead of the
+# extractor alone (`extractor`, the default); its lines say "axum-guard".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,10 +70,11 @@ MODE=${MODE:-paired}
 stores=("${@:-memory sqlite}")
 FRAMEWORKS=${FRAMEWORKS:-axum actix}
 case "$MODE" in paired | alternate) ;; *) echo "MODE is paired or alternate" >&2; exit 1 ;; esac
-if [ -n "${TEAMKEY_BENCH_STAND_IN:-}" ] && [ "$FRAMEWORKS" != axum ]; then
-  echo "TEAMKEY_BENCH_STAND_IN is axum's only: set FRAMEWORKS=axum" >&2
-  exit 1
-fi
+case "${TEAMKEY_BENCH_AXUM:-extractor}" in
+  extractor) axum_label=axum ;;
+  guard) axum_label=axum-guard ;;
+  *) echo "TEAMKEY_BENCH_AXUM is guard or extractor" >&2; exit 1 ;;
+esac
 
 cargo build --quiet --release --example bench_server --example bench_server_actix \
   --features axum,actix,sqlx-sqlite,sqlx-postgres
@@ -162,7 +170,11 @@ url() { echo "http://127.0.0.1:$1/api/v1/scans"; }
 failed=0
 for framework in $FRAMEWORKS; do
 server="$target_dir/release/examples/bench_server"
-[ "$framework" = actix ] && server="${server}_actix"
+label=$axum_label
+if [ "$framework" = actix ]; then
+  server="${server}_actix"
+  label=actix
+fi
 for store in ${stores[*]}; do
   instances=1
   [ "$MODE" = paired ] && instances=2
@@ -216,17 +228,17 @@ for store in ${stores[*]}; do
     ratios+=("$(ratio "$with" "$without")")
     cpu_ratios+=("$(ratio "$cpu_without" "$cpu_with")")
     printf '%-6s %-15s round %s: without auth %10s req/s %6s µs CPU/req   with auth %10s req/s %6s µs CPU/req   ratio %s (CPU %s)\n' \
-      "$framework" "$store" "$round" "$without" "$cpu_without" "$with" "$cpu_with" "${ratios[-1]}" "${cpu_ratios[-1]}"
+      "$label" "$store" "$round" "$without" "$cpu_without" "$with" "$cpu_with" "${ratios[-1]}" "${cpu_ratios[-1]}"
     if ((limited)); then
       limit_ratios+=("$(ratio "$limit_on" "$free")")
       limit_cpu_ratios+=("$(ratio "$cpu_free" "$cpu_limit_on")")
       printf '%-6s %-15s round %s: auth, no limit %10s req/s %6s µs CPU/req   limit on, never hit %10s req/s %6s µs CPU/req   ratio %s (CPU %s)\n' \
-        "$framework" "$store" "$round" "$free" "$cpu_free" "$limit_on" "$cpu_limit_on" "${limit_ratios[-1]}" "${limit_cpu_ratios[-1]}"
+        "$label" "$store" "$round" "$free" "$cpu_free" "$limit_on" "$cpu_limit_on" "${limit_ratios[-1]}" "${limit_cpu_ratios[-1]}"
     fi
   done
-  echo "$framework $store ($MODE)  median ratio (with / without auth): $(median "${ratios[@]}")   CPU per request (without / with): $(median "${cpu_ratios[@]}")"
+  echo "$label $store ($MODE)  median ratio (with / without auth): $(median "${ratios[@]}")   CPU per request (without / with): $(median "${cpu_ratios[@]}")"
   if ((limited)); then
-    echo "$framework $store ($MODE)  median ratio (limit on, never hit / auth without limits): $(median "${limit_ratios[@]}")   CPU per request (no limit / limit on): $(median "${limit_cpu_ratios[@]}")"
+    echo "$label $store ($MODE)  median ratio (limit on, never hit / auth without limits): $(median "${limit_ratios[@]}")   CPU per request (no limit / limit on): $(median "${limit_cpu_ratios[@]}")"
   fi
   stop_servers
 done

@@ -50,6 +50,32 @@ pub(crate) struct Page {
     pub(crate) data: Vec<Scan>,
 }
 
+/// `TEAMKEY_BENCH_STAND_IN`, if set: nanoseconds, a plain number. Anything
+/// else stops the server, rather than measure real auth under the
+/// stand-in's name.
+pub(crate) fn stand_in() -> Option<u64> {
+    let value = std::env::var("TEAMKEY_BENCH_STAND_IN").ok()?;
+    match value.parse() {
+        Ok(ns) => Some(ns),
+        Err(_) => {
+            eprintln!("TEAMKEY_BENCH_STAND_IN is nanoseconds, a plain number such as 200, not {value:?}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The stand-in's pure CPU time: spins on the clock for `spin` (about
+/// 20 ns a turn), and reads no clock at all for zero, so that zero
+/// measures the stand-in's extractor alone.
+pub(crate) fn spin_for(spin: std::time::Duration) {
+    if !spin.is_zero() {
+        let start = std::time::Instant::now();
+        while start.elapsed() < spin {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// The store names the bench servers take.
 pub(crate) const STORES: &str = "memory, memory-limited, sqlite, sqlite-cached, postgres, postgres-cached";
 

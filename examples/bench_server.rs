@@ -20,6 +20,12 @@
 //! formatted per request), and the unlimited key's none: the pair "limit
 //! on / no limit" then measures what two such headers cost axum and hyper
 //! alone, the floor under the real limit's ratio.
+//!
+//! `TEAMKEY_BENCH_AXUM=guard` serves the guarded route as the Gecko example
+//! and the README do, and as actix's bench server always does: the
+//! `RequireApiKey` layer in front, the `Authenticated` extractor taking the
+//! principal it left (the layer adds the `RateLimit` headers itself, so no
+//! `AddRateLimitHeaders`). Unset, or `extractor`: the extractor alone.
 
 #[path = "bench_common.rs"]
 mod bench_common;
@@ -27,7 +33,7 @@ mod bench_common;
 use std::convert::Infallible;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -35,8 +41,8 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use bench_common::{Bench, Page, SCANS};
-use teamkey::axum::{AddRateLimitHeaders, Authenticated};
+use bench_common::{Bench, Page, SCANS, spin_for, stand_in};
+use teamkey::axum::{AddRateLimitHeaders, Authenticated, RequireApiKey};
 
 /// The same work for both: the team's scans as JSON.
 fn scans_of(team: &str) -> Json<Page> {
@@ -63,7 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StandIn {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        // Read once at start; spinning on the clock costs ~20 ns a turn.
+        // Read once at start, not per request.
         static SPIN: OnceLock<Duration> = OnceLock::new();
         let spin = SPIN.get_or_init(|| Duration::from_nanos(stand_in().unwrap_or(0)));
         let headers = UNLIMITED_KEY.get().is_some_and(|unlimited| {
@@ -72,13 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StandIn {
                 .get("x-api-key")
                 .is_some_and(|key| key.as_bytes() != unlimited.as_bytes())
         });
-        // 0: not even a clock read, so that it measures the extractor alone.
-        if !spin.is_zero() {
-            let start = Instant::now();
-            while start.elapsed() < *spin {
-                std::hint::spin_loop();
-            }
-        }
+        spin_for(*spin);
         Ok(StandIn { headers })
     }
 }
@@ -104,15 +104,15 @@ async fn with_stand_in(stand_in: StandIn) -> Response {
     response
 }
 
-/// `TEAMKEY_BENCH_STAND_IN`, if set: nanoseconds, a plain number. Anything
-/// else stops the server, rather than measure real auth under the
-/// stand-in's name.
-fn stand_in() -> Option<u64> {
-    let value = std::env::var("TEAMKEY_BENCH_STAND_IN").ok()?;
-    match value.parse() {
-        Ok(ns) => Some(ns),
-        Err(_) => {
-            eprintln!("TEAMKEY_BENCH_STAND_IN is nanoseconds, a plain number such as 200, not {value:?}");
+/// `TEAMKEY_BENCH_AXUM`: whether `RequireApiKey` guards the route (see the
+/// module documentation). Anything but `guard` or `extractor` stops the
+/// server, rather than measure one setup under the other's name.
+fn guarded_by_layer() -> bool {
+    match std::env::var("TEAMKEY_BENCH_AXUM").as_deref() {
+        Err(_) | Ok("extractor") => false,
+        Ok("guard") => true,
+        Ok(other) => {
+            eprintln!("TEAMKEY_BENCH_AXUM is guard or extractor, not {other:?}");
             std::process::exit(2);
         }
     }
@@ -156,11 +156,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let open = Router::new()
             .route("/api/v1/scans", get(without_auth))
             .with_state(keys.clone());
+        if stand_in().is_some() && guarded_by_layer() {
+            return Err(
+                "TEAMKEY_BENCH_STAND_IN replaces the key check: it does not go with TEAMKEY_BENCH_AXUM=guard"
+                    .into(),
+            );
+        }
         let mut auth = match stand_in() {
             Some(_) => Router::new().route("/api/v1/scans", get(with_stand_in)),
             None => Router::new().route("/api/v1/scans", get(with_auth)),
         };
-        if bench.limit.is_some() {
+        if guarded_by_layer() {
+            auth = auth.layer(RequireApiKey::from_state(&keys));
+        } else if bench.limit.is_some() {
             auth = auth.layer(AddRateLimitHeaders);
         }
         let auth = auth.with_state(keys);

@@ -7,12 +7,23 @@
 //! With `memory-limited` the key has a rate limit it never hits, and the
 //! line ends with `UNLIMITED_KEY=…`, a key of the same manager without one;
 //! the middleware adds the headers.
+//!
+//! `TEAMKEY_BENCH_STAND_IN=<ns>` (store `memory` only) puts a stand-in in
+//! teamkey's place, as `bench_server` does for axum: a middleware that
+//! verifies nothing, spins for `<ns>` nanoseconds and leaves a caller in
+//! the request's extensions (one reference-counted value, as a principal
+//! is), and `web::ReqData` taking it in the handler. With 0 it measures
+//! what any middleware and extractor pair costs actix.
 
 #[path = "bench_common.rs"]
 mod bench_common;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
-use bench_common::{Bench, Page, SCANS};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Service;
+use actix_web::{App, HttpMessage, HttpResponse, HttpServer, web};
+use bench_common::{Bench, Page, SCANS, spin_for, stand_in};
 use teamkey::actix::{Authenticated, RequireApiKey};
 
 /// The same work for both: the team's scans as JSON.
@@ -24,6 +35,14 @@ fn scans_of(team: &str) -> HttpResponse {
 
 async fn with_auth(caller: Authenticated) -> HttpResponse {
     scans_of(caller.team_id().as_str())
+}
+
+/// What the stand-in's middleware leaves for the handler: a team, shared.
+#[derive(Clone)]
+struct StandInCaller(Arc<str>);
+
+async fn with_stand_in(caller: web::ReqData<StandInCaller>) -> HttpResponse {
+    scans_of(&caller.0)
 }
 
 async fn without_auth() -> HttpResponse {
@@ -38,12 +57,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = web::Data::new(bench.keys.clone());
     let open_data = data.clone();
     // One worker each: the load generator gets the other core.
+    let stand_in = stand_in();
+    if stand_in.is_some() && store != "memory" {
+        return Err("the actix stand-in takes the store memory only".into());
+    }
+    let caller = StandInCaller(Arc::from("acme"));
     let auth = HttpServer::new(move || {
-        App::new().app_data(data.clone()).service(
-            web::scope("/api/v1")
-                .wrap(RequireApiKey::new())
-                .route("/scans", web::get().to(with_auth)),
-        )
+        let app = App::new().app_data(data.clone());
+        let scope = web::scope("/api/v1");
+        match stand_in {
+            Some(ns) => {
+                let (caller, spin) = (caller.clone(), Duration::from_nanos(ns));
+                app.service(
+                    scope
+                        .wrap_fn(move |req, service| {
+                            spin_for(spin);
+                            req.extensions_mut().insert(caller.clone());
+                            service.call(req)
+                        })
+                        .route("/scans", web::get().to(with_stand_in)),
+                )
+            }
+            None => app.service(
+                scope
+                    .wrap(RequireApiKey::new())
+                    .route("/scans", web::get().to(with_auth)),
+            ),
+        }
     })
     .workers(1)
     .bind("127.0.0.1:0")?;
