@@ -4,16 +4,16 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum::extract::{FromRef, Request};
 use axum::response::{IntoResponse, Response};
-use teamkey_core::{HeaderRules, KeyManager, Principal};
+use teamkey_core::{HeaderRules, KeyManager, Now, Principal, RateLimitHeaders};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::AuthRejection;
-use crate::extract::{default_rules, verify};
+use crate::extract::{default_rules, kept_refusal, verify};
 use crate::limit::{add_headers, admitted, admitted_earlier};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -120,49 +120,198 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response, S::Error>>;
+    type Future = GuardFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        // The clone that was polled ready serves this request.
+        // A guard outside this one (a `RequireScope` with its manager)
+        // verified and admitted the key: once is enough, and counting
+        // the request twice would halve the key's quota.
+        if request.extensions().get::<Principal>().is_some() {
+            return GuardFuture::inner(self.inner.call(request), None);
+        }
+        // A key extractor outside (in a middleware, under
+        // `AddRateLimitHeaders`) admitted it and left it in that
+        // layer's slot, which adds the headers: counted already.
+        if let Some(principal) = admitted_earlier(request.extensions()) {
+            request.extensions_mut().insert(principal);
+            return GuardFuture::inner(self.inner.call(request), None);
+        }
+        // Such an extractor was refused by the key's limit, its error
+        // swallowed: the same answer, and the request not counted again.
+        if let Some(refusal) = kept_refusal(request.extensions()) {
+            return GuardFuture::answered(refusal.into_response());
+        }
+        // Preflights included: behind `any(..)` or a fallback, letting
+        // one through would run the handler without a key.
+        let verified = match verify(
+            &self.manager,
+            &self.rules,
+            request.headers(),
+            request.extensions(),
+        )
+        .now()
+        {
+            Now::Ready(verified) => Some(verified),
+            Now::Waiting(_) => None,
+        };
+        let verified = match verified {
+            Some(Ok(principal)) => principal,
+            Some(Err(e)) => return GuardFuture::answered(AuthRejection::from(e).into_response()),
+            // The store (or the team's policy) must be waited for: the
+            // one path that boxes, and clones the services inside.
+            None => return self.verify_later(request),
+        };
+        // Over its limit: the 429, and the handler never runs.
+        let admission = match self.manager.admit(&verified).now() {
+            Now::Ready(admission) => Some(admission),
+            Now::Waiting(_) => None,
+        };
+        let limit = match admission.map(admitted) {
+            Some(Ok(limit)) => limit,
+            Some(Err(refusal)) => return GuardFuture::answered(refusal.into_response()),
+            // The limiter (Redis) must be waited for.
+            None => return self.admit_later(request, verified),
+        };
+        request.extensions_mut().insert(verified);
+        // Called here, on the service that was polled ready.
+        GuardFuture::inner(self.inner.call(request), limit)
+    }
+}
+
+impl<S> RequireApiKeyMiddleware<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// The services inside, the clone that was polled ready taken for a
+    /// call made later.
+    fn take_inner(&mut self) -> S {
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        std::mem::replace(&mut self.inner, clone)
+    }
+
+    /// Verifies and admits the key in a future of its own: the store or
+    /// the team's policy must be waited for. (The verification begun in
+    /// `call` borrowed the request's headers, so it starts again here.)
+    fn verify_later(&mut self, request: Request) -> GuardFuture<S::Future, S::Error> {
+        let mut inner = self.take_inner();
         let (manager, rules) = (self.manager.clone(), Arc::clone(&self.rules));
-        Box::pin(async move {
-            // A guard outside this one (a `RequireScope` with its manager)
-            // verified and admitted the key: once is enough, and counting
-            // the request twice would halve the key's quota.
-            if request.extensions().get::<Principal>().is_some() {
-                return inner.call(request).await;
-            }
-            // A key extractor outside (in a middleware, under
-            // `AddRateLimitHeaders`) admitted it and left it in that
-            // layer's slot, which adds the headers: counted already.
-            if let Some(principal) = admitted_earlier(request.extensions()) {
-                request.extensions_mut().insert(principal);
-                return inner.call(request).await;
-            }
-            // Preflights included: behind `any(..)` or a fallback, letting
-            // one through would run the handler without a key.
+        GuardFuture::boxed(async move {
             let principal = match verify(&manager, &rules, request.headers(), request.extensions()).await {
                 Ok(principal) => principal,
                 Err(e) => return Ok(AuthRejection::from(e).into_response()),
             };
-            // Over its limit: the 429, and the handler never runs.
-            let limit = match admitted(manager.admit(&principal).await) {
-                Ok(limit) => limit,
-                Err(refusal) => return Ok(refusal.into_response()),
-            };
-            request.extensions_mut().insert(principal);
-            let mut response = inner.call(request).await?;
-            if let Some(limit) = &limit {
-                add_headers(response.headers_mut(), limit);
-            }
-            Ok(response)
+            admit_and_call(&manager, principal, request, &mut inner).await
         })
+    }
+
+    /// Admits the verified `principal` in a future of its own: the limiter
+    /// must be waited for.
+    fn admit_later(&mut self, request: Request, principal: Principal) -> GuardFuture<S::Future, S::Error> {
+        let mut inner = self.take_inner();
+        let manager = self.manager.clone();
+        GuardFuture::boxed(async move { admit_and_call(&manager, principal, request, &mut inner).await })
+    }
+}
+
+/// Admits `principal`, then answers with `inner` and the `RateLimit`
+/// headers, or with the refusal.
+async fn admit_and_call<S>(
+    manager: &KeyManager,
+    principal: Principal,
+    mut request: Request,
+    inner: &mut S,
+) -> Result<Response, S::Error>
+where
+    S: Service<Request, Response = Response>,
+{
+    // Over its limit: the 429, and the handler never runs.
+    let limit = match admitted(manager.admit(&principal).await) {
+        Ok(limit) => limit,
+        Err(refusal) => return Ok(refusal.into_response()),
+    };
+    request.extensions_mut().insert(principal);
+    let mut response = inner.call(request).await?;
+    if let Some(limit) = &limit {
+        add_headers(response.headers_mut(), limit);
+    }
+    Ok(response)
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RequireApiKeyMiddleware`] and
+    /// [`RequireScopeMiddleware`] (their `Service::Future`, named here so
+    /// that it can be written): the services inside, with the `RateLimit`
+    /// headers added to their response, or a refusal. Boxed only for a
+    /// refusal, or when a verification has to wait for the store or the
+    /// team's policy, or an admission for the limiter (Redis).
+    pub struct GuardFuture<F, E> {
+        #[pin]
+        state: Guarding<F, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    // Kept to the inner future and the headers: everything else is boxed,
+    // off the path of a key verified from memory.
+    #[project = GuardingProj]
+    enum Guarding<F, E> {
+        Inner { #[pin] response: F, limit: Option<RateLimitHeaders> },
+        Boxed { rest: BoxFuture<Result<Response, E>> },
+    }
+}
+
+impl<F, E: 'static> GuardFuture<F, E> {
+    /// The inner services' answer, with `limit`'s headers when set.
+    fn inner(response: F, limit: Option<RateLimitHeaders>) -> Self {
+        Self {
+            state: Guarding::Inner { response, limit },
+        }
+    }
+
+    /// `response`, made without the services inside.
+    fn answered(response: Response) -> Self {
+        Self::boxed(async move { Ok(response) })
+    }
+
+    fn boxed(rest: impl Future<Output = Result<Response, E>> + Send + 'static) -> Self {
+        Self {
+            state: Guarding::Boxed { rest: Box::pin(rest) },
+        }
+    }
+}
+
+impl<F, E> Future for GuardFuture<F, E>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            GuardingProj::Inner { response, limit } => {
+                let mut response = ready!(response.poll(cx))?;
+                if let Some(limit) = limit {
+                    add_headers(response.headers_mut(), limit);
+                }
+                Poll::Ready(Ok(response))
+            }
+            GuardingProj::Boxed { rest } => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, E> std::fmt::Debug for GuardFuture<F, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            Guarding::Inner { .. } => "inner",
+            Guarding::Boxed { .. } => "boxed",
+        };
+        f.debug_tuple("GuardFuture").field(&state).finish()
     }
 }
 
@@ -244,35 +393,45 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response, S::Error>>;
+    type Future = GuardFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        // The clone that was polled ready serves this request.
+        // Verified and admitted outside: by a guard, or by a key
+        // extractor in a middleware (under `AddRateLimitHeaders`, which
+        // keeps it in its slot): counted already.
+        let verified_outside = match request.extensions().get::<Principal>() {
+            Some(principal) => Some(principal.has_scope(&self.scope)),
+            None => admitted_earlier(request.extensions()).map(|principal| {
+                let has_scope = principal.has_scope(&self.scope);
+                request.extensions_mut().insert(principal);
+                has_scope
+            }),
+        };
+        match verified_outside {
+            // Called here, on the service that was polled ready.
+            Some(true) => return GuardFuture::inner(self.inner.call(request), None),
+            Some(false) => {
+                return GuardFuture::answered(
+                    AuthRejection::MissingScope(self.scope.to_string()).into_response(),
+                );
+            }
+            None => {}
+        }
+        // As in `RequireApiKey`: a refusal kept by a key extractor outside
+        // is answered as it is, not counted again.
+        if let Some(refusal) = kept_refusal(request.extensions()) {
+            return GuardFuture::answered(refusal.into_response());
+        }
+        // The clone that was polled ready serves this request, later.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let scope = Arc::clone(&self.scope);
         let (manager, rules) = (self.manager.clone(), self.rules.clone());
-        Box::pin(async move {
-            // Verified and admitted outside: by a guard, or by a key
-            // extractor in a middleware (under `AddRateLimitHeaders`,
-            // which keeps it in its slot): counted already.
-            let verified_outside = match request.extensions().get::<Principal>() {
-                Some(principal) => Some(principal.has_scope(&scope)),
-                None => admitted_earlier(request.extensions()).map(|principal| {
-                    let has_scope = principal.has_scope(&scope);
-                    request.extensions_mut().insert(principal);
-                    has_scope
-                }),
-            };
-            match verified_outside {
-                Some(true) => return inner.call(request).await,
-                Some(false) => return Ok(AuthRejection::MissingScope(scope.to_string()).into_response()),
-                None => {}
-            }
+        GuardFuture::boxed(async move {
             let Some(manager) = manager else {
                 tracing::error!(
                     scope = &*scope,

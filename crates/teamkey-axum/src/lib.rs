@@ -130,7 +130,7 @@ mod rules;
 
 pub use context::ClientIp;
 pub use extract::{Authenticated, MaybeAuthenticated};
-pub use layer::{RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
+pub use layer::{GuardFuture, RequireApiKey, RequireApiKeyMiddleware, RequireScope, RequireScopeMiddleware};
 pub use limit::{AddRateLimitHeaders, AddRateLimitHeadersMiddleware};
 #[allow(deprecated)]
 pub use manage::management_router;
