@@ -118,6 +118,9 @@ where
     if let Some(principal) = admitted_earlier(&parts.extensions) {
         return Ok(principal);
     }
+    if let Some(refusal) = kept_refusal(&parts.extensions) {
+        return Err(Failure::Refused(refusal));
+    }
     let manager = KeyManager::from_ref(state);
     let rules = parts
         .extensions
@@ -126,16 +129,44 @@ where
     let principal = verify(&manager, rules, &parts.headers, &parts.extensions)
         .await
         .map_err(Failure::Key)?;
-    if let Some(limit) = admitted(manager.admit(&principal).await).map_err(Failure::Refused)? {
+    match admitted(manager.admit(&principal).await) {
         // Counted: a later extractor of this request takes this principal
         // rather than count the request again, from the layer's slot if
-        // there is one (no allocation), else from the extensions. (Without
-        // a limit nothing is kept, so an unlimited key costs nothing here.)
-        if !leave_for_layer(&parts.extensions, &principal, limit) {
+        // there is one (no allocation), else from the extensions.
+        Ok(Some(limit)) => {
+            if !leave_for_layer(&parts.extensions, &principal, limit) {
+                parts.extensions.insert(principal.clone());
+            }
+        }
+        // A limited key let through without headers (its limiter failing
+        // open): kept too, or each later extractor would ask the failing
+        // limiter again. A key without a limit costs nothing here.
+        Ok(None) if principal.rate_limit().is_some() => {
             parts.extensions.insert(principal.clone());
+        }
+        Ok(None) => {}
+        // The same answer from every later extractor and guard of the
+        // request, even when this one's error is swallowed
+        // (`Result<Authenticated, _>`, a middleware's `.ok()`): never a
+        // second verification, nor a second question to the limiter.
+        Err(refusal) => {
+            parts.extensions.insert(Refused(refusal.clone()));
+            return Err(Failure::Refused(refusal));
         }
     }
     Ok(principal)
+}
+
+/// A rate-limit refusal (the 429, or a 503 from a limiter failing closed)
+/// kept in the request by the extractor that got it.
+#[derive(Clone)]
+struct Refused(AuthRejection);
+
+/// The rate-limit refusal an earlier extractor of this request got.
+pub(crate) fn kept_refusal(extensions: &Extensions) -> Option<AuthRejection> {
+    extensions
+        .get::<Refused>()
+        .map(|Refused(refusal)| refusal.clone())
 }
 
 impl<S> FromRequestParts<S> for Authenticated
