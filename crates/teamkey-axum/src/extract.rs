@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderName, header};
-use teamkey_core::{Eager, HeaderProblem, HeaderRules, KeyManager, Principal, VerifyError};
+use teamkey_core::{Eager, HeaderProblem, HeaderRules, KeyManager, Now, Principal, VerifyError};
 
 use crate::AuthRejection;
 use crate::context::client_ip;
@@ -126,9 +126,14 @@ where
         .extensions
         .get::<HeaderRules>()
         .unwrap_or_else(|| default_rules());
-    let principal = verify(&manager, rules, &parts.headers, &parts.extensions)
-        .await
-        .map_err(Failure::Key)?;
+    // Whether the record had to be read from the store (not at hand in a
+    // `MemoryStore` or the cache): then a later extractor must not read
+    // it again, whatever the key's limit.
+    let (verified, from_store) = match verify(&manager, rules, &parts.headers, &parts.extensions).now() {
+        Now::Ready(verified) => (verified, false),
+        Now::Waiting(rest) => (rest.await, true),
+    };
+    let principal = verified.map_err(Failure::Key)?;
     match admitted(manager.admit(&principal).await) {
         // Counted: a later extractor of this request takes this principal
         // rather than count the request again, from the layer's slot if
@@ -140,8 +145,11 @@ where
         }
         // A limited key let through without headers (its limiter failing
         // open): kept too, or each later extractor would ask the failing
-        // limiter again. A key without a limit costs nothing here.
-        Ok(None) if principal.rate_limit().is_some() => {
+        // limiter again; and a key read from the store, or each later
+        // extractor would read it again. A key without a limit verified
+        // from memory is not kept: verifying it again costs less than
+        // keeping it costs every request with one extractor.
+        Ok(None) if from_store || principal.rate_limit().is_some() => {
             parts.extensions.insert(principal.clone());
         }
         Ok(None) => {}

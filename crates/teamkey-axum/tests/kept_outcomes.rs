@@ -2,7 +2,8 @@
 //! principal through: a 429 whose error the app swallowed, and a limited
 //! key let through by a limiter failing open. The request's later
 //! extractors and guards answer from it, with no second store read and no
-//! second question to the limiter (as on actix).
+//! second question to the limiter (as on actix); and so is a key without
+//! a limit whose record had to be read from the store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -126,5 +127,31 @@ async fn a_limited_key_let_through_open_is_not_checked_again() {
         (reads(&store) - before, checks.load(Ordering::SeqCst)),
         (1, 1),
         "(store reads, limiter checks) for one request"
+    );
+}
+
+#[tokio::test]
+async fn a_key_without_a_limit_read_from_the_store_is_not_read_again() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let keys = KeyManager::builder(Arc::clone(&store))
+        .rate_limiter(LocalRateLimiter::new())
+        .build();
+    let made = keys
+        .create(&TeamId::new("acme").unwrap(), "k", CreateOptions::new())
+        .await
+        .unwrap();
+    let key = made.key.expose_secret().to_owned();
+    let handler = |_caller: Authenticated, _again: MaybeAuthenticated| async { "ok" };
+    let app = Router::new()
+        .route("/", get(handler))
+        .layer(RequireApiKey::new(keys.clone()))
+        .layer(middleware::from_fn_with_state(keys.clone(), log_caller))
+        .with_state(keys);
+    let before = reads(&store);
+    assert_eq!(send(&app, &key).await, 200);
+    assert_eq!(
+        reads(&store) - before,
+        1,
+        "three extractors and a guard: one store read"
     );
 }
