@@ -37,20 +37,38 @@ impl RateLimiter for Down {
 
 /// A manager whose store counts its reads, and a key of one request a minute.
 async fn setup(limiter: impl RateLimiter) -> (KeyManager, Arc<CountingStore<MemoryStore>>, String) {
+    let one = RateLimit::new(1, std::time::Duration::from_secs(60)).unwrap();
+    setup_with(limiter, CreateOptions::new().rate_limit(one)).await
+}
+
+/// The same, with a key made with `options`.
+async fn setup_with(
+    limiter: impl RateLimiter,
+    options: CreateOptions,
+) -> (KeyManager, Arc<CountingStore<MemoryStore>>, String) {
     let store = Arc::new(CountingStore::new(MemoryStore::new()));
     let keys = KeyManager::builder(Arc::clone(&store))
         .rate_limiter(limiter)
         .build();
-    let one = RateLimit::new(1, std::time::Duration::from_secs(60)).unwrap();
     let made = keys
-        .create(
-            &TeamId::new("acme").unwrap(),
-            "k",
-            CreateOptions::new().rate_limit(one),
-        )
+        .create(&TeamId::new("acme").unwrap(), "k", options)
         .await
         .unwrap();
     (keys, store, made.key.expose_secret().to_owned())
+}
+
+/// `handler` behind `RequireApiKey`, behind a middleware whose extractor
+/// logs the caller.
+fn guarded_and_logged<H, T>(keys: KeyManager, handler: H) -> Router
+where
+    H: axum::handler::Handler<T, KeyManager>,
+    T: 'static,
+{
+    Router::new()
+        .route("/", get(handler))
+        .layer(RequireApiKey::new(keys.clone()))
+        .layer(middleware::from_fn_with_state(keys.clone(), log_caller))
+        .with_state(keys)
 }
 
 fn reads(store: &CountingStore<MemoryStore>) -> usize {
@@ -97,11 +115,7 @@ async fn a_swallowed_429_is_the_guards_answer_without_a_second_read() {
         counted.fetch_add(1, Ordering::SeqCst);
         async { "ok" }
     };
-    let app = Router::new()
-        .route("/", get(handler))
-        .layer(RequireApiKey::new(keys.clone()))
-        .layer(middleware::from_fn_with_state(keys.clone(), log_caller))
-        .with_state(keys);
+    let app = guarded_and_logged(keys, handler);
     let before = reads(&store);
     // The first request: admitted by the outer extractor, kept for the
     // guard (a principal without a layer's slot goes to the extensions).
@@ -132,21 +146,9 @@ async fn a_limited_key_let_through_open_is_not_checked_again() {
 
 #[tokio::test]
 async fn a_key_without_a_limit_read_from_the_store_is_not_read_again() {
-    let store = Arc::new(CountingStore::new(MemoryStore::new()));
-    let keys = KeyManager::builder(Arc::clone(&store))
-        .rate_limiter(LocalRateLimiter::new())
-        .build();
-    let made = keys
-        .create(&TeamId::new("acme").unwrap(), "k", CreateOptions::new())
-        .await
-        .unwrap();
-    let key = made.key.expose_secret().to_owned();
+    let (keys, store, key) = setup_with(LocalRateLimiter::new(), CreateOptions::new()).await;
     let handler = |_caller: Authenticated, _again: MaybeAuthenticated| async { "ok" };
-    let app = Router::new()
-        .route("/", get(handler))
-        .layer(RequireApiKey::new(keys.clone()))
-        .layer(middleware::from_fn_with_state(keys.clone(), log_caller))
-        .with_state(keys);
+    let app = guarded_and_logged(keys, handler);
     let before = reads(&store);
     assert_eq!(send(&app, &key).await, 200);
     assert_eq!(
