@@ -2,28 +2,15 @@
 //! cursors reach nothing, and a key rotated away reads nothing in its
 //! grace period (found by an attack review: it could still list).
 
-use teamkey_core::events::Actor;
-use teamkey_core::management::{self, KeyAdmin};
-use teamkey_core::{Authority, CreateOptions, KeyManager, MemoryStore, Scopes, TeamId};
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod support;
+
+use support::{KeyCaller, TeamOwner};
+use teamkey_core::management;
+use teamkey_core::{CreateOptions, KeyManager, MemoryStore, Scopes, TeamId};
 
 const JSON: Option<&[u8]> = Some(b"application/json");
-
-struct Admin {
-    team: TeamId,
-    authority: Authority,
-}
-
-impl KeyAdmin for Admin {
-    fn team_id(&self) -> &TeamId {
-        &self.team
-    }
-    fn authority(&self) -> Authority {
-        self.authority.clone()
-    }
-    fn actor(&self) -> Actor {
-        Actor::user("attacker")
-    }
-}
 
 /// docs/security.md and `ErrorBody::refused`: a key rotated away "manages,
 /// and reads, nothing in its grace period". `events` refuses it; `list`
@@ -33,10 +20,7 @@ impl KeyAdmin for Admin {
 async fn a_retired_key_cannot_list_the_team_keys() {
     let keys = KeyManager::builder(MemoryStore::new()).build();
     let team = TeamId::new("acme").unwrap();
-    let owner = Admin {
-        team: team.clone(),
-        authority: Authority::whole_team(),
-    };
+    let owner = TeamOwner(team.clone());
     let made = keys
         .create(
             &team,
@@ -50,10 +34,7 @@ async fn a_retired_key_cannot_list_the_team_keys() {
     assert_eq!(rotated.status, 201);
     let old = keys.verify(made.key.expose_secret()).await.unwrap();
     assert!(old.replaced_by().is_some());
-    let retired = Admin {
-        team: team.clone(),
-        authority: Authority::of_key(&old),
-    };
+    let retired = KeyCaller(old);
     assert_eq!(management::events(&keys, &retired, "").await.status, 403);
     let listed = management::list(&keys, &retired, "").await;
     assert_eq!(
@@ -77,10 +58,7 @@ async fn a_foreign_cursor_shows_only_the_own_team() {
     let own = keys.create(&a, "a0", CreateOptions::new()).await.unwrap();
     let foreign = keys.list(&b).await.unwrap()[0].clone();
     let cursor = format!("{}.{}", i64::MAX / 100_000, foreign.id);
-    let admin = Admin {
-        team: a.clone(),
-        authority: Authority::whole_team(),
-    };
+    let admin = TeamOwner(a.clone());
     for query in [
         format!("cursor={cursor}"),
         "cursor=253402300799999999.AAAAAAAAAAAA".into(),

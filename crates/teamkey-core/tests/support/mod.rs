@@ -1,4 +1,5 @@
-//! What several test files share: a key acting in the management API,
+//! What several test files share: a key and a team owner acting in the
+//! management API,
 //! and a key's checksum as anyone can compute it.
 //! (Each test file compiles this on its own; not every one uses all of it.)
 #![allow(dead_code)]
@@ -23,6 +24,21 @@ impl KeyAdmin for KeyCaller {
         Actor::Key {
             key_id: self.0.key_id(),
         }
+    }
+}
+
+/// A signed-in administrator of the team: every scope, any lifetime.
+pub(crate) struct TeamOwner(pub(crate) TeamId);
+
+impl KeyAdmin for TeamOwner {
+    fn team_id(&self) -> &TeamId {
+        &self.0
+    }
+    fn authority(&self) -> Authority {
+        Authority::whole_team()
+    }
+    fn actor(&self) -> Actor {
+        Actor::user("owner@example.test")
     }
 }
 
