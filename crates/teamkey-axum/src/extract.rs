@@ -126,10 +126,11 @@ where
         .extensions
         .get::<HeaderRules>()
         .unwrap_or_else(|| default_rules());
-    // Whether the record had to be read from the store (not at hand in a
-    // `MemoryStore` or the cache): then a later extractor must not read
-    // it again, whatever the key's limit.
-    let (verified, from_store) = match verify(&manager, rules, &parts.headers, &parts.extensions).now() {
+    // Whether the verification waited (for the store, as the record was
+    // not at hand in a `MemoryStore` or the cache, or for the team's
+    // policy): then a later extractor must not wait again, whatever the
+    // key's limit.
+    let (verified, waited) = match verify(&manager, rules, &parts.headers, &parts.extensions).now() {
         Now::Ready(verified) => (verified, false),
         Now::Waiting(rest) => (rest.await, true),
     };
@@ -145,11 +146,11 @@ where
         }
         // A limited key let through without headers (its limiter failing
         // open): kept too, or each later extractor would ask the failing
-        // limiter again; and a key read from the store, or each later
-        // extractor would read it again. A key without a limit verified
+        // limiter again; and a key whose verification waited, or each later
+        // extractor would wait again. A key without a limit verified
         // from memory is not kept: verifying it again costs less than
         // keeping it costs every request with one extractor.
-        Ok(None) if from_store || principal.rate_limit().is_some() => {
+        Ok(None) if waited || principal.rate_limit().is_some() => {
             parts.extensions.insert(principal.clone());
         }
         Ok(None) => {}
