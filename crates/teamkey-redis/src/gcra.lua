@@ -1,11 +1,17 @@
 -- teamkey-redis: one GCRA check of one key, atomically (a script runs alone).
 -- The arithmetic is governor's, as teamkey's LocalRateLimiter runs it, so
--- both decide alike.
+-- both decide alike while a key's quota holds.
 --
 -- KEYS[1]  the API key's state: "TAT QUOTA", its theoretical arrival time
 --          (nanoseconds since the Unix epoch, in decimal) and the quota it
---          was counted under ("100/60s"). Absent, or under another quota:
---          the quota is whole.
+--          was counted under ("100/60s"). Absent or unreadable: the quota
+--          is whole. Counted under another quota: the requests it still
+--          counts (how far the TAT is ahead, over that quota's interval)
+--          count under this one too. Instances that disagree on a key's
+--          quota for a while (a plan change inside the policy TTL, a
+--          rolling deploy of a new default) so never reset it for each
+--          other: the key gets at most the larger quota, not a fresh one
+--          at every switch.
 -- ARGV[1]  T, the emission interval: window / requests, in nanoseconds.
 -- ARGV[2]  tau, the tolerance: T * (requests - 1), in nanoseconds.
 -- ARGV[3]  the quota, as stored.
@@ -34,21 +40,41 @@ else
 end
 local now_ns = now_us * 1000
 
--- How far the TAT is ahead of now. Unreadable counts as absent.
-local ahead = 0
+-- How far the TAT is ahead of now, in this quota's terms; and the interval
+-- of the quota it was counted under, at whose pace it goes on coming back
+-- until this quota counts a request. Unreadable counts as absent.
+local ahead, t_then = 0, t
 local stored = redis.call('GET', KEYS[1])
 local tat, counted_under
 if stored then
   tat, counted_under = string.match(stored, '^(%d%d%d%d%d%d%d%d%d%d+) (.+)$')
 end
-if tat and counted_under == quota then
+if tat then
   local s = tonumber(string.sub(tat, 1, -10))
   local ns = tonumber(string.sub(tat, -9))
   ahead = (s - now_s) * 1e9 + (ns - now_ns)
+  if counted_under ~= quota then
+    -- Its interval as Gcra::new computes it: the window in ns over the
+    -- requests, rounded down (exact: at most 8.64e13 over at least 1).
+    local requests, window = string.match(counted_under, '^(%d+)/(%d+)s$')
+    requests, window = tonumber(requests), tonumber(window)
+    if requests and window and requests >= 1 and window >= 1 and ahead > 0 then
+      t_then = math.max(math.floor(window * 1e9 / requests), 1)
+      -- The requests still counted, as many of this quota's intervals;
+      -- rounded to the nearest ns, as the product may not be exact.
+      ahead = math.floor(ahead * t / t_then + 0.5)
+    else
+      ahead = 0
+    end
+  end
 end
 
 if ahead > tau then
-  return {0, ahead - tau}
+  local wait = ahead - tau
+  if t_then ~= t then
+    wait = math.max(math.floor(wait * t_then / t + 0.5), 1)
+  end
+  return {0, wait}
 end
 
 local next = math.max(ahead, 0) + t

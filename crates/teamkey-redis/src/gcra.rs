@@ -53,8 +53,9 @@ impl Gcra {
                     limit.emission_interval().saturating_mul(used),
                 ))
             }
-            // Longer than the quota's own waits only if Redis's clock went
-            // back: still a wait, and it ends.
+            // Longer than the quota's own waits after a change of quota
+            // (what the old one counted comes back at its pace), or if
+            // Redis's clock went back: still a wait, and it ends.
             0 if nanos > 0 => Ok(RateDecision::refused(Duration::from_nanos(nanos), limit.window())),
             _ => Err(malformed()),
         }

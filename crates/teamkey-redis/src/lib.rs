@@ -36,7 +36,7 @@
 //! # How it counts
 //!
 //! The algorithm is GCRA, with the same arithmetic as `LocalRateLimiter`
-//! (and so the same decisions): a quota of `requests` per `window` allows
+//! (and so the same decisions while a key's quota holds): a quota of `requests` per `window` allows
 //! a burst of `requests`, then gives one allowance back every
 //! `window / requests`; a refused request is not counted.
 //!
@@ -57,7 +57,7 @@
 //! refused even while Redis is down. Up to 100,000 refused keys are
 //! remembered (the least recently used forgotten first, which only means
 //! asking Redis again). A check under another quota forgets the key's
-//! refusal (in Redis it starts whole). What this instance cannot see ends
+//! refusal, and Redis decides. What this instance cannot see ends
 //! the refusal only at its retry-after, never earlier than Redis says:
 //! another instance checking the key under another quota, or an operator
 //! deleting its state ([`RedisRateLimiter::state_key`]).
@@ -71,8 +71,16 @@
 //! key's theoretical arrival time, in nanoseconds since the Unix epoch, and
 //! the quota it was counted under (`1767225600123456789 100/60s`). It
 //! expires when the quota is whole again, so idle keys cost nothing. Only
-//! the public key id is sent, never the secret. A changed quota starts
-//! whole, as it does in the local limiter.
+//! the public key id is sent, never the secret.
+//!
+//! A key checked under another quota than it was counted under (a plan
+//! change, a new default) keeps what it counted: the requests the old
+//! quota still counts count under the new one, and come back at the old
+//! quota's pace until the new one counts a request. Instances that
+//! disagree on a key's quota for a while (a plan change within the policy
+//! TTL, a rolling deploy) so give it at most the larger quota, never a
+//! fresh one at each switch. (In process, `LocalRateLimiter` starts a
+//! changed quota whole, once: one process holds one quota per key.)
 //!
 //! # When Redis fails
 //!
@@ -606,7 +614,8 @@ impl Nanos {
 /// Sound for GCRA: a refused request is not counted, so a key refused with
 /// a retry-after has no allowance before it, however often it is asked
 /// again. Only an allowed request (none before then) or a check under
-/// another quota (which forgets the refusal here) moves its state.
+/// another quota (which forgets the refusal here: Redis decides it by
+/// what the key counted) moves its state.
 struct Refusals {
     start: Instant,
     by_key: Cache<KeyId, Refusal>,
@@ -636,7 +645,7 @@ impl Refusals {
     fn refused(&self, key_id: &KeyId, limit: RateLimit, now: Nanos) -> Option<RateDecision> {
         let refusal = self.by_key.get(key_id)?;
         if refusal.limit != limit {
-            // Checked under another quota, the key starts whole in Redis.
+            // Another quota may allow what this one refused: Redis says.
             self.by_key.remove(key_id);
             return None;
         }
@@ -646,7 +655,8 @@ impl Refusals {
     /// Redis refused `key_id` under `limit`, asked at `asked` (before it
     /// decided: the memory ends no later than Redis's wait), for `wait`.
     fn remember(&self, key_id: &KeyId, limit: RateLimit, asked: Nanos, wait: Duration) {
-        // A refusal waits at most one emission interval, unless Redis's
+        // A refusal waits at most one emission interval, unless the quota
+        // changed (the old one's count comes back at its pace) or Redis's
         // clock went back: then let Redis say so again.
         let wait = wait.min(limit.emission_interval());
         self.by_key.insert(
@@ -760,8 +770,8 @@ mod tests {
             "another key"
         );
 
-        // Another quota starts whole in Redis: the refusal is forgotten,
-        // for the old quota too.
+        // Another quota may allow the key: the refusal is forgotten (Redis
+        // decides), for the old quota too.
         refusals.remember(&key(1), hourly, seconds(100), Duration::from_secs(200));
         assert_eq!(refusals.refused(&key(1), limit(20, 3_600), seconds(100)), None);
         assert_eq!(refusals.refused(&key(1), hourly, seconds(100)), None);

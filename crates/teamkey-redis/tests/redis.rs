@@ -251,7 +251,9 @@ async fn decides_exactly_as_the_local_limiter() {
     let redis = connect(RedisRateLimiter::builder(redis_url().as_str()).clock(clock.clone())).await;
     let local = LocalRateLimiter::new().clock(clock.clone());
     // Intervals of whole seconds, of a third (not a whole nanosecond), and
-    // of a microsecond; changed quotas on one key.
+    // of a microsecond. Each key keeps its quota: a changed quota starts
+    // whole in process, and keeps what it counted in Redis (where
+    // instances may disagree on it for a while; tested below).
     let quotas = [
         limit(5, 10),
         limit(3, 10),
@@ -262,9 +264,8 @@ async fn decides_exactly_as_the_local_limiter() {
     let mut random = Lcg(12_345);
     let (mut allowed, mut refused) = (0, 0);
     for step in 0..2_000 {
-        let key = random.below(4) as u8;
+        let key = random.below(5) as u8;
         let quota = quotas[usize::from(key)];
-        let quota = if random.below(50) == 0 { quotas[4] } else { quota };
         let interval = time::Duration::try_from(quota.emission_interval()).unwrap();
         match random.below(6) {
             0 => clock.advance(time::Duration::microseconds(random.below(1_000_000) as i64)),
@@ -289,18 +290,31 @@ async fn decides_exactly_as_the_local_limiter() {
     );
 }
 
+/// A key checked under another quota (a plan change, a new default) keeps
+/// what it counted: the requests still counted under the old quota count
+/// under the new one, and they come back at the old quota's pace until
+/// the new one counts a request.
 #[tokio::test]
-async fn a_changed_quota_starts_whole_and_an_unreadable_state_counts_as_none() {
-    let limiter = limiter().await;
-    let one = limit(1, 60);
+async fn a_changed_quota_keeps_what_it_counted_and_an_unreadable_state_counts_as_none() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let limiter = connect(RedisRateLimiter::builder(redis_url().as_str()).clock(clock.clone())).await;
+    let (one, three) = (limit(1, 60), limit(3, 60));
     assert!(check(&limiter, 1, one).await.allowed);
     assert!(!check(&limiter, 1, one).await.allowed);
-    let three = limit(3, 60);
-    assert_eq!(check(&limiter, 1, three).await.remaining, 2);
+    // One request counted: one of three used, and this one the second.
     assert_eq!(
-        check(&limiter, 1, one).await.remaining,
-        0,
-        "back to one: whole again"
+        check(&limiter, 1, three).await,
+        RateDecision::allowed(1, Duration::from_secs(40))
+    );
+    // Two counted (one every 20 s under three): under one, 40 s to wait.
+    assert_eq!(
+        check(&limiter, 1, one).await,
+        RateDecision::refused(Duration::from_secs(40), Duration::from_secs(60))
+    );
+    clock.advance(time::Duration::seconds(40));
+    assert_eq!(
+        check(&limiter, 1, one).await,
+        RateDecision::allowed(0, Duration::from_secs(60))
     );
 
     let mut redis = redis::Client::open(redis_url().as_str()).unwrap();
@@ -317,6 +331,20 @@ async fn a_changed_quota_starts_whole_and_an_unreadable_state_counts_as_none() {
             .query(&mut redis)
             .unwrap();
         assert!(check(&limiter, 2, one).await.allowed, "{junk:?}");
+    }
+    // Counted under a quota that is no quota (no state this limiter
+    // writes): as none.
+    for junk in [
+        "20300101000000000000000 0/60s",
+        "20300101000000000000000 1/0s",
+        "20300101000000000000000 x/60s",
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(limiter.state_key(&id(2)))
+            .arg(junk)
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(check(&limiter, 2, three).await.remaining, 2, "{junk:?}");
     }
     // Another type under the key: an error, not a panic nor a pass.
     let _: () = redis::cmd("DEL")
@@ -335,6 +363,31 @@ async fn a_changed_quota_starts_whole_and_an_unreadable_state_counts_as_none() {
         .arg(limiter.state_key(&id(3)))
         .query(&mut redis)
         .unwrap();
+}
+
+/// Instances that disagree on a key's quota for a while (a plan change
+/// inside the policy TTL, a rolling deploy of a new default) do not give
+/// it a fresh quota at each switch: a client sent to each in turn gets the
+/// larger quota once, not every request (found by the attack review).
+#[tokio::test]
+async fn instances_that_disagree_on_a_quota_never_reset_it_for_each_other() {
+    let prefix = fresh_prefix();
+    let instance = || {
+        RedisRateLimiter::builder(redis_url().as_str())
+            .prefix(prefix.clone())
+            .timeout(Duration::from_secs(2))
+            .connect()
+    };
+    let (a, b) = (instance().await.unwrap(), instance().await.unwrap());
+    let (ten, two) = (limit(10, 3600), limit(2, 3600));
+    let mut allowed = 0;
+    for turn in 0..200 {
+        let (instance, quota) = if turn % 2 == 0 { (&a, ten) } else { (&b, two) };
+        if instance.check(&id(1), quota).await.unwrap().allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10, "at most the larger quota, counted once across both");
 }
 
 #[test]
@@ -743,10 +796,12 @@ async fn a_flood_of_one_over_limit_key_costs_redis_nothing_and_leaves_the_others
         "{outcomes:?}"
     );
     // The others' 4 each (their fifth is refused from memory), and the
-    // flood's checks sent before the first refusal came back.
+    // flood's checks sent before the first refusal came back: those in
+    // flight, and one more for each of the 10 allowed answers, whose turns
+    // go to waiting checks before any refusal is known (74 was seen).
     let flood_cost = first_wave - 4 * OTHERS as u64;
     assert!(
-        flood_cost <= (RedisRateLimiter::DEFAULT_MAX_IN_FLIGHT + OTHERS) as u64,
+        flood_cost <= (RedisRateLimiter::DEFAULT_MAX_IN_FLIGHT + 10 + OTHERS) as u64,
         "{flood_cost} EVALSHAs for {FLOOD} checks"
     );
 
@@ -822,8 +877,10 @@ async fn a_refused_key_is_answered_from_memory_until_its_retry_after() {
     assert_eq!(check(&limiter, 1, hourly).await, refused_for(360));
     assert_eq!(evalsha_calls(&url), asked + 3);
 
-    // Checked under another quota, the key starts whole in Redis: the
-    // refusal is forgotten.
-    assert_eq!(check(&limiter, 1, limit(20, 3_600)).await.remaining, 19);
-    assert_eq!(check(&limiter, 1, hourly).await.remaining, 9);
+    // Checked under another quota, the refusal is forgotten here and Redis
+    // decides: the ten requests counted count under twenty an hour too.
+    assert_eq!(check(&limiter, 1, limit(20, 3_600)).await.remaining, 9);
+    // Eleven counted, at three minutes each: 6 minutes until ten.
+    assert_eq!(check(&limiter, 1, hourly).await, refused_for(360));
+    assert_eq!(evalsha_calls(&url), asked + 5);
 }
