@@ -74,17 +74,37 @@ struct Cli {
     database_url: String,
 
     /// Key prefix: issuer and environment, such as tk_live or tk_test.
-    #[arg(long, env = "TEAMKEY_PREFIX", default_value = teamkey_core::DEFAULT_PREFIX, global = true)]
+    // Values hidden in help: clap shows an unset variable as `NAME=`,
+    // which reads as set to nothing.
+    #[arg(
+        long,
+        env = "TEAMKEY_PREFIX",
+        default_value = teamkey_core::DEFAULT_PREFIX,
+        global = true,
+        hide_env_values = true
+    )]
     prefix: String,
 
     /// A file holding the service's pepper (at least 32 bytes; one trailing
     /// newline is dropped). Or set TEAMKEY_PEPPER to the pepper itself.
-    #[arg(long, env = "TEAMKEY_PEPPER_FILE", global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "TEAMKEY_PEPPER_FILE",
+        global = true,
+        value_name = "PATH",
+        hide_env_values = true
+    )]
     pepper_file: Option<PathBuf>,
 
     /// Who makes the change, for the audit events of create, revoke and
     /// rotate (default: the OS user, else "cli").
-    #[arg(long, env = "TEAMKEY_ACTOR", global = true, value_name = "NAME")]
+    #[arg(
+        long,
+        env = "TEAMKEY_ACTOR",
+        global = true,
+        value_name = "NAME",
+        hide_env_values = true
+    )]
     actor: Option<String>,
 
     #[command(subcommand)]

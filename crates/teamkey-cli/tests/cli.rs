@@ -998,3 +998,22 @@ fn a_full_key_given_as_an_id_is_not_echoed() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// Help names each variable without a value: none from the caller's
+/// environment (the database URL may hold a password), and no `NAME=` for
+/// an unset one, which reads as set to nothing (the newcomer's review).
+#[test]
+fn help_names_the_variables_without_values() {
+    let help = teamkey_with(
+        "postgres://user:hunter2@db/keys",
+        &["--help"],
+        &[("TEAMKEY_PREFIX", "tk_test"), ("TEAMKEY_ACTOR", "ci")],
+    );
+    let help = String::from_utf8(help.stdout).unwrap();
+    for name in ["DATABASE_URL", "TEAMKEY_PREFIX", "TEAMKEY_PEPPER_FILE", "TEAMKEY_ACTOR"] {
+        assert!(help.contains(&format!("[env: {name}]")), "{name}: {help}");
+    }
+    for value in ["hunter2", "tk_test]", "=ci", "=]"] {
+        assert!(!help.contains(value), "{value}: {help}");
+    }
+}
