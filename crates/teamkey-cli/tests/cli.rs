@@ -1010,7 +1010,12 @@ fn help_names_the_variables_without_values() {
         &[("TEAMKEY_PREFIX", "tk_test"), ("TEAMKEY_ACTOR", "ci")],
     );
     let help = String::from_utf8(help.stdout).unwrap();
-    for name in ["DATABASE_URL", "TEAMKEY_PREFIX", "TEAMKEY_PEPPER_FILE", "TEAMKEY_ACTOR"] {
+    for name in [
+        "DATABASE_URL",
+        "TEAMKEY_PREFIX",
+        "TEAMKEY_PEPPER_FILE",
+        "TEAMKEY_ACTOR",
+    ] {
         assert!(help.contains(&format!("[env: {name}]")), "{name}: {help}");
     }
     for value in ["hunter2", "tk_test]", "=ci", "=]"] {
