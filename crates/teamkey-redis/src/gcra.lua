@@ -22,8 +22,9 @@
 --          0, but for a test clock, which Redis's expiry does not follow.
 --
 -- Returns {1, TAT - now} (ns) when allowed, and the TAT moves on by T;
--- {0, wait} (ns until one more is allowed) when refused, and nothing is
--- written: a refused request is not counted.
+-- {0, wait, whole} when refused (ns until one more is allowed, and until
+-- the quota is whole again), and nothing is written: a refused request is
+-- not counted.
 --
 -- Lua numbers are doubles, exact for integers up to 2^53 (104 days in ns):
 -- absolute times are kept as seconds and nanoseconds apart, and only
@@ -70,11 +71,12 @@ if tat then
 end
 
 if ahead > tau then
-  local wait = ahead - tau
+  local wait, whole = ahead - tau, ahead
   if t_then ~= t then
     wait = math.max(math.floor(wait * t_then / t + 0.5), 1)
+    whole = math.max(math.floor(ahead * t_then / t + 0.5), wait)
   end
-  return {0, wait}
+  return {0, wait, whole}
 end
 
 local next = math.max(ahead, 0) + t

@@ -29,23 +29,25 @@ impl Gcra {
     }
 
     /// The decision from the script's reply: `[1, TAT - now]` (allowed) or
-    /// `[0, wait]` (refused), both in nanoseconds. Anything else is an error,
-    /// never a panic.
+    /// `[0, wait, whole]` (refused: until one more is allowed, and until
+    /// the quota is whole again), in nanoseconds. Anything else is an
+    /// error, never a panic.
     pub(crate) fn decision(self, limit: RateLimit, reply: &Value) -> Result<RateDecision, RedisCheckError> {
         let malformed = || RedisCheckError::MalformedReply(format!("{reply:?}"));
         let Value::Array(items) = reply else {
             return Err(malformed());
         };
-        let [Value::Int(allowed), Value::Int(nanos)] = items.as_slice() else {
-            return Err(malformed());
-        };
-        let nanos = u64::try_from(*nanos).map_err(|_| malformed())?;
-        match allowed {
-            // The TAT moved to at most tau + t past now, and at least t.
-            1 if (self.t..=self.tau.saturating_add(self.t)).contains(&nanos) => {
+        let nanos = |n: &i64| u64::try_from(*n).map_err(|_| malformed());
+        match items.as_slice() {
+            [Value::Int(1), Value::Int(next)] => {
+                let next = nanos(next)?;
+                // The TAT moved to at most tau + t past now, and at least t.
+                if !(self.t..=self.tau.saturating_add(self.t)).contains(&next) {
+                    return Err(malformed());
+                }
                 // governor's `remaining_burst_capacity`, and the local
                 // limiter's reset: whole again after the used allowances.
-                let remaining = (self.tau + self.t - nanos) / self.t;
+                let remaining = (self.tau + self.t - next) / self.t;
                 let remaining = u32::try_from(remaining).map_err(|_| malformed())?;
                 let used = limit.requests().saturating_sub(remaining);
                 Ok(RateDecision::allowed(
@@ -55,8 +57,19 @@ impl Gcra {
             }
             // Longer than the quota's own waits after a change of quota
             // (what the old one counted comes back at its pace), or if
-            // Redis's clock went back: still a wait, and it ends.
-            0 if nanos > 0 => Ok(RateDecision::refused(Duration::from_nanos(nanos), limit.window())),
+            // Redis's clock went back: still a wait, and it ends. Whole
+            // again after a window, as the local limiter says, unless what
+            // the old quota counted takes longer.
+            [Value::Int(0), Value::Int(wait), Value::Int(whole)] => {
+                let (wait, whole) = (nanos(wait)?, nanos(whole)?);
+                if wait == 0 || whole < wait {
+                    return Err(malformed());
+                }
+                Ok(RateDecision::refused(
+                    Duration::from_nanos(wait),
+                    Duration::from_nanos(whole).max(limit.window()),
+                ))
+            }
             _ => Err(malformed()),
         }
     }
@@ -72,6 +85,10 @@ mod tests {
 
     fn reply(allowed: i64, nanos: i64) -> Value {
         Value::Array(vec![Value::Int(allowed), Value::Int(nanos)])
+    }
+
+    fn refusal(wait: i64, whole: i64) -> Value {
+        Value::Array(vec![Value::Int(0), Value::Int(wait), Value::Int(whole)])
     }
 
     #[test]
@@ -98,10 +115,17 @@ mod tests {
         // Part of an allowance back: not a whole request yet.
         let partial = g.decision(l, &reply(1, 9_999_000_000)).unwrap();
         assert_eq!(partial, RateDecision::allowed(0, Duration::from_secs(10)));
-        let refused = g.decision(l, &reply(0, 1_500_000_000)).unwrap();
+        let refused = g.decision(l, &refusal(1_500_000_000, 9_500_000_000)).unwrap();
         assert_eq!(
             refused,
             RateDecision::refused(Duration::from_millis(1_500), Duration::from_secs(10))
+        );
+        // After a change of quota: whole when what the old one counted is
+        // back, if that is beyond a window.
+        let refused = g.decision(l, &refusal(54_600_000_000, 60_000_000_000)).unwrap();
+        assert_eq!(
+            refused,
+            RateDecision::refused(Duration::from_millis(54_600), Duration::from_secs(60))
         );
     }
 
@@ -126,8 +150,14 @@ mod tests {
             reply(1, 1_999_999_999),
             reply(1, 10_000_000_001),
             reply(1, i64::MAX),
-            reply(0, 0),
-            reply(0, i64::MIN),
+            // A refusal says both its wait and when the quota is whole.
+            reply(0, 1_500_000_000),
+            refusal(0, 1),
+            refusal(-1, 1),
+            refusal(1, -1),
+            refusal(2, 1),
+            refusal(i64::MIN, i64::MIN),
+            Value::Array(vec![Value::Int(0), Value::Int(1), Value::Int(2), Value::Int(3)]),
         ] {
             assert!(
                 matches!(g.decision(l, &bad), Err(RedisCheckError::MalformedReply(_))),

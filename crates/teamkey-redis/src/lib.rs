@@ -48,13 +48,15 @@
 //! instead, to step over windows: [`RedisRateLimiterBuilder::clock`].)
 //!
 //! A refused key is then refused in this process, without asking Redis,
-//! until the retry-after Redis gave: in GCRA a refused request is not
-//! counted, so the key has no allowance before then however often it is
-//! asked again, and the answer is the one Redis would give (`remaining` 0,
-//! the time left as `retry_after`, the window as `reset_after`). A flood
-//! of requests on a key over its quota thus costs Redis about one check
-//! per allowance that comes back, not one per request; and the key stays
-//! refused even while Redis is down. Up to 100,000 refused keys are
+//! until the retry-after Redis gave (or for one window of the quota, if
+//! that is sooner: a wait beyond it comes only from a changed quota or a
+//! clock gone back, and Redis is asked again then): in GCRA a refused
+//! request is not counted, so the key has no allowance before then
+//! however often it is asked again, and the answer is the one Redis gave
+//! (`remaining` 0, the time left as `retry_after` and `reset_after`). A
+//! flood of requests on a key over its quota thus costs Redis about one
+//! check per allowance that comes back, not one per request; and the key
+//! stays refused even while Redis is down. Up to 100,000 refused keys are
 //! remembered (the least recently used forgotten first, which only means
 //! asking Redis again). A check under another quota forgets the key's
 //! refusal, and Redis decides. What this instance cannot see ends
@@ -300,7 +302,7 @@ impl RedisRateLimiter {
             Ok(decision) => {
                 self.health.answered();
                 if !decision.allowed {
-                    self.refusals.remember(key_id, limit, now, decision.retry_after);
+                    self.refusals.remember(key_id, limit, now, decision);
                 }
             }
             Err(error) => match error.judges_redis(queued) {
@@ -621,11 +623,18 @@ struct Refusals {
     by_key: Cache<KeyId, Refusal>,
 }
 
-/// One remembered refusal: under which quota, and until when.
+/// One remembered refusal: under which quota, until when, and until when
+/// this instance answers it without asking Redis again.
 #[derive(Clone, Copy)]
 struct Refusal {
     limit: RateLimit,
+    /// Redis's retry-after, from when it was asked.
     until: Nanos,
+    /// When the quota is whole again, as Redis said.
+    whole: Nanos,
+    /// Until when the memory answers: `until`, or one window of the quota
+    /// if that is sooner.
+    answers_until: Nanos,
 }
 
 impl Refusals {
@@ -649,21 +658,28 @@ impl Refusals {
             self.by_key.remove(key_id);
             return None;
         }
-        (now < refusal.until).then(|| RateDecision::refused(refusal.until.since(now), limit.window()))
+        (now < refusal.answers_until).then(|| {
+            let whole = refusal.whole.since(now).max(limit.window());
+            RateDecision::refused(refusal.until.since(now), whole)
+        })
     }
 
-    /// Redis refused `key_id` under `limit`, asked at `asked` (before it
-    /// decided: the memory ends no later than Redis's wait), for `wait`.
-    fn remember(&self, key_id: &KeyId, limit: RateLimit, asked: Nanos, wait: Duration) {
-        // A refusal waits at most one emission interval, unless the quota
-        // changed (the old one's count comes back at its pace) or Redis's
-        // clock went back: then let Redis say so again.
-        let wait = wait.min(limit.emission_interval());
+    /// Redis `refused` `key_id` under `limit`, asked at `asked` (before it
+    /// decided: the memory ends no later than Redis's wait).
+    fn remember(&self, key_id: &KeyId, limit: RateLimit, asked: Nanos, refused: &RateDecision) {
+        // A wait is at most one emission interval, unless the quota changed
+        // (what the old one counted comes back at its pace, up to its
+        // window) or Redis's clock went back. Redis is asked again after a
+        // window at most: it may know better by then (its clock set right,
+        // an operator's reset), and one check a window is no load.
+        let answered_for = refused.retry_after.min(limit.window());
         self.by_key.insert(
             *key_id,
             Refusal {
                 limit,
-                until: asked.after(wait),
+                until: asked.after(refused.retry_after),
+                whole: asked.after(refused.reset_after),
+                answers_until: asked.after(answered_for),
             },
         );
     }
@@ -743,25 +759,23 @@ mod tests {
         Nanos::from_unix_micros(i64::try_from(s).unwrap() * 1_000_000)
     }
 
+    fn refused(wait: u64, whole: u64) -> RateDecision {
+        RateDecision::refused(Duration::from_secs(wait), Duration::from_secs(whole))
+    }
+
     #[test]
     fn a_refusal_is_remembered_until_its_retry_after_under_its_quota() {
         let refusals = Refusals::new(10);
         let hourly = limit(10, 3_600);
         assert_eq!(refusals.refused(&key(1), hourly, seconds(100)), None);
-        refusals.remember(&key(1), hourly, seconds(100), Duration::from_secs(200));
+        refusals.remember(&key(1), hourly, seconds(100), &refused(200, 3_600));
         assert_eq!(
             refusals.refused(&key(1), hourly, seconds(100)),
-            Some(RateDecision::refused(
-                Duration::from_secs(200),
-                Duration::from_secs(3_600)
-            ))
+            Some(refused(200, 3_600))
         );
         assert_eq!(
             refusals.refused(&key(1), hourly, seconds(299)),
-            Some(RateDecision::refused(
-                Duration::from_secs(1),
-                Duration::from_secs(3_600)
-            ))
+            Some(refused(1, 3_600))
         );
         assert_eq!(refusals.refused(&key(1), hourly, seconds(300)), None, "over");
         assert_eq!(
@@ -772,19 +786,23 @@ mod tests {
 
         // Another quota may allow the key: the refusal is forgotten (Redis
         // decides), for the old quota too.
-        refusals.remember(&key(1), hourly, seconds(100), Duration::from_secs(200));
+        refusals.remember(&key(1), hourly, seconds(100), &refused(200, 3_600));
         assert_eq!(refusals.refused(&key(1), limit(20, 3_600), seconds(100)), None);
         assert_eq!(refusals.refused(&key(1), hourly, seconds(100)), None);
 
-        // Never longer than one emission interval (360 s here), whatever
-        // Redis said (its clock went back).
-        refusals.remember(&key(1), hourly, seconds(100), Duration::from_secs(86_400));
+        // A wait beyond a window (what another quota counted, or Redis's
+        // clock gone back) is answered as Redis gave it, whole again when
+        // Redis said, for a window; then Redis is asked again.
+        let minutely = limit(10, 60);
+        refusals.remember(&key(1), minutely, seconds(100), &refused(3_000, 3_540));
         assert_eq!(
-            refusals.refused(&key(1), hourly, seconds(100)),
-            Some(RateDecision::refused(
-                Duration::from_secs(360),
-                Duration::from_secs(3_600)
-            ))
+            refusals.refused(&key(1), minutely, seconds(130)),
+            Some(refused(2_970, 3_510))
+        );
+        assert_eq!(
+            refusals.refused(&key(1), minutely, seconds(160)),
+            None,
+            "asked again"
         );
     }
 

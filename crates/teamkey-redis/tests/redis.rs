@@ -875,3 +875,92 @@ async fn a_refused_key_is_answered_from_memory_until_its_retry_after() {
     assert_eq!(check(&limiter, 1, hourly).await, refused_for(360));
     assert_eq!(evalsha_calls(&url), asked + 5);
 }
+
+/// After a change of quota, what the old one counted comes back at its
+/// pace: the wait may be longer than an interval of the new quota, and a
+/// refusal says so. The memory of refusals answers as Redis did, and asks
+/// Redis again once a window of the new quota at most (attack review).
+#[tokio::test]
+async fn after_a_quota_change_the_memory_answers_as_redis_did() {
+    let server = OwnRedis::start(free_port());
+    let url = server.url();
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let limiter = RedisRateLimiter::builder(url.as_str())
+        .clock(clock.clone())
+        .timeout(SHORT)
+        .connect()
+        .await
+        .unwrap();
+    let (old, new) = (limit(100, 60), limit(10, 1));
+    for _ in 0..100 {
+        assert!(check(&limiter, 1, old).await.allowed);
+    }
+    // 100 counted at 0.6 s each, 9 may stay under ten a second: 91 to come
+    // back, all 100 in 60 s.
+    let first = check(&limiter, 1, new).await;
+    assert_eq!(
+        first,
+        RateDecision::refused(Duration::from_millis(54_600), Duration::from_secs(60))
+    );
+    let asked = evalsha_calls(&url);
+    assert_eq!(check(&limiter, 1, new).await, first, "from memory, as Redis said");
+    assert_eq!(evalsha_calls(&url), asked);
+    for _ in 0..545 {
+        clock.advance(time::Duration::milliseconds(100));
+        assert!(!check(&limiter, 1, new).await.allowed);
+    }
+    let flood_checks = evalsha_calls(&url) - asked;
+    assert!(flood_checks <= 55, "{flood_checks} checks of Redis in 54.5 s");
+    clock.advance(time::Duration::milliseconds(100));
+    let allowed = check(&limiter, 1, new).await;
+    assert!(allowed.allowed && allowed.remaining == 0, "{allowed:?}");
+}
+
+/// A state counted under any extreme quota, as far ahead as that quota can
+/// leave it, checked under any other: never a malformed reply (which fails
+/// open by default), never a wait beyond the old quota's window, never
+/// whole before the next is allowed (attack review; held).
+#[tokio::test]
+async fn extreme_quota_changes_give_well_formed_answers() {
+    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
+    let limiter = connect(RedisRateLimiter::builder(redis_url().as_str()).clock(clock.clone())).await;
+    let mut redis = redis::Client::open(redis_url().as_str()).unwrap();
+    let quotas = [
+        limit(1_000_000, 1),
+        limit(1_000_000, 86_400),
+        limit(1, 86_400),
+        limit(1, 1),
+        limit(3, 10),
+        limit(999_999, 1),
+        limit(7, 86_399),
+        limit(2, 3_600),
+    ];
+    let now_ns: u128 = 1_893_456_000 * 1_000_000_000;
+    for old in quotas {
+        let t = old.emission_interval().as_nanos();
+        let full = t * u128::from(old.requests());
+        // As far ahead as the old quota leaves a state: at most full.
+        let aheads = [1, t - 1, t, t + 1, full / 2 + 7, full - 1, full];
+        for ahead in aheads.into_iter().filter(|&ahead| ahead <= full) {
+            for new in quotas {
+                let _: () = redis::cmd("SET")
+                    .arg(limiter.state_key(&id(1)))
+                    .arg(format!("{} {old}", now_ns + ahead))
+                    .query(&mut redis)
+                    .unwrap();
+                let what = format!("{old} ahead {ahead} ns, under {new}");
+                let d = limiter
+                    .check(&id(1), new)
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert!(
+                    d.allowed
+                        || (d.retry_after > Duration::ZERO
+                            && d.retry_after <= old.window()
+                            && d.reset_after >= d.retry_after),
+                    "{what}: {d:?}"
+                );
+            }
+        }
+    }
+}
