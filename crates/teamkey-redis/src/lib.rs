@@ -36,9 +36,10 @@
 //! # How it counts
 //!
 //! The algorithm is GCRA, with the same arithmetic as `LocalRateLimiter`
-//! (and so the same decisions while a key's quota holds): a quota of `requests` per `window` allows
-//! a burst of `requests`, then gives one allowance back every
-//! `window / requests`; a refused request is not counted.
+//! (and so the same decisions while a key's quota holds): a quota of
+//! `requests` per `window` allows a burst of `requests`, then gives one
+//! allowance back every `window / requests`; a refused request is not
+//! counted.
 //!
 //! Each check is one round trip: `EVALSHA` of one Lua script (loaded on
 //! first use, and again after a Redis restart), which reads the key's

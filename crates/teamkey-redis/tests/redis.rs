@@ -814,17 +814,24 @@ async fn a_flood_of_one_over_limit_key_costs_redis_nothing_and_leaves_the_others
     );
 }
 
-#[tokio::test]
-async fn a_refused_key_is_answered_from_memory_until_its_retry_after() {
+/// A Redis of the test's own (its EVALSHAs are the test's alone), and a
+/// limiter on it on a test clock.
+async fn own_redis_on_a_test_clock() -> (OwnRedis, ManualClock, RedisRateLimiter) {
     let server = OwnRedis::start(free_port());
-    let url = server.url();
     let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let limiter = RedisRateLimiter::builder(url.as_str())
+    let limiter = RedisRateLimiter::builder(server.url().as_str())
         .clock(clock.clone())
         .timeout(SHORT)
         .connect()
         .await
         .unwrap();
+    (server, clock, limiter)
+}
+
+#[tokio::test]
+async fn a_refused_key_is_answered_from_memory_until_its_retry_after() {
+    let (server, clock, limiter) = own_redis_on_a_test_clock().await;
+    let url = server.url();
     let hourly = limit(10, 3_600);
     for left in (0..10).rev() {
         assert_eq!(check(&limiter, 1, hourly).await.remaining, left);
@@ -882,15 +889,8 @@ async fn a_refused_key_is_answered_from_memory_until_its_retry_after() {
 /// Redis again once a window of the new quota at most (attack review).
 #[tokio::test]
 async fn after_a_quota_change_the_memory_answers_as_redis_did() {
-    let server = OwnRedis::start(free_port());
+    let (server, clock, limiter) = own_redis_on_a_test_clock().await;
     let url = server.url();
-    let clock = ManualClock::new(datetime!(2030-01-01 0:00 UTC));
-    let limiter = RedisRateLimiter::builder(url.as_str())
-        .clock(clock.clone())
-        .timeout(SHORT)
-        .connect()
-        .await
-        .unwrap();
     let (old, new) = (limit(100, 60), limit(10, 1));
     for _ in 0..100 {
         assert!(check(&limiter, 1, old).await.allowed);
