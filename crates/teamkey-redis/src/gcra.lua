@@ -59,7 +59,10 @@ if tat then
     -- requests, rounded down (exact: at most 8.64e13 over at least 1).
     local requests, window = string.match(counted_under, '^(%d+)/(%d+)s$')
     requests, window = tonumber(requests), tonumber(window)
-    if requests and window and requests >= 1 and window >= 1 and ahead > 0 then
+    -- Within what a RateLimit can be (1 to 1e6 requests, 1 s to a day):
+    -- anything else is no state this limiter wrote.
+    if requests and window and requests >= 1 and requests <= 1000000
+        and window >= 1 and window <= 86400 and ahead > 0 then
       t_then = math.max(math.floor(window * 1e9 / requests), 1)
       -- The requests still counted, as many of this quota's intervals;
       -- rounded to the nearest ns, as the product may not be exact.
